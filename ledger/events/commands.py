@@ -1,0 +1,174 @@
+"""IN events: commands and external facts, exactly as received (codes 1..63)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ledger.events.enums import (
+    FundingResumeAction,
+    Mode,
+    OrderType,
+    SelfTrade,
+    Side,
+    TimeInForce,
+)
+from ledger.events.payloads import CarriedFlow, MarketParams
+from ledger.events.record import event
+
+#: `scope` value of SetMode/BulkCancel that means every market.
+ALL = "ALL"
+
+
+@event(1)
+class BeginBlock(NamedTuple):
+    """Opens a block; its time (seconds) is the only clock the state machine sees."""
+
+    time: int
+
+
+@event(2, accounts=("acct",))
+class CreateAccount(NamedTuple):
+    acct: str
+
+
+@event(3, accounts=("acct",))
+class Deposit(NamedTuple):
+    acct: str
+    amount_qq: int
+    ext_ref: str
+
+
+@event(4, accounts=("acct",))
+class Withdraw(NamedTuple):
+    acct: str
+    amount_qq: int
+    ext_ref: str
+
+
+@event(5, markets=("mkt",))
+class ListMarket(NamedTuple):
+    """List a market. `funding_index` is the cumulative index it migrates with (0 if new)."""
+
+    mkt: str
+    params: MarketParams
+    oracle_st: int
+    funding_index: int
+
+
+@event(6, markets=("mkt",))
+class UpdateMarketParams(NamedTuple):
+    mkt: str
+    params: MarketParams
+
+
+@event(7, markets=("mkt",))
+class UpdateOracle(NamedTuple):
+    mkt: str
+    oracle_st: int
+    ext_basis_ppm: int
+
+
+@event(8, accounts=("acct",), markets=("mkt",))
+class PlaceOrder(NamedTuple):
+    acct: str
+    mkt: str
+    side: Side
+    qty_bq: int
+    price_st: int | None
+    type: OrderType
+    tif: TimeInForce
+    reduce_only: bool
+    trigger_st: int | None
+    stp: SelfTrade
+
+
+@event(9, accounts=("acct",))
+class CancelOrder(NamedTuple):
+    acct: str
+    order_id: int
+
+
+@event(10)
+class BulkCancel(NamedTuple):
+    """Cancel every open order in `scope` (a market or ALL) except the kept types."""
+
+    scope: str
+    keep_types: tuple[OrderType, ...]
+    reason: str
+
+
+@event(11, markets=("mkt",))
+class FundingTick(NamedTuple):
+    """A funding tick as published by the funding service (compare-and-set on prev)."""
+
+    mkt: str
+    time: int
+    prev_index: int
+    prev_time: int
+    new_index: int
+
+
+@event(12, markets=("mkt",))
+class FundingResume(NamedTuple):
+    mkt: str
+    action: FundingResumeAction
+
+
+@event(13)
+class SetMode(NamedTuple):
+    scope: str
+    mode: Mode
+    band_ppm: int
+    reason: str
+    operator: str
+
+
+@event(14, markets=("mkt",))
+class HaltMarket(NamedTuple):
+    mkt: str
+    reason: str
+    operator: str
+
+
+@event(15, markets=("mkt",))
+class ResumeMarket(NamedTuple):
+    mkt: str
+    reason: str
+    operator: str
+
+
+@event(16)
+class TakeSnapshot(NamedTuple):
+    reason: str
+
+
+@event(17, accounts=("acct",))
+class IssueRefund(NamedTuple):
+    acct: str
+    amount_qq: int
+    source: str
+    ref: str
+
+
+@event(18)
+class SetGuards(NamedTuple):
+    enabled: bool
+    reason: str
+    operator: str
+
+
+@event(19)
+class EndBlock(NamedTuple):
+    """Closes a block: the liquidation sweep and invariants run here (appended by the sequencer)."""
+
+
+@event(20)
+class ApplyRollback(NamedTuple):
+    """First input of a branch after a rollback: names the target and carries external flows."""
+
+    target_height: int
+    branch_id: int
+    snapshot_hash: bytes
+    flows: tuple[CarriedFlow, ...]
+    reason: str
+    operator: str

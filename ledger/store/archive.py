@@ -1,0 +1,153 @@
+"""Truncate-with-archive and the operator journal, as steps inside one write transaction.
+
+`truncate` moves the suffix above a height into a new archived branch: every
+block header, event and index entry is re-keyed under the branch id, so the
+branch answers the same reads as the canonical chain. Cost is O(suffix):
+cursors start at the first orphaned key; nothing below it is read.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+import lmdb
+import msgpack
+
+from ledger.errors import NotFound
+from ledger.events.codec import index_positions
+from ledger.store.blocks import decode_header
+from ledger.store.layout import Dbs, read_u64, u32, u64
+
+
+def _pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+def truncate(txn: lmdb.Transaction, dbs: Dbs, height: int, *, reason: str, operator: str,
+             details: dict[str, Any]) -> tuple[int, Any]:
+    """Archive everything above `height`; return (branch id, new head)."""
+    from ledger.store.chain import Head  # local: chain imports this module
+
+    head = _unpack(txn.get(b"head", db=dbs.meta))
+    head_height, head_seq, head_hash, head_time = head
+    if height < 0 or height >= head_height:
+        raise NotFound(f"cannot truncate to height {height}: the head is {head_height}, "
+                       "so there is nothing above it to archive")
+    base_raw = txn.get(u64(height), db=dbs.blocks)
+    if base_raw is None:
+        raise NotFound(f"no block at height {height}")
+    base = decode_header(base_raw)
+    first_seq = base.first_seq + base.count
+    branch = _unpack(txn.get(b"next_branch", db=dbs.meta))
+    bpre = u32(branch)
+
+    # Block headers above the base.
+    moved_blocks = []
+    cur = txn.cursor(dbs.blocks)
+    if cur.set_range(u64(height + 1)):
+        for key, value in cur:
+            moved_blocks.append((bpre + key, value))
+    txn.cursor(dbs.arch_blocks).putmulti(moved_blocks, append=True)
+    cur = txn.cursor(dbs.blocks)
+    if cur.set_range(u64(height + 1)):
+        while cur.delete():
+            pass
+
+    # Events, and from their bytes the index entries they own.
+    moved: list[tuple[bytes, bytes]] = []
+    acct_ix: list[tuple[bytes, bytes]] = []
+    mkt_ix: list[tuple[bytes, bytes]] = []
+    type_ix: list[tuple[bytes, bytes]] = []
+    counts: dict[int, int] = {}
+    cur = txn.cursor(dbs.events)
+    if cur.set_range(u64(first_seq)):
+        for key, value in cur:
+            moved.append((bpre + key, value))
+            arr = msgpack.unpackb(value, use_list=False, raw=False)
+            code = arr[0]
+            counts[code] = counts.get(code, 0) + 1
+            accts, mkts = index_positions(code)
+            for i in accts:
+                acct_ix.append((arr[4 + i].encode(), key))
+            for i in mkts:
+                mkt_ix.append((arr[4 + i].encode(), key))
+            type_ix.append((bytes((code,)), key))
+    txn.cursor(dbs.arch_events).putmulti(moved, append=True)
+    cur = txn.cursor(dbs.events)
+    if cur.set_range(u64(first_seq)):
+        while cur.delete():
+            pass
+    for live, arch, entries in ((dbs.by_account, dbs.arch_by_account, acct_ix),
+                                (dbs.by_market, dbs.arch_by_market, mkt_ix),
+                                (dbs.by_type, dbs.arch_by_type, type_ix)):
+        entries.sort()
+        for key, seq_b in entries:
+            txn.delete(key, seq_b, db=live)
+        txn.cursor(arch).putmulti([(bpre + k, s) for k, s in entries], dupdata=True)
+
+    # Snapshots above the base are no longer of this chain.
+    dropped = []
+    for db in (dbs.snap_meta, dbs.snap_data):
+        cur = txn.cursor(db)
+        if cur.set_range(u64(height + 1)):
+            while cur.key():
+                if db is dbs.snap_meta:
+                    dropped.append(read_u64(cur.key()))
+                if not cur.delete():
+                    break
+
+    record = {
+        "branch": branch,
+        "base_height": height,
+        "base_hash": base.hash,
+        "first_height": height + 1,
+        "last_height": head_height,
+        "first_seq": first_seq,
+        "last_seq": head_seq,
+        "events": len(moved),
+        "blocks": len(moved_blocks),
+        "events_by_type": {str(k): v for k, v in sorted(counts.items())},
+        "head_hash": head_hash,
+        "head_time": head_time,
+        "reason": reason,
+        "operator": operator,
+        "snapshots_dropped": dropped,
+    }
+    txn.put(bpre, _pack(record), db=dbs.branches)
+    txn.put(b"next_branch", _pack(branch + 1), db=dbs.meta)
+    txn.put(b"head", _pack([height, first_seq - 1, base.hash, base.time]), db=dbs.meta)
+    journal_put(txn, dbs, "truncate", operator=operator, reason=reason,
+                details={**details, "branch": branch, "to_height": height,
+                         "from_head_height": head_height, "from_head_hash": head_hash.hex(),
+                         "new_head_hash": base.hash.hex(), "events_archived": len(moved)})
+    return branch, Head(height, first_seq - 1, base.hash, base.time)
+
+
+def journal_put(txn: lmdb.Transaction, dbs: Dbs, action: str, *, operator: str, reason: str,
+                details: dict[str, Any]) -> int:
+    """Append one operator action to the journal; returns its id.
+
+    The journal is operator metadata, not chain state, so it records the wall
+    clock (`recorded_at`, UTC) beside the chain's own head height and block time.
+    """
+    cur = txn.cursor(dbs.journal)
+    next_id = read_u64(cur.key()) + 1 if cur.last() else 1
+    head = _unpack(txn.get(b"head", db=dbs.meta))
+    record = {
+        "id": next_id,
+        "action": action,
+        "operator": operator,
+        "reason": reason,
+        "head_height": head[0],
+        "head_hash": bytes(head[2]).hex(),
+        "block_time": head[3],
+        "recorded_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "details": details,
+    }
+    txn.put(u64(next_id), _pack(record), db=dbs.journal, append=True)
+    return next_id

@@ -1,0 +1,99 @@
+"""Block headers and the hash chain.
+
+Header fields (msgpack array, in this order): height, block time, first seq,
+event count, prev hash, events hash, state hash, own hash. The own hash is
+blake2b-256 over the packed first seven fields; the events hash is blake2b-256
+over every event's stored bytes, each prefixed by its length (u32 big-endian),
+in seq order. The genesis block's prev hash is derived from the chain id, so a
+chain's genesis hash commits to its identity.
+"""
+
+from __future__ import annotations
+
+from hashlib import blake2b
+from typing import NamedTuple
+
+import msgpack
+
+from ledger.errors import CodecError
+
+HASH_LEN = 32
+ZERO_HASH = bytes(HASH_LEN)
+
+
+class BlockHeader(NamedTuple):
+    """One block's header; `hash` covers every other field."""
+
+    height: int
+    time: int
+    first_seq: int
+    count: int
+    prev_hash: bytes
+    events_hash: bytes
+    state_hash: bytes
+    hash: bytes
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + self.count - 1
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "height": self.height,
+            "time": self.time,
+            "first_seq": self.first_seq,
+            "count": self.count,
+            "prev_hash": self.prev_hash.hex(),
+            "events_hash": self.events_hash.hex(),
+            "state_hash": self.state_hash.hex(),
+            "hash": self.hash.hex(),
+        }
+
+
+def genesis_prev_hash(chain_id: str) -> bytes:
+    """The prev hash of block 0: binds the chain id into every later hash."""
+    return blake2b(b"perpledger-genesis:" + chain_id.encode(), digest_size=HASH_LEN).digest()
+
+
+def events_hash(encoded: list[bytes]) -> bytes:
+    """Hash of a block's events: length-prefixed stored bytes in seq order."""
+    h = blake2b(digest_size=HASH_LEN)
+    for data in encoded:
+        h.update(len(data).to_bytes(4, "big"))
+        h.update(data)
+    return h.digest()
+
+
+def header_hash(height: int, time: int, first_seq: int, count: int, prev_hash: bytes,
+                ev_hash: bytes, state_hash: bytes) -> bytes:
+    body = msgpack.packb([height, time, first_seq, count, prev_hash, ev_hash, state_hash],
+                         use_bin_type=True)
+    return blake2b(body, digest_size=HASH_LEN).digest()
+
+
+def make_header(height: int, time: int, first_seq: int, count: int, prev_hash: bytes,
+                ev_hash: bytes, state_hash: bytes) -> BlockHeader:
+    """Build a header and its own hash."""
+    own = header_hash(height, time, first_seq, count, prev_hash, ev_hash, state_hash)
+    return BlockHeader(height, time, first_seq, count, prev_hash, ev_hash, state_hash, own)
+
+
+def encode_header(h: BlockHeader) -> bytes:
+    return msgpack.packb(tuple(h), use_bin_type=True)
+
+
+def decode_header(data: bytes) -> BlockHeader:
+    """Decode a stored header, checking its shape (not its hash: `verify` does that)."""
+    try:
+        arr = msgpack.unpackb(data, use_list=False, raw=False)
+    except Exception as exc:
+        raise CodecError(f"block header is not valid msgpack ({exc})") from None
+    if type(arr) is not tuple or len(arr) != 8:
+        raise CodecError("block header: expected an array of 8 fields")
+    for i in range(4):
+        if type(arr[i]) is not int:
+            raise CodecError(f"block header: {BlockHeader._fields[i]} must be an integer")
+    for i in range(4, 8):
+        if type(arr[i]) is not bytes or len(arr[i]) != HASH_LEN:
+            raise CodecError(f"block header: {BlockHeader._fields[i]} must be 32 bytes")
+    return BlockHeader(*arr)

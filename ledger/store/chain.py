@@ -1,0 +1,516 @@
+"""The LMDB chain store: hash-chained blocks of events, indexes, snapshots, archive.
+
+One `ChainStore` per data directory per process. Opened for writing it holds
+the single-writer lock (`LedgerLocked` for a second writer, in this process or
+another). Readers need no lock: every read runs in one LMDB read transaction,
+a consistent MVCC snapshot, while the writer appends.
+
+Every mutation is ONE write transaction: a block with its index entries and
+head; a truncation with its archive, snapshot drops, head and journal record.
+A crash at any instant leaves the store as it was before or after, never a mix.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import lmdb
+import msgpack
+import structlog
+
+from ledger.errors import (
+    BlockRejected,
+    CodecError,
+    LedgerExists,
+    LedgerNotFound,
+    NotFound,
+    StoreError,
+)
+from ledger.events.codec import Envelope, check_and_encode, index_positions
+from ledger.store import archive, reads
+from ledger.store.blocks import (
+    HASH_LEN,
+    ZERO_HASH,
+    BlockHeader,
+    decode_header,
+    encode_header,
+    events_hash,
+    genesis_prev_hash,
+    make_header,
+)
+from ledger.store.env import SharedEnv, WriterLock, close_env, open_env
+from ledger.store.layout import SCHEMA_VERSION, Dbs, u64
+
+log = structlog.get_logger("ledger.store")
+
+#: Chain config defaults, fixed at `init` and stored in meta.
+DEFAULT_CONFIG: dict[str, Any] = {
+    "guards": True,
+    "snapshot_every": 100,
+    "max_rollback_depth": 10_000,
+}
+
+
+class Head(NamedTuple):
+    """The tip of the canonical chain (height -1 and seq 0 before genesis)."""
+
+    height: int
+    seq: int
+    hash: bytes
+    time: int
+
+
+class SnapshotInfo(NamedTuple):
+    height: int
+    state_hash: bytes
+    time: int
+    size: int
+
+
+class Snapshot(NamedTuple):
+    height: int
+    state_hash: bytes
+    time: int
+    data: bytes
+
+
+def _pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False)
+
+
+def ledger_exists(path: str | os.PathLike[str]) -> bool:
+    """True if `path` holds an initialised ledger."""
+    return (Path(path) / "data.mdb").exists()
+
+
+class ChainStore:
+    """The hash-chained event log of one ledger (see module docstring)."""
+
+    def __init__(self, shared: SharedEnv, lock: WriterLock | None) -> None:
+        self._shared = shared
+        self._lock = lock
+        self.path = Path(shared.path)
+        self.dbs = Dbs(shared)
+        meta = self._read(lambda txn: self._meta_all(txn))
+        if b"chain_id" not in meta:
+            self.close()
+            raise LedgerNotFound(f"no ledger at {self.path} (run `ledgerctl init` first)")
+        self.chain_id: str = _unpack(meta[b"chain_id"])
+        self.config: dict[str, Any] = _unpack(meta[b"config"])
+        version = _unpack(meta[b"schema_version"])
+        if version != SCHEMA_VERSION:
+            self.close()
+            raise StoreError(f"ledger at {self.path} has schema version {version}, "
+                             f"this perpledger reads {SCHEMA_VERSION}")
+        self._head_cache: Head | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], *, chain_id: str,
+               config: dict[str, Any] | None = None) -> ChainStore:
+        """Create an empty ledger (no genesis block yet) and return it open for writing.
+
+        Raises `LedgerExists` if `path` already holds one.
+        """
+        if ledger_exists(path):
+            raise LedgerExists(f"a ledger already exists at {path}; refusing to overwrite it")
+        cfg = dict(DEFAULT_CONFIG)
+        cfg.update(config or {})
+        Path(path).mkdir(parents=True, exist_ok=True)
+        lock = WriterLock(path)
+        lock.acquire()
+        shared = open_env(path)
+        Dbs(shared)  # create every sub-database up front
+        meta = shared.db(b"meta")
+
+        def init(txn: lmdb.Transaction) -> None:
+            txn.put(b"schema_version", _pack(SCHEMA_VERSION), db=meta)
+            txn.put(b"chain_id", _pack(chain_id), db=meta)
+            txn.put(b"config", _pack(cfg), db=meta)
+            txn.put(b"next_branch", _pack(1), db=meta)
+            txn.put(b"head", _pack([-1, 0, genesis_prev_hash(chain_id), 0]), db=meta)
+
+        shared.run_write(init)
+        return cls(shared, lock)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, write: bool = False) -> ChainStore:
+        """Open an existing ledger; `write=True` takes the single-writer lock."""
+        if not ledger_exists(path):
+            raise LedgerNotFound(f"no ledger at {path} (run `ledgerctl init` first)")
+        lock = None
+        if write:
+            lock = WriterLock(path)
+            lock.acquire()
+        try:
+            shared = open_env(path, create=False)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        return cls(shared, lock)
+
+    def close(self) -> None:
+        """Release the environment and, for a writer, the lock."""
+        if self._shared is not None:
+            close_env(self._shared)
+            self._shared = None  # type: ignore[assignment]
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> ChainStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def writable(self) -> bool:
+        return self._lock is not None
+
+    def _require_writer(self) -> None:
+        if self._lock is None:
+            raise StoreError("this store was opened read-only; open it with write=True")
+
+    def _read(self, fn: Any) -> Any:
+        return self._shared.run_read(fn)
+
+    def _write(self, fn: Any) -> Any:
+        self._require_writer()
+        return self._shared.run_write(fn)
+
+    def _meta_all(self, txn: lmdb.Transaction) -> dict[bytes, bytes]:
+        return dict(txn.cursor(self.dbs.meta))
+
+    # -- head and meta -------------------------------------------------------
+
+    @property
+    def head(self) -> Head:
+        """The canonical head (cached by the writer, read fresh by readers)."""
+        if self._lock is not None and self._head_cache is not None:
+            return self._head_cache
+        head = self._read(self._head_in)
+        if self._lock is not None:
+            self._head_cache = head
+        return head
+
+    def _head_in(self, txn: lmdb.Transaction) -> Head:
+        h = _unpack(txn.get(b"head", db=self.dbs.meta))
+        return Head(h[0], h[1], h[2], h[3])
+
+    @property
+    def genesis_hash(self) -> bytes | None:
+        raw = self._read(lambda txn: txn.get(b"genesis_hash", db=self.dbs.meta))
+        return None if raw is None else bytes(raw)
+
+    def set_config(self, key: str, value: Any) -> None:
+        """Change one chain config entry (operator settings such as snapshot_every)."""
+
+        def fn(txn: lmdb.Transaction) -> None:
+            cfg = _unpack(txn.get(b"config", db=self.dbs.meta))
+            cfg[key] = value
+            txn.put(b"config", _pack(cfg), db=self.dbs.meta)
+
+        self._write(fn)
+        self.config[key] = value
+
+    # -- append --------------------------------------------------------------
+
+    def append_block(self, envelopes: Sequence[Envelope], *, height: int, time: int,
+                     state_hash: bytes) -> BlockHeader:
+        """Validate a whole block, then write it durably in one transaction.
+
+        Checks: height is head+1, seqs continue the head's without gaps, every
+        envelope carries this height, every event encodes, the state hash is 32
+        bytes. Raises `BlockRejected` (or `CodecError`) and writes nothing on
+        any failure.
+        """
+        self._require_writer()
+        head = self.head
+        if height != head.height + 1:
+            raise BlockRejected(f"block height {height} does not follow head {head.height}")
+        if not envelopes:
+            raise BlockRejected(f"block {height} has no events")
+        if type(state_hash) is not bytes or len(state_hash) != HASH_LEN:
+            raise BlockRejected(f"block {height}: state hash must be {HASH_LEN} bytes")
+        if type(time) is not int or time < head.time:
+            raise BlockRejected(f"block {height}: time {time!r} is before the head's {head.time}")
+        items: list[tuple[bytes, bytes]] = []
+        encoded: list[bytes] = []
+        acct_ix: list[tuple[bytes, bytes]] = []
+        mkt_ix: list[tuple[bytes, bytes]] = []
+        type_ix: list[tuple[bytes, bytes]] = []
+        seq = head.seq
+        for env in envelopes:
+            seq += 1
+            if env.seq != seq:
+                raise BlockRejected(f"block {height}: expected seq {seq}, was {env.seq}")
+            if env.height != height:
+                raise BlockRejected(
+                    f"block {height}: event seq {seq} carries height {env.height}")
+            try:
+                code, data = check_and_encode(env)
+            except CodecError as exc:
+                raise BlockRejected(f"block {height}, seq {seq}: {exc}") from None
+            key = u64(seq)
+            items.append((key, data))
+            encoded.append(data)
+            ev = env.event
+            accts, mkts = index_positions(code)
+            for i in accts:
+                acct_ix.append((ev[i].encode(), key))
+            for i in mkts:
+                mkt_ix.append((ev[i].encode(), key))
+            type_ix.append((bytes((code,)), key))
+        header = make_header(height, time, head.seq + 1, len(items), head.hash,
+                             events_hash(encoded), state_hash)
+        # Sorted index input keeps each transaction's page touches local.
+        acct_ix.sort()
+        mkt_ix.sort()
+        type_ix.sort()
+        dbs = self.dbs
+        head_rec = _pack([height, seq, header.hash, time])
+        hdr = encode_header(header)
+
+        def write(txn: lmdb.Transaction) -> None:
+            txn.cursor(dbs.events).putmulti(items, append=True)
+            txn.cursor(dbs.by_account).putmulti(acct_ix, dupdata=True)
+            txn.cursor(dbs.by_market).putmulti(mkt_ix, dupdata=True)
+            txn.cursor(dbs.by_type).putmulti(type_ix, dupdata=True)
+            txn.put(u64(height), hdr, db=dbs.blocks, append=True)
+            txn.put(b"head", head_rec, db=dbs.meta)
+            if height == 0:
+                txn.put(b"genesis_hash", header.hash, db=dbs.meta)
+
+        self._shared.run_write(write)
+        self._head_cache = Head(height, seq, header.hash, time)
+        return header
+
+    # -- truncate ------------------------------------------------------------
+
+    def truncate_to(self, height: int, *, reason: str, operator: str,
+                    details: dict[str, Any] | None = None) -> int:
+        """Archive every block above `height` into a new branch, in one transaction.
+
+        Moves blocks, events and index entries into the archive, drops
+        snapshots above `height`, sets the head to `height` and journals the
+        action. Returns the new branch id. Raises `NotFound` if there is
+        nothing above `height` or `height` is not a block of the chain.
+        """
+        self._require_writer()
+        if not reason or not operator:
+            raise StoreError("truncate_to needs a reason and an operator name")
+        result: dict[str, Any] = {}
+
+        def fn(txn: lmdb.Transaction) -> int:
+            branch, new_head = archive.truncate(txn, self.dbs, height, reason=reason,
+                                                operator=operator, details=details or {})
+            result["head"] = new_head
+            return branch
+
+        branch = int(self._write(fn))
+        self._head_cache = result["head"]
+        log.info("truncated", height=height, branch=branch, reason=reason, operator=operator)
+        return branch
+
+    # -- snapshots -----------------------------------------------------------
+
+    def put_snapshot(self, height: int, state_hash: bytes, data: bytes) -> SnapshotInfo:
+        """Store the state at `height` (canonical bytes) with its state hash."""
+
+        def fn(txn: lmdb.Transaction) -> SnapshotInfo:
+            raw = txn.get(u64(height), db=self.dbs.blocks)
+            if raw is None:
+                raise NotFound(f"no block at height {height} to snapshot")
+            header = decode_header(raw)
+            if header.state_hash != state_hash:
+                raise BlockRejected(
+                    f"snapshot at height {height}: state hash {state_hash.hex()[:16]} does not "
+                    f"match the block's {header.state_hash.hex()[:16]}")
+            info = SnapshotInfo(height, state_hash, header.time, len(data))
+            txn.put(u64(height), _pack(list(info)), db=self.dbs.snap_meta)
+            txn.put(u64(height), data, db=self.dbs.snap_data)
+            return info
+
+        info: SnapshotInfo = self._write(fn)
+        return info
+
+    def snapshots(self) -> list[SnapshotInfo]:
+        """Every snapshot, by height."""
+
+        def fn(txn: lmdb.Transaction) -> list[SnapshotInfo]:
+            return [SnapshotInfo(*_unpack(v)) for _, v in txn.cursor(self.dbs.snap_meta)]
+
+        out: list[SnapshotInfo] = self._read(fn)
+        return out
+
+    def snapshot(self, height: int) -> Snapshot:
+        """The snapshot at exactly `height` (raises `NotFound`)."""
+
+        def fn(txn: lmdb.Transaction) -> Snapshot:
+            meta = txn.get(u64(height), db=self.dbs.snap_meta)
+            if meta is None:
+                raise NotFound(f"no snapshot at height {height}")
+            info = SnapshotInfo(*_unpack(meta))
+            data = bytes(txn.get(u64(height), db=self.dbs.snap_data))
+            return Snapshot(info.height, info.state_hash, info.time, data)
+
+        snap: Snapshot = self._read(fn)
+        return snap
+
+    def nearest_snapshot(self, at_or_below: int) -> SnapshotInfo | None:
+        """The highest snapshot at or below a height, if any."""
+        best = None
+        for info in self.snapshots():
+            if info.height <= at_or_below:
+                best = info
+        return best
+
+    # -- journal, checkpoints, branches --------------------------------------
+
+    def append_journal(self, action: str, *, operator: str, reason: str,
+                       details: dict[str, Any] | None = None) -> int:
+        """Record an operator action (who, why, when, what) outside any block."""
+        return int(self._write(lambda txn: archive.journal_put(
+            txn, self.dbs, action, operator=operator, reason=reason, details=details or {})))
+
+    def journal(self) -> list[dict[str, Any]]:
+        """Every journal record, oldest first."""
+        return list(self._read(lambda txn: [
+            _unpack(v) for _, v in txn.cursor(self.dbs.journal)]))
+
+    def put_checkpoint(self, name: str, record: dict[str, Any]) -> None:
+        self._write(lambda txn: txn.put(name.encode(), _pack(record), db=self.dbs.checkpoints))
+
+    def get_checkpoint(self, name: str) -> dict[str, Any] | None:
+        raw = self._read(lambda txn: txn.get(name.encode(), db=self.dbs.checkpoints))
+        return None if raw is None else dict(_unpack(raw))
+
+    def branches(self) -> list[dict[str, Any]]:
+        """Archived branches, oldest first."""
+        return list(self._read(lambda txn: [
+            _unpack(v) for _, v in txn.cursor(self.dbs.branches)]))
+
+    def branch(self, branch: int) -> dict[str, Any]:
+        """One archived branch's record (raises `NotFound` naming the known ones)."""
+        raw = self._read(lambda txn: txn.get(branch.to_bytes(4, "big"), db=self.dbs.branches))
+        if raw is None:
+            known = ", ".join(str(b["branch"]) for b in self.branches()) or "none"
+            raise NotFound(f"no archived branch {branch} (known branches: {known})")
+        return dict(_unpack(raw))
+
+    # -- reads ---------------------------------------------------------------
+
+    def block(self, height: int, *, branch: int | None = None) -> BlockHeader:
+        """One block header (raises `NotFound`)."""
+        if branch is not None:
+            self.branch(branch)
+        return self._read(lambda txn: reads.block(txn, self.dbs, height, branch))  # type: ignore[no-any-return]
+
+    def blocks(self, from_height: int | None = None, to_height: int | None = None, *,
+               branch: int | None = None) -> list[BlockHeader]:
+        """Block headers in an inclusive height range."""
+        if branch is not None:
+            self.branch(branch)
+        return list(self._read(lambda txn: list(
+            reads.blocks(txn, self.dbs, from_height, to_height, branch))))
+
+    def events(self, from_height: int | None = None, to_height: int | None = None, *,
+               branch: int | None = None) -> list[Envelope]:
+        """Every event of an inclusive height range, in seq order."""
+        return list(self.iter_events(from_height, to_height, branch=branch))
+
+    def iter_events(self, from_height: int | None = None, to_height: int | None = None, *,
+                    branch: int | None = None, batch: int = 4096) -> Iterator[Envelope]:
+        """Stream events of a height range in seq order, in consistent batches.
+
+        Each batch is read in one MVCC snapshot; the range is fixed at the first
+        batch from the block headers, so appends meanwhile do not leak in.
+        """
+        if branch is not None:
+            self.branch(branch)
+        lo, hi = self._read(lambda txn: reads.seq_range(
+            txn, self.dbs, from_height, to_height, branch))
+        while lo <= hi:
+            end = min(hi, lo + batch - 1)
+            chunk = self._read(lambda txn, a=lo, b=end: reads.events_by_seq(
+                txn, self.dbs, a, b, branch))
+            yield from chunk
+            lo = end + 1
+
+    def iter_raw(self, from_seq: int, to_seq: int, *, branch: int | None = None,
+                 batch: int = 8192) -> Iterator[tuple[int, bytes]]:
+        """Stream (seq, stored bytes) pairs without decoding."""
+        lo = from_seq
+        while lo <= to_seq:
+            end = min(to_seq, lo + batch - 1)
+            chunk = self._read(lambda txn, a=lo, b=end: reads.raw_by_seq(
+                txn, self.dbs, a, b, branch))
+            yield from chunk
+            lo = end + 1
+
+    def events_by(self, *, account: str | None = None, market: str | None = None,
+                  type_code: int | None = None, from_height: int | None = None,
+                  to_height: int | None = None, branch: int | None = None,
+                  limit: int | None = None) -> list[Envelope]:
+        """Events matching account / market / type in a height range: O(result).
+
+        The most selective index given (account, then market, then type) drives
+        the walk; the other filters are applied to what it yields.
+        """
+        if branch is not None:
+            self.branch(branch)
+        return list(self._read(lambda txn: reads.events_by(
+            txn, self.dbs, account=account, market=market, type_code=type_code,
+            from_height=from_height, to_height=to_height, branch=branch, limit=limit)))
+
+    def height_of_seq(self, seq: int, *, branch: int | None = None) -> int:
+        """The height of the block holding `seq`."""
+        env = self._read(lambda txn: reads.events_by_seq(txn, self.dbs, seq, seq, branch))
+        if not env:
+            raise NotFound(f"no event with seq {seq}")
+        return int(env[0].height)
+
+    def stats(self) -> dict[str, Any]:
+        """Entry counts and size on disk, for `ledgerctl info`."""
+
+        def fn(txn: lmdb.Transaction) -> dict[str, Any]:
+            return {
+                "events": txn.stat(self.dbs.events)["entries"],
+                "blocks": txn.stat(self.dbs.blocks)["entries"],
+                "archived_events": txn.stat(self.dbs.arch_events)["entries"],
+            }
+
+        out: dict[str, Any] = self._read(fn)
+        data = self.path / "data.mdb"
+        out["size_bytes"] = data.stat().st_size if data.exists() else 0
+        return out
+
+    @property
+    def shared_env(self) -> SharedEnv:
+        """The underlying environment (for the eventsourcing recorders and tools)."""
+        return self._shared
+
+
+__all__ = ["ChainStore", "Head", "Snapshot", "SnapshotInfo", "ZERO_HASH", "ledger_exists"]
+
+
+def verify_store(store: ChainStore, *, branch: int | None = None,
+                 progress: Any = None) -> Any:
+    """Verify the canonical chain or one archived branch; returns a VerifyReport."""
+    from ledger.store.verify import verify_chain
+
+    expected_prev = None
+    if branch is not None:
+        expected_prev = store.branch(branch)["base_hash"]
+    return store._read(lambda txn: verify_chain(txn, store.dbs, store.chain_id, branch=branch,
+                                                expected_prev=expected_prev, progress=progress))
