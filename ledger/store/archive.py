@@ -73,9 +73,11 @@ def truncate(txn: lmdb.Transaction, dbs: Dbs, height: int, *, reason: str, opera
             counts[code] = counts.get(code, 0) + 1
             accts, mkts = index_positions(code)
             for i in accts:
-                acct_ix.append((arr[4 + i].encode(), key))
+                if arr[4 + i]:
+                    acct_ix.append((arr[4 + i].encode(), key))
             for i in mkts:
-                mkt_ix.append((arr[4 + i].encode(), key))
+                if arr[4 + i]:
+                    mkt_ix.append((arr[4 + i].encode(), key))
             type_ix.append((bytes((code,)), key))
     txn.cursor(dbs.arch_events).putmulti(moved, append=True)
     cur = txn.cursor(dbs.events)

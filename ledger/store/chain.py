@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from hashlib import blake2b
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -28,8 +29,9 @@ from ledger.errors import (
     LedgerNotFound,
     NotFound,
     StoreError,
+    VerificationFailed,
 )
-from ledger.events.codec import Envelope, check_and_encode, index_positions
+from ledger.events.codec import Envelope, decode_verified, writer_plan
 from ledger.store import archive, reads
 from ledger.store.blocks import (
     HASH_LEN,
@@ -41,10 +43,17 @@ from ledger.store.blocks import (
     genesis_prev_hash,
     make_header,
 )
-from ledger.store.env import SharedEnv, WriterLock, close_env, open_env
+from ledger.store.env import INITIAL_MAP_SIZE, SharedEnv, WriterLock, close_env, open_env
 from ledger.store.layout import SCHEMA_VERSION, Dbs, u64
 
 log = structlog.get_logger("ledger.store")
+
+_PLANS: dict[type[Any], Any] = {}
+_CODE_KEYS = [bytes((i,)) for i in range(256)]
+#: LMDB keys hold at most 511 bytes; account and market ids must fit in an index key.
+MAX_ID_BYTES = 500
+# The single writer's packer (`Packer.pack` is about twice as fast as `packb`).
+_packer = msgpack.Packer(use_bin_type=True).pack
 
 #: Chain config defaults, fixed at `init` and stored in meta.
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -115,7 +124,8 @@ class ChainStore:
 
     @classmethod
     def create(cls, path: str | os.PathLike[str], *, chain_id: str,
-               config: dict[str, Any] | None = None) -> ChainStore:
+               config: dict[str, Any] | None = None,
+               map_size: int = INITIAL_MAP_SIZE) -> ChainStore:
         """Create an empty ledger (no genesis block yet) and return it open for writing.
 
         Raises `LedgerExists` if `path` already holds one.
@@ -127,7 +137,7 @@ class ChainStore:
         Path(path).mkdir(parents=True, exist_ok=True)
         lock = WriterLock(path)
         lock.acquire()
-        shared = open_env(path)
+        shared = open_env(path, map_size=map_size)
         Dbs(shared)  # create every sub-database up front
         meta = shared.db(b"meta")
 
@@ -142,7 +152,8 @@ class ChainStore:
         return cls(shared, lock)
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, write: bool = False) -> ChainStore:
+    def open(cls, path: str | os.PathLike[str], *, write: bool = False,
+             map_size: int = INITIAL_MAP_SIZE) -> ChainStore:
         """Open an existing ledger; `write=True` takes the single-writer lock."""
         if not ledger_exists(path):
             raise LedgerNotFound(f"no ledger at {path} (run `ledgerctl init` first)")
@@ -151,7 +162,7 @@ class ChainStore:
             lock = WriterLock(path)
             lock.acquire()
         try:
-            shared = open_env(path, create=False)
+            shared = open_env(path, create=False, map_size=map_size)
         except BaseException:
             if lock is not None:
                 lock.release()
@@ -231,96 +242,62 @@ class ChainStore:
 
         Checks: height is head+1, seqs continue the head's without gaps, every
         envelope carries this height, every event encodes, the state hash is 32
-        bytes. Raises `BlockRejected` (or `CodecError`) and writes nothing on
-        any failure.
+        bytes. Raises `BlockRejected` and writes nothing on any failure.
         """
         self._require_writer()
-        head = self.head
-        if height != head.height + 1:
-            raise BlockRejected(f"block height {height} does not follow head {head.height}")
-        if not envelopes:
-            raise BlockRejected(f"block {height} has no events")
-        if type(state_hash) is not bytes or len(state_hash) != HASH_LEN:
-            raise BlockRejected(f"block {height}: state hash must be {HASH_LEN} bytes")
-        if type(time) is not int or time < head.time:
-            raise BlockRejected(f"block {height}: time {time!r} is before the head's {head.time}")
-        items: list[tuple[bytes, bytes]] = []
-        encoded: list[bytes] = []
-        acct_ix: list[tuple[bytes, bytes]] = []
-        mkt_ix: list[tuple[bytes, bytes]] = []
-        type_ix: list[tuple[bytes, bytes]] = []
-        seq = head.seq
-        for env in envelopes:
-            seq += 1
-            if env.seq != seq:
-                raise BlockRejected(f"block {height}: expected seq {seq}, was {env.seq}")
-            if env.height != height:
-                raise BlockRejected(
-                    f"block {height}: event seq {seq} carries height {env.height}")
-            try:
-                code, data = check_and_encode(env)
-            except CodecError as exc:
-                raise BlockRejected(f"block {height}, seq {seq}: {exc}") from None
-            key = u64(seq)
-            items.append((key, data))
-            encoded.append(data)
-            ev = env.event
-            accts, mkts = index_positions(code)
-            for i in accts:
-                acct_ix.append((ev[i].encode(), key))
-            for i in mkts:
-                mkt_ix.append((ev[i].encode(), key))
-            type_ix.append((bytes((code,)), key))
-        header = make_header(height, time, head.seq + 1, len(items), head.hash,
-                             events_hash(encoded), state_hash)
-        # Sorted index input keeps each transaction's page touches local.
-        acct_ix.sort()
-        mkt_ix.sort()
-        type_ix.sort()
-        dbs = self.dbs
-        head_rec = _pack([height, seq, header.hash, time])
-        hdr = encode_header(header)
-
-        def write(txn: lmdb.Transaction) -> None:
-            txn.cursor(dbs.events).putmulti(items, append=True)
-            txn.cursor(dbs.by_account).putmulti(acct_ix, dupdata=True)
-            txn.cursor(dbs.by_market).putmulti(mkt_ix, dupdata=True)
-            txn.cursor(dbs.by_type).putmulti(type_ix, dupdata=True)
-            txn.put(u64(height), hdr, db=dbs.blocks, append=True)
-            txn.put(b"head", head_rec, db=dbs.meta)
-            if height == 0:
-                txn.put(b"genesis_hash", header.hash, db=dbs.meta)
-
-        self._shared.run_write(write)
-        self._head_cache = Head(height, seq, header.hash, time)
-        return header
+        block = prepare_block(self.head, envelopes, height=height, time=time,
+                              state_hash=state_hash)
+        self._shared.run_write(lambda txn: block.write(txn, self.dbs))
+        self._head_cache = block.new_head
+        return block.header
 
     # -- truncate ------------------------------------------------------------
 
     def truncate_to(self, height: int, *, reason: str, operator: str,
-                    details: dict[str, Any] | None = None) -> int:
+                    details: dict[str, Any] | None = None,
+                    then_append: Sequence[Envelope] | None = None,
+                    block_time: int | None = None, state_hash: bytes | None = None,
+                    ) -> int:
         """Archive every block above `height` into a new branch, in one transaction.
 
         Moves blocks, events and index entries into the archive, drops
         snapshots above `height`, sets the head to `height` and journals the
-        action. Returns the new branch id. Raises `NotFound` if there is
-        nothing above `height` or `height` is not a block of the chain.
+        action. With `then_append` (plus `block_time` and `state_hash`), the
+        first block of the new branch is appended in the SAME transaction, so a
+        crash leaves the old chain or the new one with its first block, never
+        a truncated chain without it. Returns the new branch id. Raises
+        `NotFound` if there is nothing above `height`.
         """
         self._require_writer()
         if not reason or not operator:
             raise StoreError("truncate_to needs a reason and an operator name")
+        block: PreparedBlock | None = None
+        if then_append is not None:
+            if block_time is None or state_hash is None:
+                raise StoreError("then_append needs block_time and state_hash")
+            base = self.block(height)
+            block = prepare_block(Head(height, base.last_seq, base.hash, base.time),
+                                  then_append, height=height + 1, time=block_time,
+                                  state_hash=state_hash)
         result: dict[str, Any] = {}
 
         def fn(txn: lmdb.Transaction) -> int:
             branch, new_head = archive.truncate(txn, self.dbs, height, reason=reason,
                                                 operator=operator, details=details or {})
             result["head"] = new_head
+            if block is not None:
+                block.write(txn, self.dbs)
+                result["head"] = block.new_head
             return branch
 
         branch = int(self._write(fn))
         self._head_cache = result["head"]
         log.info("truncated", height=height, branch=branch, reason=reason, operator=operator)
         return branch
+
+    def next_branch_id(self) -> int:
+        """The id the next truncation will give its archived branch."""
+        return int(self._read(lambda txn: _unpack(txn.get(b"next_branch", db=self.dbs.meta))))
 
     # -- snapshots -----------------------------------------------------------
 
@@ -458,6 +435,40 @@ class ChainStore:
             yield from chunk
             lo = end + 1
 
+    def iter_blocks(self, from_height: int | None = None, to_height: int | None = None, *,
+                    branch: int | None = None, batch_events: int = 8192,
+                    ) -> Iterator[tuple[BlockHeader, list[Envelope]]]:
+        """Stream whole blocks with their events, each block's events hash checked.
+
+        This is the rebuild path: the hash proves the bytes are those that
+        passed the field checks at append, so they decode without re-checking
+        each field (`decode_verified`). A mismatch raises `VerificationFailed`.
+        """
+        if branch is not None:
+            self.branch(branch)
+        headers = self.blocks(from_height, to_height, branch=branch)
+        i = 0
+        while i < len(headers):
+            group = [headers[i]]
+            total = headers[i].count
+            while i + len(group) < len(headers) and total < batch_events:
+                nxt = headers[i + len(group)]
+                group.append(nxt)
+                total += nxt.count
+            lo, hi = group[0].first_seq, group[-1].last_seq
+            raw = self._read(lambda txn, a=lo, b=hi: reads.raw_by_seq(
+                txn, self.dbs, a, b, branch))
+            pos = 0
+            for hdr in group:
+                chunk = raw[pos:pos + hdr.count]
+                pos += hdr.count
+                datas = [d for _, d in chunk]
+                if len(datas) != hdr.count or events_hash(datas) != hdr.events_hash:
+                    raise VerificationFailed(hdr.height, "events hash does not match the "
+                                             "stored events")
+                yield hdr, [decode_verified(d, s) for s, d in chunk]
+            i += len(group)
+
     def events_by(self, *, account: str | None = None, market: str | None = None,
                   type_code: int | None = None, from_height: int | None = None,
                   to_height: int | None = None, branch: int | None = None,
@@ -502,6 +513,102 @@ class ChainStore:
 
 
 __all__ = ["ChainStore", "Head", "Snapshot", "SnapshotInfo", "ZERO_HASH", "ledger_exists"]
+
+
+class PreparedBlock(NamedTuple):
+    """A validated, encoded block ready to be written inside a write transaction."""
+
+    header: BlockHeader
+    items: list[tuple[bytes, bytes]]
+    acct_ix: list[tuple[bytes, bytes]]
+    mkt_ix: list[tuple[bytes, bytes]]
+    type_ix: list[tuple[bytes, bytes]]
+    new_head: Head
+
+    def write(self, txn: lmdb.Transaction, dbs: Dbs) -> None:
+        """Write events, index entries, header and head (the caller's transaction)."""
+        txn.cursor(dbs.events).putmulti(self.items, append=True)
+        txn.cursor(dbs.by_account).putmulti(self.acct_ix, dupdata=True)
+        txn.cursor(dbs.by_market).putmulti(self.mkt_ix, dupdata=True)
+        txn.cursor(dbs.by_type).putmulti(self.type_ix, dupdata=True)
+        h = self.header
+        txn.put(u64(h.height), encode_header(h), db=dbs.blocks, append=True)
+        nh = self.new_head
+        txn.put(b"head", _pack([nh.height, nh.seq, nh.hash, nh.time]), db=dbs.meta)
+        if h.height == 0:
+            txn.put(b"genesis_hash", h.hash, db=dbs.meta)
+
+
+def _index_key(value: str, height: int, seq: int) -> bytes:
+    key = value.encode()
+    if len(key) > MAX_ID_BYTES:
+        raise BlockRejected(f"block {height}, seq {seq}: id {value[:40]!r}... is longer than "
+                            f"{MAX_ID_BYTES} bytes, the most an index key can hold")
+    return key
+
+
+def prepare_block(head: Head, envelopes: Sequence[Envelope], *, height: int, time: int,
+                  state_hash: bytes) -> PreparedBlock:
+    """Validate and encode a block on top of `head` (raises `BlockRejected`)."""
+    if height != head.height + 1:
+        raise BlockRejected(f"block height {height} does not follow head {head.height}")
+    if not envelopes:
+        raise BlockRejected(f"block {height} has no events")
+    if type(state_hash) is not bytes or len(state_hash) != HASH_LEN:
+        raise BlockRejected(f"block {height}: state hash must be {HASH_LEN} bytes")
+    if type(time) is not int or time < head.time:
+        raise BlockRejected(f"block {height}: time {time!r} is before the head's {head.time}")
+    items: list[tuple[bytes, bytes]] = []
+    acct_ix: list[tuple[bytes, bytes]] = []
+    mkt_ix: list[tuple[bytes, bytes]] = []
+    type_ix: list[tuple[bytes, bytes]] = []
+    plans = _PLANS
+    pack = _packer
+    parts: list[bytes] = []
+    seq = head.seq
+    # One tight loop: check, encode, index and hash each event once.
+    for env in envelopes:
+        seq += 1
+        ev = env.event
+        cls = type(ev)
+        plan = plans.get(cls)
+        if plan is None:
+            plan = writer_plan(cls)
+            if plan is None:
+                raise BlockRejected(f"block {height}, seq {seq}: {cls.__name__} is not "
+                                    "an event type of the catalogue")
+            plans[cls] = plan
+        code, version, check_fn, accts, mkts = plan
+        if env.seq != seq:
+            raise BlockRejected(f"block {height}: expected seq {seq}, was {env.seq}")
+        if env.height != height or type(env.cause) is not int:
+            raise BlockRejected(
+                f"block {height}: event seq {seq} carries height {env.height!r}")
+        try:
+            check_fn(ev)
+        except CodecError as exc:
+            raise BlockRejected(f"block {height}, seq {seq}: {exc}") from None
+        data = pack((code, version, height, env.cause, *ev))
+        key = u64(seq)
+        items.append((key, data))
+        parts.append(len(data).to_bytes(4, "big"))
+        parts.append(data)
+        for i in accts:
+            if ev[i]:  # an empty id (e.g. a rejection naming no market) indexes nothing
+                acct_ix.append((_index_key(ev[i], height, seq), key))
+        for i in mkts:
+            if ev[i]:
+                mkt_ix.append((_index_key(ev[i], height, seq), key))
+        type_ix.append((_CODE_KEYS[code], key))
+    ev_hash = blake2b(b"".join(parts), digest_size=HASH_LEN).digest()
+    header = make_header(height, time, head.seq + 1, len(items), head.hash, ev_hash,
+                         state_hash)
+    # Sorted index input keeps each transaction's page touches local.
+    acct_ix.sort()
+    mkt_ix.sort()
+    type_ix.sort()
+    return PreparedBlock(header, items, acct_ix, mkt_ix, type_ix,
+                         Head(height, seq, header.hash, time))
 
 
 def verify_store(store: ChainStore, *, branch: int | None = None,

@@ -137,8 +137,9 @@ def _check_index_entries(txn: lmdb.Transaction, ix_dbs: dict[str, object], pre: 
                          ev: object, seq_b: bytes, owned: dict[str, int]) -> str | None:
     code = type(ev).TYPE_CODE  # type: ignore[attr-defined]
     accts, mkts = index_positions(code)
-    wanted = [("account", pre + getattr(ev, "__getitem__")(i).encode()) for i in accts]
-    wanted += [("market", pre + getattr(ev, "__getitem__")(i).encode()) for i in mkts]
+    item = getattr(ev, "__getitem__")
+    wanted = [("account", pre + item(i).encode()) for i in accts if item(i)]
+    wanted += [("market", pre + item(i).encode()) for i in mkts if item(i)]
     wanted.append(("type", pre + bytes((code,))))
     seen: set[tuple[str, bytes]] = set()
     for name, key in wanted:
@@ -179,7 +180,7 @@ def _first_stray(txn: lmdb.Transaction, db: object, pre: bytes, events_db: objec
             ev = decode(raw, seq).event
             code = type(ev).TYPE_CODE
             accts, mkts = index_positions(code)
-            keys = {ev[i].encode() for i in accts} | {ev[i].encode() for i in mkts}
+            keys = {ev[i].encode() for i in (*accts, *mkts) if ev[i]}
             keys.add(bytes((code,)))
             ok = key[len(pre):] in keys
         if not ok and (best is None or seq < best):

@@ -1,0 +1,192 @@
+"""The sequencer: the single writer that turns commands into blocks.
+
+It owns the write lock (through `ChainStore.open(write=True)`), runs each
+block through the engine (`decide` then `evolve`), appends the IN and OUT
+events with the state hash in one durable transaction, and snapshots every
+`snapshot_every` blocks. Block time comes from the block's `BeginBlock`,
+never from the wall clock.
+
+Restart protocol (G8): before appending anything, `open` checks the tail of
+the hash chain, restores the newest snapshot, replays to the head and
+requires the head block's state hash. On any mismatch it refuses to start.
+
+If the engine or the store fails mid-block, the engine's state is ahead of
+the log; the sequencer then refuses further blocks (restart it to recover
+from the log), rather than append anything on top of an unknown state.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from ledger.core.engine import Engine
+from ledger.core.genesis import genesis_commands
+from ledger.errors import CommandInvalid, LedgerError, VerificationFailed
+from ledger.events.codec import Envelope
+from ledger.events.commands import BeginBlock, EndBlock, SetGuards
+from ledger.markets import Listing
+from ledger.replay import replay, restore
+from ledger.store.blocks import BlockHeader
+from ledger.store.chain import ChainStore, SnapshotInfo, verify_store
+
+log = structlog.get_logger("ledger.sequencer")
+
+#: How many blocks at the tail the restart protocol re-hashes in full.
+TAIL_BLOCKS = 64
+
+
+@dataclass
+class BlockOutcome:
+    """What one appended block did."""
+
+    header: BlockHeader
+    envelopes: list[Envelope]
+    rejections: list[Envelope]
+    refused: list[tuple[int, CommandInvalid]] = field(default_factory=list)
+    snapshot: SnapshotInfo | None = None
+
+
+class Sequencer:
+    """The single writer of one ledger (see module docstring)."""
+
+    def __init__(self, store: ChainStore, engine: Engine, *,
+                 check_invariants: bool = False) -> None:
+        self.store = store
+        self.engine = engine
+        self.check_invariants = check_invariants
+        self._poisoned: str | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], *, chain_id: str,
+               listings: Sequence[Listing], guards: bool = True, genesis_time: int = 0,
+               config: dict[str, Any] | None = None,
+               check_invariants: bool = False) -> Sequencer:
+        """Create a ledger and write its genesis block (height 0)."""
+        cfg = dict(config or {})
+        cfg["guards"] = guards
+        store = ChainStore.create(path, chain_id=chain_id, config=cfg)
+        seq = cls(store, Engine(), check_invariants=check_invariants)
+        try:
+            cmds = genesis_commands(listings, time=genesis_time, guards_enabled=guards)
+            seq._run(0, cmds)
+            seq.snapshot()
+        except BaseException:
+            store.close()
+            raise
+        log.info("ledger created", path=str(path), chain_id=chain_id, guards=guards,
+                 markets=[lst.mkt for lst in listings])
+        return seq
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, check_invariants: bool = False) -> Sequencer:
+        """Open an existing ledger for writing, after the restart protocol passes."""
+        store = ChainStore.open(path, write=True)
+        try:
+            engine = recover(store)
+        except BaseException:
+            store.close()
+            raise
+        return cls(store, engine, check_invariants=check_invariants)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Sequencer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- appending -----------------------------------------------------------
+
+    def submit(self, commands: Sequence[Any]) -> BlockOutcome:
+        """Run one block of commands and append it.
+
+        A block starts with `BeginBlock(time)`; without one, the head's time is
+        carried. Commands refused at the door (unknown account or market, off
+        tick, ...) are left out of the log and listed in `refused`.
+        """
+        cmds = list(commands)
+        if not cmds or not isinstance(cmds[0], BeginBlock):
+            cmds.insert(0, BeginBlock(self.store.head.time))
+        return self._run(self.store.head.height + 1, cmds)
+
+    def _run(self, height: int, cmds: list[Any]) -> BlockOutcome:
+        if self._poisoned:
+            raise LedgerError(f"the sequencer stopped after an earlier failure "
+                              f"({self._poisoned}); restart it to recover from the log")
+        if not isinstance(cmds[-1], EndBlock):
+            cmds.append(EndBlock())
+        try:
+            result = self.engine.run_block(height, cmds, admit=True)
+            if self.check_invariants:
+                self.engine.check_invariants(height)
+            header = self.store.append_block(result.envelopes, height=height,
+                                             time=cmds[0].time, state_hash=result.state_hash)
+        except BaseException as exc:
+            self._poisoned = f"block {height}: {exc}"
+            raise
+        outcome = BlockOutcome(header, result.envelopes, list(result.rejections),
+                               list(getattr(result, "refused", [])))
+        every = int(self.store.config.get("snapshot_every", 0) or 0)
+        if every and height > 0 and height % every == 0:
+            outcome.snapshot = self.snapshot()
+        return outcome
+
+    def snapshot(self) -> SnapshotInfo:
+        """Snapshot the state at the head (a verified cache of the projection)."""
+        head = self.store.head
+        return self.store.put_snapshot(head.height, self.engine.state_hash(),
+                                       self.engine.snapshot_bytes())
+
+    def set_guards(self, enabled: bool, *, reason: str, operator: str) -> BlockOutcome:
+        """Switch the data-check guards, recorded in the log and the journal."""
+        out = self.submit([SetGuards(enabled, reason, operator)])
+        self.store.append_journal("guards", operator=operator, reason=reason,
+                                  details={"enabled": enabled, "height": out.header.height})
+        return out
+
+
+def recover(store: ChainStore) -> Engine:
+    """Restart protocol: verify the chain's tail, restore, replay, match the head hash."""
+    head = store.head
+    if head.height < 0:
+        return Engine()
+    lo = max(0, head.height - TAIL_BLOCKS + 1)
+    report = verify_store_tail(store, lo)
+    if report is not None:
+        raise VerificationFailed(report[0], f"restart refused: {report[1]}")
+    engine, base = restore(store, at_or_below=head.height)
+    replay(store, engine, base + 1, head.height, check=True)
+    if engine.state_hash() != store.block(head.height).state_hash:
+        raise VerificationFailed(head.height, "restart refused: replayed state hash differs "
+                                 "from the head block's")
+    log.info("restart verified", head=head.height, snapshot=base)
+    return engine
+
+
+def verify_store_tail(store: ChainStore, from_height: int) -> tuple[int, str] | None:
+    """Re-hash the blocks from `from_height` to the head; (height, reason) of the first bad."""
+    from ledger.store.blocks import events_hash, header_hash
+
+    prev = store.block(from_height - 1).hash if from_height > 0 else None
+    for hdr in store.blocks(from_height, None):
+        if header_hash(*hdr[:7]) != hdr.hash:
+            return hdr.height, "header hash does not match its contents"
+        if prev is not None and hdr.prev_hash != prev:
+            return hdr.height, "prev hash does not link to the block before"
+        raw = [data for _, data in store.iter_raw(hdr.first_seq, hdr.last_seq)]
+        if len(raw) != hdr.count or events_hash(raw) != hdr.events_hash:
+            return hdr.height, "events hash does not match the stored events"
+        prev = hdr.hash
+    return None
+
+
+__all__ = ["BlockOutcome", "Sequencer", "recover", "verify_store", "verify_store_tail"]

@@ -1,0 +1,374 @@
+"""`ledgerctl`: the operator's command line. Thin: parse, call, render.
+
+Exit codes: 0 ok, 1 error, 2 usage (bad input), 3 verification failed.
+Every command takes `--data DIR` and `--json`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+
+from ledger.errors import CommandInvalid, LedgerError
+from ledger.events.codec import envelope_json
+from ledger.events.record import BY_NAME
+from ledger.markets import DEMO_MARKETS, load_markets
+from ledger.sequencer import Sequencer
+from ledger.store.chain import verify_store
+from tools import output
+from tools.common import (
+    BranchOpt,
+    DataOpt,
+    FromOpt,
+    JsonOpt,
+    ToOpt,
+    check_height,
+    data_dir,
+    open_store,
+)
+from tools.logs import configure
+
+app = typer.Typer(
+    name="ledgerctl",
+    help="perpledger: an event-sourced, hash-chained ledger for a perp exchange.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+guards_app = typer.Typer(help="Data-check guards (G1-G7).", no_args_is_help=True)
+app.add_typer(guards_app, name="guards")
+
+
+@app.callback()
+def _root() -> None:
+    configure()
+
+
+def _onoff(value: str, name: str) -> bool:
+    v = value.lower()
+    if v not in ("on", "off"):
+        raise CommandInvalid(f"{name} must be 'on' or 'off', was {value!r}")
+    return v == "on"
+
+
+@app.command()
+def init(
+    data: DataOpt = None,
+    json_out: JsonOpt = False,
+    chain_id: Annotated[str, typer.Option("--chain-id", help="Chain id.")] = "perpledger-demo",
+    markets: Annotated[Path | None, typer.Option("--markets", help="Markets TOML file.")] = None,
+    guards: Annotated[str, typer.Option("--guards", help="Data-check guards: on|off.")] = "on",
+    snapshot_every: Annotated[int, typer.Option(help="Snapshot every N blocks.")] = 100,
+    max_rollback_depth: Annotated[int, typer.Option(help="Deepest rollback without --force.")]
+    = 10_000,
+    genesis_time: Annotated[int, typer.Option(help="Genesis block time (s).")] = 0,
+) -> None:
+    """Create a ledger: the genesis block with the chain id, config and market listings."""
+    listings = load_markets(markets) if markets else DEMO_MARKETS
+    path = data_dir(data)
+    if snapshot_every < 0 or max_rollback_depth < 1:
+        raise CommandInvalid("--snapshot-every must be >= 0 and --max-rollback-depth >= 1")
+    seq = Sequencer.create(path, chain_id=chain_id, listings=listings,
+                           guards=_onoff(guards, "--guards"), genesis_time=genesis_time,
+                           config={"snapshot_every": snapshot_every,
+                                   "max_rollback_depth": max_rollback_depth})
+    with seq:
+        head = seq.store.head
+        doc = {"data": str(path), "chain_id": chain_id, "genesis_hash": head.hash.hex(),
+               "markets": [lst.mkt for lst in listings], "guards": guards.lower(),
+               "state_hash": seq.engine.state_hash().hex()}
+    if json_out:
+        output.dump_json(doc)
+    else:
+        output.kv(f"ledger created at {path}", list(doc.items()))
+
+
+@app.command()
+def info(data: DataOpt = None, json_out: JsonOpt = False) -> None:
+    """Head, genesis, snapshots, archived branches and size on disk."""
+    with open_store(data) as store:
+        head = store.head
+        gen = store.genesis_hash
+        snaps = store.snapshots()
+        branches = store.branches()
+        stats = store.stats()
+        doc: dict[str, Any] = {
+            "chain_id": store.chain_id,
+            "head_height": head.height,
+            "head_seq": head.seq,
+            "head_hash": head.hash.hex(),
+            "head_time": head.time,
+            "genesis_hash": gen.hex() if gen else None,
+            "snapshots": [s.height for s in snaps],
+            "branches": [b["branch"] for b in branches],
+            "events": stats["events"],
+            "archived_events": stats["archived_events"],
+            "size_bytes": stats["size_bytes"],
+            "config": store.config,
+        }
+    if json_out:
+        output.dump_json(doc)
+        return
+    pairs = [(k, v) for k, v in doc.items() if k not in ("snapshots", "branches", "config")]
+    pairs.append(("snapshots", ", ".join(map(str, doc["snapshots"][-10:])) or "none"))
+    pairs.append(("branches", ", ".join(map(str, doc["branches"])) or "none"))
+    pairs.append(("config", ", ".join(f"{k}={v}" for k, v in sorted(store.config.items()))))
+    output.kv("ledger", pairs)
+
+
+@app.command()
+def blocks(
+    data: DataOpt = None,
+    json_out: JsonOpt = False,
+    from_h: Annotated[int | None, typer.Option("--from", help="First height.")] = None,
+    to_h: Annotated[int | None, typer.Option("--to", help="Last height.")] = None,
+    branch: BranchOpt = None,
+) -> None:
+    """Block headers in a height range (inclusive)."""
+    check_height(from_h, "--from")
+    check_height(to_h, "--to")
+    with open_store(data) as store:
+        headers = store.blocks(from_h, to_h, branch=branch)
+    if json_out:
+        output.dump_jsonl(h.to_json() for h in headers)
+        return
+    output.table("blocks", ["height", "time", "first seq", "events", "hash", "state hash"],
+                 [(h.height, h.time, h.first_seq, h.count, output.short(h.hash),
+                   output.short(h.state_hash)) for h in headers],
+                 right=["height", "time", "first seq", "events"])
+
+
+@app.command()
+def events(
+    data: DataOpt = None,
+    json_out: JsonOpt = False,
+    height: Annotated[int | None, typer.Option("--height", help="One block.")] = None,
+    account: Annotated[str | None, typer.Option("--account")] = None,
+    market: Annotated[str | None, typer.Option("--market")] = None,
+    type_name: Annotated[str | None, typer.Option("--type", help="Event type name.")] = None,
+    from_height: FromOpt = None,
+    to_height: ToOpt = None,
+    branch: BranchOpt = None,
+    limit: Annotated[int | None, typer.Option("--limit")] = None,
+) -> None:
+    """Events by height, account, market or type (JSON Lines with --json)."""
+    for v, n in ((height, "--height"), (from_height, "--from-height"),
+                 (to_height, "--to-height")):
+        check_height(v, n)
+    if height is not None:
+        from_height = to_height = height
+    code = None
+    if type_name is not None:
+        cls = BY_NAME.get(type_name)
+        if cls is None:
+            raise CommandInvalid(f"unknown event type {type_name!r} "
+                                 f"(e.g. Filled, Liquidated, FundingTicked)")
+        code = cls.TYPE_CODE
+    with open_store(data) as store:
+        found = store.events_by(account=account, market=market, type_code=code,
+                                from_height=from_height, to_height=to_height,
+                                branch=branch, limit=limit)
+    rows = [envelope_json(e) for e in found]
+    if json_out:
+        output.dump_jsonl(rows)
+        return
+    output.table("events", ["seq", "height", "kind", "type", "payload"],
+                 [(r["seq"], r["height"], r["kind"], r["type"],
+                   _brief(r["payload"])) for r in rows], right=["seq", "height"])
+
+
+def _brief(payload: dict[str, Any]) -> str:
+    text = ", ".join(f"{k}={v}" for k, v in payload.items())
+    return text if len(text) < 110 else text[:107] + "..."
+
+
+@app.command()
+def verify(
+    data: DataOpt = None,
+    json_out: JsonOpt = False,
+    branch: BranchOpt = None,
+    reexecute: Annotated[bool, typer.Option("--reexecute",
+                                            help="Re-run IN events through decide.")] = False,
+    from_height: FromOpt = None,
+    to_height: ToOpt = None,
+    jobs: Annotated[int, typer.Option("--jobs", help="Parallel processes for --reexecute.")]
+    = 1,
+) -> None:
+    """Walk the hash chain, events and indexes (and with --reexecute, the state machine)."""
+    with open_store(data) as store:
+        report = verify_store(store, branch=branch)
+        doc: dict[str, Any] = {"ok": report.ok, "height": report.height,
+                               "reason": report.reason, "blocks": report.blocks,
+                               "events": report.events}
+        if report.ok and reexecute:
+            from projections.reexecute import reexecute as run_reexecute
+
+            rx = run_reexecute(store, from_height=from_height, to_height=to_height,
+                               jobs=jobs, progress=not json_out)
+            doc["reexecute"] = rx
+            if not rx["ok"]:
+                doc.update(ok=False, height=rx["height"], reason=rx["reason"])
+    if json_out:
+        output.dump_json(doc)
+    else:
+        title = "verified" if doc["ok"] else "VERIFICATION FAILED"
+        output.kv(title, list(doc.items()))
+    if not doc["ok"]:
+        raise typer.Exit(3)
+
+
+@app.command()
+def submit(
+    source: Annotated[str, typer.Argument(help="JSON Lines file, or - for stdin.")],
+    data: DataOpt = None,
+    json_out: JsonOpt = False,
+    block_size: Annotated[int | None, typer.Option("--block-size",
+                                                   help="Commands per block.")] = None,
+    check_invariants: Annotated[bool, typer.Option("--check-invariants")] = False,
+) -> None:
+    """Append JSON Lines commands: a block per BeginBlock marker or per --block-size."""
+    from tools.submit import run_submit
+
+    code = run_submit(data_dir(data), source, block_size=block_size, json_out=json_out,
+                      check_invariants=check_invariants)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def snapshot(data: DataOpt = None, json_out: JsonOpt = False) -> None:
+    """Take a snapshot of the state at the head now."""
+    with Sequencer.open(data_dir(data)) as seq:
+        info = seq.snapshot()
+    doc = {"height": info.height, "state_hash": info.state_hash.hex(), "size": info.size,
+           "time": info.time}
+    if json_out:
+        output.dump_json(doc)
+    else:
+        output.kv("snapshot taken", list(doc.items()))
+
+
+@app.command()
+def snapshots(data: DataOpt = None, json_out: JsonOpt = False) -> None:
+    """List snapshots: height, state hash, size and block time."""
+    with open_store(data) as store:
+        snaps = store.snapshots()
+    if json_out:
+        output.dump_json([{"height": s.height, "state_hash": s.state_hash.hex(),
+                           "size": s.size, "time": s.time} for s in snaps])
+        return
+    output.table("snapshots", ["height", "state hash", "size (bytes)", "block time"],
+                 [(s.height, output.short(s.state_hash), s.size, s.time) for s in snaps],
+                 right=["height", "size (bytes)", "block time"])
+
+
+@app.command()
+def branches(data: DataOpt = None, json_out: JsonOpt = False) -> None:
+    """Archived branches: heights, event counts, reason, operator, time."""
+    with open_store(data) as store:
+        found = store.branches()
+    rows = [{"branch": b["branch"], "base_height": b["base_height"],
+             "first_height": b["first_height"], "last_height": b["last_height"],
+             "events": b["events"], "blocks": b["blocks"], "reason": b["reason"],
+             "operator": b["operator"], "head_time": b["head_time"],
+             "head_hash": bytes(b["head_hash"]).hex()} for b in found]
+    if json_out:
+        output.dump_json(rows)
+        return
+    output.table("archived branches", ["branch", "heights", "events", "reason", "operator",
+                                       "block time"],
+                 [(r["branch"], f"{r['first_height']}..{r['last_height']}", r["events"],
+                   r["reason"], r["operator"], r["head_time"]) for r in rows],
+                 right=["branch", "events"])
+
+
+@app.command()
+def journal(data: DataOpt = None, json_out: JsonOpt = False) -> None:
+    """Operator actions: rollbacks, mode changes, guards, refunds."""
+    with open_store(data) as store:
+        recs = store.journal()
+    if json_out:
+        output.dump_json(recs)
+        return
+    output.table("journal", ["id", "action", "operator", "reason", "head", "recorded at"],
+                 [(r["id"], r["action"], r["operator"], r["reason"], r["head_height"],
+                   r["recorded_at"]) for r in recs], right=["id", "head"])
+
+
+@guards_app.command("set")
+def guards_set(
+    state: Annotated[str, typer.Argument(help="on|off")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (journaled).")],
+    operator: Annotated[str, typer.Option("--operator", help="Who (journaled).")],
+    data: DataOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Switch the data-check guards on or off, recorded in the log and the journal."""
+    enabled = _onoff(state, "guards state")
+    with Sequencer.open(data_dir(data)) as seq:
+        out = seq.set_guards(enabled, reason=reason, operator=operator)
+    doc = {"guards": "on" if enabled else "off", "height": out.header.height}
+    if json_out:
+        output.dump_json(doc)
+    else:
+        output.kv("guards", list(doc.items()))
+
+
+def _register_extensions() -> None:
+    """Attach command groups that live in their own modules (kept thin here)."""
+    import importlib
+
+    for name in ("tools.cli_sim", "tools.cli_projections", "tools.cli_operator",
+                 "tools.cli_bench", "tools.cli_demo"):
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        mod.register(app)
+
+
+_register_extensions()
+
+
+def main() -> None:
+    """Entry point: run the app, map errors to one line and an exit code."""
+    try:
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        output.err_console.print("aborted")
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except LedgerError as exc:
+        _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 1)
+
+
+def _fail(message: str, code: int) -> None:
+    if "--json" in sys.argv:
+        sys.stdout.write('{"error": ' + _json_str(message) + ', "exit_code": ' + str(code)
+                         + "}\n")
+    output.err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def _json_str(s: str) -> str:
+    import json
+
+    return json.dumps(s)
+
+
+if __name__ == "__main__":
+    main()

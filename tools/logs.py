@@ -1,0 +1,36 @@
+"""structlog, configured once: JSON lines when stderr is not a terminal, console otherwise."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import structlog
+
+_configured = False
+
+
+def configure(level: str | None = None) -> None:
+    """Configure structlog for the process (idempotent). Logs go to stderr."""
+    global _configured
+    if _configured:
+        return
+    _configured = True
+    name = (level or os.environ.get("PERPLEDGER_LOG_LEVEL", "warning")).upper()
+    lvl = getattr(logging, name, logging.WARNING)
+    renderer: structlog.typing.Processor
+    if sys.stderr.isatty():
+        renderer = structlog.dev.ConsoleRenderer()
+    else:
+        renderer = structlog.processors.JSONRenderer(sort_keys=True)
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(lvl),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
