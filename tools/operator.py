@@ -1,4 +1,4 @@
-"""Operator actions that write: rollback with recovery, modes, refunds. Thin over ledger/projections."""
+"""Operator actions that write: rollback with recovery, modes, refunds (thin)."""
 
 from __future__ import annotations
 

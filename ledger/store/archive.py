@@ -58,39 +58,49 @@ def truncate(txn: lmdb.Transaction, dbs: Dbs, height: int, *, reason: str, opera
         while cur.delete():
             pass
 
-    # Events, and from their bytes the index entries they own.
+    # Events, and from their bytes the distinct index keys the suffix touched.
     moved: list[tuple[bytes, bytes]] = []
-    acct_ix: list[tuple[bytes, bytes]] = []
-    mkt_ix: list[tuple[bytes, bytes]] = []
-    type_ix: list[tuple[bytes, bytes]] = []
+    acct_keys: dict[str, None] = {}
+    mkt_keys: dict[str, None] = {}
     counts: dict[int, int] = {}
+    unpack = msgpack.unpackb
     cur = txn.cursor(dbs.events)
     if cur.set_range(u64(first_seq)):
         for key, value in cur:
             moved.append((bpre + key, value))
-            arr = msgpack.unpackb(value, use_list=False, raw=False)
+            arr = unpack(value, use_list=False, raw=False)
             code = arr[0]
             counts[code] = counts.get(code, 0) + 1
             accts, mkts = index_positions(code)
             for i in accts:
-                if arr[4 + i]:
-                    acct_ix.append((arr[4 + i].encode(), key))
+                acct_keys[arr[4 + i]] = None
             for i in mkts:
-                if arr[4 + i]:
-                    mkt_ix.append((arr[4 + i].encode(), key))
-            type_ix.append((bytes((code,)), key))
+                mkt_keys[arr[4 + i]] = None
     txn.cursor(dbs.arch_events).putmulti(moved, append=True)
     cur = txn.cursor(dbs.events)
     if cur.set_range(u64(first_seq)):
         while cur.delete():
             pass
-    for live, arch, entries in ((dbs.by_account, dbs.arch_by_account, acct_ix),
-                                (dbs.by_market, dbs.arch_by_market, mkt_ix),
-                                (dbs.by_type, dbs.arch_by_type, type_ix)):
-        entries.sort()
-        for key, seq_b in entries:
-            txn.delete(key, seq_b, db=live)
-        txn.cursor(arch).putmulti([(bpre + k, s) for k, s in entries], dupdata=True)
+    # Every orphaned entry under a key is a tail of that key's duplicates (seq >=
+    # first_seq), so one cursor walk per distinct key moves them: O(suffix).
+    start = u64(first_seq)
+    for live, arch, keys in (
+            (dbs.by_account, dbs.arch_by_account, [k.encode() for k in acct_keys if k]),
+            (dbs.by_market, dbs.arch_by_market, [k.encode() for k in mkt_keys if k]),
+            (dbs.by_type, dbs.arch_by_type, [bytes((k,)) for k in sorted(counts)])):
+        keys.sort()
+        out: list[tuple[bytes, bytes]] = []
+        cur = txn.cursor(live)
+        for k in keys:
+            if not cur.set_range_dup(k, start):
+                continue
+            pk = bpre + k
+            tail = [(pk, v) for v in cur.iternext_dup()]
+            out.extend(tail)
+            cur.set_range_dup(k, start)
+            for _ in range(len(tail)):
+                cur.delete()
+        txn.cursor(arch).putmulti(out, dupdata=True)
 
     # Snapshots above the base are no longer of this chain.
     dropped = []

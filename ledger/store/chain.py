@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterator, Sequence
 from hashlib import blake2b
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import lmdb
 import msgpack
@@ -539,12 +539,9 @@ class PreparedBlock(NamedTuple):
             txn.put(b"genesis_hash", h.hash, db=dbs.meta)
 
 
-def _index_key(value: str, height: int, seq: int) -> bytes:
-    key = value.encode()
-    if len(key) > MAX_ID_BYTES:
-        raise BlockRejected(f"block {height}, seq {seq}: id {value[:40]!r}... is longer than "
-                            f"{MAX_ID_BYTES} bytes, the most an index key can hold")
-    return key
+def _too_long(value: str, height: int, seq: int) -> NoReturn:
+    raise BlockRejected(f"block {height}, seq {seq}: id {value[:40]!r}... is longer than "
+                        f"{MAX_ID_BYTES} bytes, the most an index key can hold")
 
 
 def prepare_block(head: Head, envelopes: Sequence[Envelope], *, height: int, time: int,
@@ -594,11 +591,17 @@ def prepare_block(head: Head, envelopes: Sequence[Envelope], *, height: int, tim
         parts.append(len(data).to_bytes(4, "big"))
         parts.append(data)
         for i in accts:
-            if ev[i]:  # an empty id (e.g. a rejection naming no market) indexes nothing
-                acct_ix.append((_index_key(ev[i], height, seq), key))
+            ik = ev[i].encode()
+            if ik:  # an empty id (e.g. a rejection naming no market) indexes nothing
+                if len(ik) > MAX_ID_BYTES:
+                    _too_long(ev[i], height, seq)
+                acct_ix.append((ik, key))
         for i in mkts:
-            if ev[i]:
-                mkt_ix.append((_index_key(ev[i], height, seq), key))
+            ik = ev[i].encode()
+            if ik:
+                if len(ik) > MAX_ID_BYTES:
+                    _too_long(ev[i], height, seq)
+                mkt_ix.append((ik, key))
         type_ix.append((_CODE_KEYS[code], key))
     ev_hash = blake2b(b"".join(parts), digest_size=HASH_LEN).digest()
     header = make_header(height, time, head.seq + 1, len(items), head.hash, ev_hash,

@@ -146,7 +146,7 @@ def events_by(txn: lmdb.Transaction, dbs: Dbs, *, account: str | None, market: s
 def _matches(env: Envelope, account: str | None, market: str | None,
              type_code: int | None) -> bool:
     cls = type(env.event)
-    if type_code is not None and cls.TYPE_CODE != type_code:
+    if type_code is not None and type_code != cls.TYPE_CODE:
         return False
     if account is not None and all(getattr(env.event, f) != account
                                    for f in cls.ACCOUNT_FIELDS):

@@ -137,7 +137,7 @@ def _check_index_entries(txn: lmdb.Transaction, ix_dbs: dict[str, object], pre: 
                          ev: object, seq_b: bytes, owned: dict[str, int]) -> str | None:
     code = type(ev).TYPE_CODE  # type: ignore[attr-defined]
     accts, mkts = index_positions(code)
-    item = getattr(ev, "__getitem__")
+    item = ev.__getitem__
     wanted = [("account", pre + item(i).encode()) for i in accts if item(i)]
     wanted += [("market", pre + item(i).encode()) for i in mkts if item(i)]
     wanted.append(("type", pre + bytes((code,))))
