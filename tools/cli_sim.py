@@ -38,9 +38,11 @@ def simulate(
         raise CommandInvalid(f"--guards must be on or off, was {guards!r}")
     inject = parse_injections(inject_zero_funding or [])
     path = data_dir(data)
-    wl = make_workload(seed=seed, accounts=accounts, inject=inject, shocks=shocks)
     with open_or_create(path, guards=g == "on", snapshot_every=snapshot_every,
                         check_invariants=check_invariants) as seq:
+        # The workload's clock starts at this ledger's genesis (block h at genesis + h s).
+        wl = make_workload(seed=seed, accounts=accounts, inject=inject, shocks=shocks,
+                           start_time=seq.store.block(0).time)
         with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
                       disable=json_out, transient=True) as bar:

@@ -72,9 +72,10 @@ def open_or_create(path: Path, *, guards: bool, listings: tuple[Listing, ...] = 
 
 def make_workload(*, seed: int, accounts: int, inject: list[tuple[int, str | None]],
                   listings: tuple[Listing, ...] = DEMO_MARKETS, shocks: bool = True,
-                  **kw: Any) -> Workload:
-    return Workload(seed=seed, accounts=accounts, listings=listings,
-                    start_time=SIM_GENESIS_TIME, inject_zero_funding=inject, shocks=shocks, **kw)
+                  start_time: int = SIM_GENESIS_TIME, **kw: Any) -> Workload:
+    """A workload whose block h has time start_time + h (start_time: the genesis time)."""
+    return Workload(seed=seed, accounts=accounts, listings=listings, start_time=start_time,
+                    inject_zero_funding=inject, shocks=shocks, **kw)
 
 
 def run(seq: Sequencer, workload: Workload, blocks: int, *,

@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 from ledger.events.enums import (
     FundingResumeAction,
+    LossMode,
     Mode,
     OrderType,
     SelfTrade,
@@ -170,5 +171,14 @@ class ApplyRollback(NamedTuple):
     branch_id: int
     snapshot_hash: bytes
     flows: tuple[CarriedFlow, ...]
+    reason: str
+    operator: str
+
+
+@event(21)
+class SetLossMode(NamedTuple):
+    """Choose what absorbs a deficit the vault cannot: ADL (default) or SOCIALIZE (bad_debt)."""
+
+    mode: LossMode
     reason: str
     operator: str

@@ -8,6 +8,7 @@ from ledger.events.enums import (
     CancelReason,
     FundingResumeAction,
     LiquidationMethod,
+    LossMode,
     Mode,
     OrderType,
     SelfTrade,
@@ -255,6 +256,33 @@ class FundingResumed(NamedTuple):
     mkt: str
     action: FundingResumeAction
     time: int
+
+
+@event(91)
+class LossModeSet(NamedTuple):
+    mode: LossMode
+    reason: str
+    by: str
+
+
+@event(92, markets=("mkt",))
+class OracleUpdateRejected(NamedTuple):
+    """G5 refused an oracle update; `pending_st` is a jump held for confirmation (0: none)."""
+
+    mkt: str
+    oracle_st: int
+    ext_basis_ppm: int
+    reason: str
+    pending_st: int
+
+
+@event(93, accounts=("acct", "source"))
+class RefundRejected(NamedTuple):
+    acct: str
+    amount_qq: int
+    source: str
+    ref: str
+    reason: str
 
 
 #: OrderType values held off the book until their trigger fires.

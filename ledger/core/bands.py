@@ -1,0 +1,34 @@
+"""Price bands (SPEC 8) and the recovery band of the POST_ONLY/CANCEL_ONLY modes (SPEC 9)."""
+
+from __future__ import annotations
+
+from ledger.core.fixedpoint import PPM, ceil_div, clamp, tick_down, tick_up
+from ledger.core.state import ExchangeState, Market, recovery_band_ppm
+
+
+def band(mark: int, band_ppm: int, tick: int) -> tuple[int, int]:
+    """(lo, hi): lo = ce(mark*(PPM-band), PPM) up to a tick, hi = fl(mark*(PPM+band), PPM) down."""
+    lo = tick_up(ceil_div(mark * (PPM - band_ppm), PPM), tick)
+    hi = tick_down((mark * (PPM + band_ppm)) // PPM, tick)
+    return lo, hi
+
+
+def trading_band(m: Market) -> tuple[int, int]:
+    """The band a crossing order must respect, around the mark."""
+    return band(m.mark, m.params.band_ppm, m.params.tick_st)
+
+
+def stale_band(m: Market) -> tuple[int, int]:
+    """The x2 band: a maker outside it at fill time is cancelled STALE_PRICE."""
+    return band(m.mark, 2 * m.params.band_ppm, m.params.tick_st)
+
+
+def external_fair_price(m: Market) -> int:
+    """oracle*(1 + ext_basis), the basis clamped to +-max_basis (SPEC 9)."""
+    mb = m.params.max_basis_ppm
+    return m.oracle + (m.oracle * clamp(m.ext_basis, -mb, mb)) // PPM
+
+
+def recovery_band(st: ExchangeState, m: Market) -> tuple[int, int]:
+    """Every order must lie within this band in POST_ONLY and CANCEL_ONLY."""
+    return band(external_fair_price(m), recovery_band_ppm(st, m), m.params.tick_st)

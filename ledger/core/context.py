@@ -1,0 +1,36 @@
+"""The decide context: `emit` evolves the live state at once and records the event.
+
+Decide never mutates state itself. Each rule calls `ctx.emit(event)`, which
+assigns the next seq, runs the very `evolve` a rebuild runs, and records the
+envelope (cause = the IN event's seq). Later rules of the same command (a
+taker's margin after a partial fill, a cancel after a position flips) thus see
+earlier effects, while the event list stays the single source of truth.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ledger.core.evolve import EVOLVE
+from ledger.core.state import ExchangeState
+from ledger.events.codec import Envelope
+
+_tnew = tuple.__new__
+
+
+class Ctx:
+    __slots__ = ("st", "height", "cause", "out")
+
+    def __init__(self, st: ExchangeState, height: int, out: list[Envelope]) -> None:
+        self.st = st
+        self.height = height
+        self.cause = 0
+        self.out = out
+
+    def emit(self, ev: Any) -> None:
+        """Apply `ev` to the live state and record it with the next seq."""
+        st = self.st
+        seq = st.seq + 1
+        st.seq = seq
+        EVOLVE[type(ev)](st, ev)
+        self.out.append(_tnew(Envelope, (seq, self.height, self.cause, ev)))

@@ -1,0 +1,147 @@
+"""The liquidation sweep (SPEC 7), run once per block at EndBlock, with G7.
+
+Candidates come from the watch (ledger.core.watch), are confirmed exactly
+(MMR > 0 and AV < MMR) and ordered by (fl(AV*PPM, MMR), id). A market may
+liquidate only in effective mode OK and, with guards on, with a fresh oracle
+(G5: no older than oracle_max_age_s) and no jump awaiting confirmation; an
+account with a position in any market that may not liquidate is left alone
+until that changes. The system accounts FEES and LIQ_VAULT are never liquidated.
+
+Per account: cancel all its orders (TP/SL included), settle its funding,
+re-check, then split AV into bankruptcy shares, compute deficit D and fee F,
+and close through the vault if `vault.balance + F >= D` and the vault's AV
+after takeover is at least its IMR. Otherwise, if D cannot be paid by the
+vault and `loss_mode` is SOCIALIZE, the vault takes the positions at the mark
+anyway, pays what it can, and the rest is bad_debt (withdrawals stay blocked
+while bad_debt > 0, SPEC 6); in every other case the positions are
+deleveraged at their bankruptcy values (ledger.core.adl). loss_mode is global
+state set by SetLossMode (ADL unless set; genesis can set it).
+"""
+
+from __future__ import annotations
+
+from ledger.core.adl import deleverage
+from ledger.core.cancels import after_position_change, cancel
+from ledger.core.context import Ctx
+from ledger.core.fixedpoint import PPM, ceil_div, pow10_neg, trunc_div, value
+from ledger.core.funding import settle_all
+from ledger.core.guards import funding_surge, liquidation_surge
+from ledger.core.margin import account_margin, margin_after_many, market_mmr
+from ledger.core.state import LIQ_VAULT, SYSTEM_ACCOUNTS, Account, ExchangeState, Market
+from ledger.core.state import effective_mode as _mode
+from ledger.core.watch import candidates, watch
+from ledger.events import commands as c
+from ledger.events import outcomes as o
+from ledger.events.enums import CancelReason, LiquidationMethod, LossMode, Mode
+from ledger.events.payloads import LiquidatedPosition
+
+
+def can_liquidate(st: ExchangeState, m: Market) -> bool:
+    """May accounts with a position in `m` be liquidated now?"""
+    if _mode(st, m) != Mode.OK:
+        return False
+    stale = st.time - m.last_oracle_time > m.params.oracle_max_age_s
+    return not (st.guards and (m.pending_oracle or stale))
+
+
+def liquidatable(st: ExchangeState) -> list[tuple[int, str]]:
+    """Confirmed liquidatable user accounts as (fl(AV*PPM, MMR), id); safe ones are watched."""
+    out = []
+    for acct in candidates(st):
+        a = st.accounts[acct]
+        av, _, mmr = account_margin(st, a)
+        if mmr > 0 and av < mmr and acct not in SYSTEM_ACCOUNTS:
+            out.append(((av * PPM) // mmr, acct))
+        elif mmr > 0:
+            watch(st, a, av - mmr)
+    out.sort()
+    return out
+
+
+def _g7(ctx: Ctx, found: list[tuple[int, str]]) -> None:
+    """Halt markets where liquidations surge or funding moved AV by more than MMR."""
+    st = ctx.st
+    deltas: dict[str, int] = {}
+    for ev, _ in st.block.ticks:
+        deltas[ev.mkt] = deltas.get(ev.mkt, 0) + ev.new_index - ev.prev_index
+    count: dict[str, int] = {}
+    size: dict[str, int] = {}
+    for _, acct in found:
+        for mkt, pos in st.accounts[acct].positions.items():
+            if pos.size:
+                count[mkt] = count.get(mkt, 0) + 1
+                size[mkt] = size.get(mkt, 0) + abs(pos.size)
+    for mkt in sorted(st.markets):
+        m = st.markets[mkt]
+        if m.mode == Mode.HALTED:
+            continue
+        surge = False
+        if mkt in count:
+            oi = sum(max(st.accounts[h].positions[mkt].size, 0) for h in m.holders)
+            surge = liquidation_surge(count[mkt], size[mkt], oi)
+        if not surge and deltas.get(mkt) and funding_surge(m, deltas[mkt]):
+            surge = any(st.accounts[h].positions[mkt].size for h in m.holders)
+        if surge:
+            ctx.emit(o.MarketHalted(mkt, "LIQUIDATION_SURGE", "guard:G7"))
+
+
+def end_block(ctx: Ctx, cmd: c.EndBlock) -> None:
+    """The block's liquidation sweep (SPEC 7), after G5/G7."""
+    st = ctx.st
+    found = liquidatable(st)
+    if st.guards:
+        _g7(ctx, found)
+    for _, acct in found:
+        a = st.accounts[acct]
+        if all(can_liquidate(st, st.markets[mkt])
+               for mkt, pos in a.positions.items() if pos.size):
+            liquidate(ctx, a)
+
+
+def liquidate(ctx: Ctx, a: Account) -> None:
+    st = ctx.st
+    for oid in sorted(a.orders):
+        cancel(ctx, st.orders[oid], CancelReason.LIQUIDATION)
+    settle_all(ctx, a)
+    av, _, mmr = account_margin(st, a)
+    if mmr == 0 or av >= mmr:
+        return
+    open_ = sorted((mkt, pos.size) for mkt, pos in a.positions.items() if pos.size)
+    shares: list[LiquidatedPosition] = []
+    acc = 0
+    fee = 0
+    for i, (mkt, size) in enumerate(open_):
+        m = st.markets[mkt]
+        mmr_m = market_mmr(st, mkt, size)
+        share = av - acc if i == len(open_) - 1 else (av * mmr_m) // mmr
+        acc += share
+        notional = value(size, m.mark, m.params.qce)
+        bv = notional - share
+        bp = trunc_div(bv * pow10_neg(m.params.qce) * (1 if size > 0 else -1), abs(size))
+        shares.append(LiquidatedPosition(mkt, size, notional, m.mark, mmr_m, bv, bp))
+        fee += ceil_div(mmr_m * m.params.liq_penalty_ppm, PPM)
+    deficit = max(0, -av)
+    fee = min(max(av, 0), fee)
+    vault = st.accounts[LIQ_VAULT]
+    settle_all(ctx, vault)
+    takeover = {lp.mkt: (lp.size_bq, lp.notional_qq) for lp in shares}
+    before = {lp.mkt: (vault.positions[lp.mkt].size if lp.mkt in vault.positions else 0)
+              for lp in shares}
+    method = LiquidationMethod.ADL
+    if vault.balance + fee >= deficit:
+        v_av, v_imr = margin_after_many(st, vault, takeover, fee - deficit)
+        if v_av >= v_imr:
+            method = LiquidationMethod.VAULT
+    elif st.loss_mode == LossMode.SOCIALIZE:
+        method = LiquidationMethod.SOCIALIZE
+    if method == LiquidationMethod.ADL:
+        ctx.emit(o.Liquidated(a.id, method, av, mmr, tuple(shares), 0, deficit))
+        for lp in shares:
+            deleverage(ctx, a, lp.mkt, lp.bankruptcy_value_qq)
+        return
+    ctx.emit(o.Liquidated(a.id, method, av, mmr, tuple(shares), fee, deficit))
+    if method == LiquidationMethod.SOCIALIZE:
+        paid = min(deficit, max(vault.balance, 0))
+        ctx.emit(o.SocializedLossApplied(a.id, deficit, paid, deficit - paid))
+    for mkt, b in before.items():
+        after_position_change(ctx, vault, mkt, b)

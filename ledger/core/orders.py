@@ -1,0 +1,151 @@
+"""Order placement, cancels and order housekeeping (SPEC 8 and 9).
+
+Placement validates in the SPEC order mode -> step/tick -> reduce-only side ->
+band -> post-only -> margin; the first failure emits OrderRejected with one of
+the stable reasons below. An accepted order gets OrderPlaced (its id is the
+seq of the PlaceOrder IN event) and then matches (ledger.core.matching).
+
+Reasons: UNKNOWN_ACCOUNT, UNKNOWN_MARKET, INVALID (a shape the door refuses),
+MODE, STEP, TICK, REDUCE_ONLY_SIDE, BAND, POST_ONLY_CROSS, MARGIN, UNKNOWN_ORDER.
+
+Choices: TP/SL are implicitly reduce-only, so placing one needs an opposite
+position (REDUCE_ONLY_SIDE otherwise) and they are cancelled REDUCE_ONLY like
+any reduce-only order once the position no longer allows them to reduce.
+Reduce-only orders are never resized by an event: each fill is capped at
+min(remaining, |size|) and an order that can no longer reduce is cancelled.
+A MARKET order (and a triggered TP/SL without a price) uses the band edge as
+its limit and never rests; it counts as its own quantity in the W margin check.
+In POST_ONLY only LIMIT POST_ONLY orders are accepted, and every order, passive
+ones included, must lie inside the recovery band (reason BAND).
+"""
+
+from __future__ import annotations
+
+from ledger.core.bands import recovery_band, trading_band
+from ledger.core.cancels import cancel, reduces
+from ledger.core.context import Ctx
+from ledger.core.margin import order_check
+from ledger.core.matching import match
+from ledger.core.state import Account, ExchangeState, Market, effective_mode
+from ledger.events import commands as c
+from ledger.events import outcomes as o
+from ledger.events.enums import CancelReason, Mode, OrderType, Side, TimeInForce
+
+TRIGGER_TYPES = (OrderType.STOP_LOSS, OrderType.TAKE_PROFIT)
+LIMIT = OrderType.LIMIT
+MARKET = OrderType.MARKET
+POST_ONLY = TimeInForce.POST_ONLY
+BUY = Side.BUY
+_tnew = tuple.__new__
+
+
+def _validate(st: ExchangeState, a: Account | None, m: Market | None,
+              cmd: c.PlaceOrder) -> str:
+    """The first failed placement rule's reason, or "" (SPEC 8 validation order)."""
+    if a is None:
+        return "UNKNOWN_ACCOUNT"
+    if m is None:
+        return "UNKNOWN_MARKET"
+    otype, tif, side, price, qty = cmd.type, cmd.tif, cmd.side, cmd.price_st, cmd.qty_bq
+    is_trig = otype in TRIGGER_TYPES
+    if (qty <= 0 or (otype == LIMIT and price is None)
+            or (otype == MARKET and (price is not None or tif == POST_ONLY))
+            or (is_trig and (cmd.trigger_st is None or cmd.trigger_st <= 0))
+            or (price is not None and price <= 0)):
+        return "INVALID"
+    p = m.params
+    gm = st.mode
+    mode = m.mode if m.mode >= gm else gm
+    # 1. mode
+    if mode and (mode >= Mode.CANCEL_ONLY or tif != POST_ONLY or otype != LIMIT):
+        return "MODE"
+    # 2. step / tick
+    if qty % p.step_bq:
+        return "STEP"
+    if price is not None and price % p.tick_st:
+        return "TICK"
+    # 3. reduce-only side
+    ro = cmd.reduce_only or is_trig
+    pos = a.positions.get(m.id)
+    if ro and not reduces(pos.size if pos is not None else 0, side):
+        return "REDUCE_ONLY_SIDE"
+    # 4. band (the recovery band in POST_ONLY; the trading band for crossing orders)
+    crossing = False
+    if mode == Mode.POST_ONLY:
+        assert price is not None
+        lo, hi = recovery_band(st, m)
+        if not lo <= price <= hi:
+            return "BAND"
+    if not is_trig and price is not None:
+        if side == BUY:
+            best = m.asks.best()
+            crossing = best is not None and price >= best
+        else:
+            best = m.bids.best()
+            crossing = best is not None and price <= best
+        if crossing:
+            lo, hi = trading_band(m)
+            if not lo <= price <= hi:
+                return "BAND"
+    # 5. post-only
+    if crossing and tif == POST_ONLY:
+        return "POST_ONLY_CROSS"
+    # 6. margin (reduce-only orders never raise IMR_ord: they are not in B or A)
+    if not ro:
+        with_, without, av = order_check(st, a, m.id, side, qty)
+        if with_ > without and av < with_:
+            return "MARGIN"
+    return ""
+
+
+def place_order(ctx: Ctx, cmd: c.PlaceOrder) -> None:
+    st = ctx.st
+    a = st.accounts.get(cmd.acct)
+    m = st.markets.get(cmd.mkt)
+    reason = _validate(st, a, m, cmd)
+    if reason:
+        ctx.emit(o.OrderRejected(cmd.acct, cmd.mkt, reason))
+        return
+    assert m is not None
+    otype, price, side = cmd.type, cmd.price_st, cmd.side
+    ro = cmd.reduce_only or otype in TRIGGER_TYPES
+    ctx.emit(_tnew(o.OrderPlaced, (ctx.cause, cmd.acct, cmd.mkt, side, cmd.qty_bq, price, otype,
+                                   cmd.tif, ro, cmd.trigger_st, cmd.stp)))
+    if otype in TRIGGER_TYPES:
+        return
+    od = st.orders[ctx.cause]
+    if price is None:
+        lo, hi = trading_band(m)
+        match(ctx, od, hi if side == BUY else lo)
+        return
+    if od.on_book:
+        # A resting order that does not cross has nothing to match.
+        best = m.asks.best() if side == BUY else m.bids.best()
+        if best is None or (price < best if side == BUY else price > best):
+            return
+    match(ctx, od, price)
+
+
+def cancel_order(ctx: Ctx, cmd: c.CancelOrder) -> None:
+    st = ctx.st
+    od = st.orders.get(cmd.order_id)
+    if od is None or od.acct != cmd.acct:
+        ctx.emit(o.OrderRejected(cmd.acct, "", "UNKNOWN_ORDER"))
+        return
+    if effective_mode(st, st.markets[od.mkt]) == Mode.HALTED:
+        ctx.emit(o.OrderRejected(cmd.acct, od.mkt, "MODE"))
+        return
+    cancel(ctx, od, CancelReason.USER)
+
+
+def bulk_cancel(ctx: Ctx, cmd: c.BulkCancel) -> None:
+    """Cancel every open order in scope except the kept types, by ascending id (operator)."""
+    st = ctx.st
+    keep = set(cmd.keep_types)
+    for oid in sorted(st.orders):
+        od = st.orders.get(oid)
+        if od is None or (cmd.scope != c.ALL and od.mkt != cmd.scope) or od.type in keep:
+            continue
+        cancel(ctx, od, CancelReason.OPERATOR)
+
+
