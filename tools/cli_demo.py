@@ -22,7 +22,7 @@ def incident(
     data: DataOpt = None,
     json_out: JsonOpt = False,
     guards: Annotated[str, typer.Option("--guards", help="off (as on the day) or on.")] = "off",
-    accounts: Annotated[int, typer.Option("--accounts")] = 200,
+    accounts: Annotated[int, typer.Option("--accounts")] = 600,
     seed: Annotated[int, typer.Option("--seed")] = 7,
     blocks: Annotated[int, typer.Option("--blocks", help="Blocks before the maintenance.")]
     = 100,

@@ -40,9 +40,11 @@ def simulate(
     path = data_dir(data)
     with open_or_create(path, guards=g == "on", snapshot_every=snapshot_every,
                         check_invariants=check_invariants) as seq:
-        # The workload's clock starts at this ledger's genesis (block h at genesis + h s).
+        # The workload's block h has time start + h: anchor it at the head so time never
+        # runs backwards (after a rollback the chain's clock is ahead of its height).
+        head = seq.store.head
         wl = make_workload(seed=seed, accounts=accounts, inject=inject, shocks=shocks,
-                           start_time=seq.store.block(0).time)
+                           start_time=head.time - head.height)
         with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
                       disable=json_out, transient=True) as bar:

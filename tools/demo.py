@@ -64,7 +64,7 @@ def _fresh(path: Path) -> None:
     shutil.rmtree(path)
 
 
-def run_demo(path: Path, *, guards: bool = False, accounts: int = 200, seed: int = 7,
+def run_demo(path: Path, *, guards: bool = False, accounts: int = 600, seed: int = 7,
              normal_blocks: int = 100, bad_blocks: int = 12, snapshot_every: int = 25,
              markets: tuple[str, ...] = INCIDENT_MARKETS,
              say: Callable[[str], None] | None = None,
