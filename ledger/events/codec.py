@@ -66,7 +66,17 @@ def encode(env: Envelope) -> bytes:
     if code is None or BY_CODE.get(code) is not cls:
         raise CodecError(f"{cls.__name__} is not an event type of the catalogue")
     _CHECKERS[code](ev)
-    return _pack((code, cls.VERSION, env.height, env.cause, *ev))
+    if type(env.height) is not int or type(env.cause) is not int:
+        raise CodecError(f"{cls.__name__}: envelope height and cause must be integers")
+    return _pack_checked(cls, (code, cls.VERSION, env.height, env.cause, *ev))
+
+
+def _pack_checked(cls: type[Any], arr: tuple[Any, ...]) -> bytes:
+    """Pack; what msgpack cannot hold (ints past 64 bits, lone surrogates) is a CodecError."""
+    try:
+        return _pack(arr)
+    except (OverflowError, UnicodeEncodeError, ValueError) as exc:
+        raise CodecError(f"{cls.__name__}: a value msgpack cannot encode ({exc})") from None
 
 
 def encode_trusted(height: int, cause: int, ev: Any) -> bytes:
@@ -81,6 +91,10 @@ def decode(data: bytes, seq: int) -> Envelope:
     except Exception as exc:  # msgpack raises several unrelated types
         raise CodecError(f"event at seq {seq}: not valid msgpack ({exc})") from None
     try:
+        # Only an array whose type code and schema version are ints is an event
+        # (a msgpack bin indexes like one; True and 1.0 hash like 1).
+        if type(arr) is not tuple or type(arr[0]) is not int or type(arr[1]) is not int:
+            raise TypeError
         fast = _FAST[arr[0]]
     except (KeyError, TypeError, IndexError):
         raise CodecError(f"event at seq {seq}: not an event array with a known type code "
@@ -359,7 +373,7 @@ def check_and_encode(env: Envelope) -> tuple[int, bytes]:
     fast_check(ev)
     if type(env.height) is not int or type(env.cause) is not int:
         raise CodecError(f"{type(ev).__name__}: envelope height and cause must be integers")
-    return code, _pack((code, version, env.height, env.cause, *ev))
+    return code, _pack_checked(type(ev), (code, version, env.height, env.cause, *ev))
 
 
 def index_positions(code: int) -> tuple[tuple[int, ...], tuple[int, ...]]:

@@ -57,11 +57,11 @@ def genesis_prev_hash(chain_id: str) -> bytes:
 
 def events_hash(encoded: list[bytes]) -> bytes:
     """Hash of a block's events: length-prefixed stored bytes in seq order."""
-    h = blake2b(digest_size=HASH_LEN)
+    parts = []
     for data in encoded:
-        h.update(len(data).to_bytes(4, "big"))
-        h.update(data)
-    return h.digest()
+        parts.append(len(data).to_bytes(4, "big"))
+        parts.append(data)
+    return blake2b(b"".join(parts), digest_size=HASH_LEN).digest()
 
 
 def header_hash(height: int, time: int, first_seq: int, count: int, prev_hash: bytes,

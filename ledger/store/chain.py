@@ -25,6 +25,7 @@ import structlog
 from ledger.errors import (
     BlockRejected,
     CodecError,
+    IntegrityError,
     LedgerExists,
     LedgerNotFound,
     NotFound,
@@ -455,18 +456,18 @@ class ChainStore:
                 nxt = headers[i + len(group)]
                 group.append(nxt)
                 total += nxt.count
-            lo, hi = group[0].first_seq, group[-1].last_seq
-            raw = self._read(lambda txn, a=lo, b=hi: reads.raw_by_seq(
-                txn, self.dbs, a, b, branch))
+            lo, total = group[0].first_seq, group[-1].last_seq - group[0].first_seq + 1
+            datas = self._read(lambda txn, a=lo, n=total: reads.values_from(
+                txn, self.dbs, a, n, branch))
             pos = 0
             for hdr in group:
-                chunk = raw[pos:pos + hdr.count]
+                chunk = datas[pos:pos + hdr.count]
                 pos += hdr.count
-                datas = [d for _, d in chunk]
-                if len(datas) != hdr.count or events_hash(datas) != hdr.events_hash:
+                if len(chunk) != hdr.count or events_hash(chunk) != hdr.events_hash:
                     raise VerificationFailed(hdr.height, "events hash does not match the "
                                              "stored events")
-                yield hdr, [decode_verified(d, s) for s, d in chunk]
+                first = hdr.first_seq
+                yield hdr, [decode_verified(d, first + k) for k, d in enumerate(chunk)]
             i += len(group)
 
     def events_by(self, *, account: str | None = None, market: str | None = None,
@@ -527,7 +528,11 @@ class PreparedBlock(NamedTuple):
 
     def write(self, txn: lmdb.Transaction, dbs: Dbs) -> None:
         """Write events, index entries, header and head (the caller's transaction)."""
-        txn.cursor(dbs.events).putmulti(self.items, append=True)
+        # MDB_APPEND onto an existing key is not an error to putmulti, only "not added".
+        _, added = txn.cursor(dbs.events).putmulti(self.items, append=True)
+        if added != len(self.items):
+            raise IntegrityError(f"block {self.header.height}: the events store already holds "
+                                 f"seqs from {self.header.first_seq}; refusing to write")
         txn.cursor(dbs.by_account).putmulti(self.acct_ix, dupdata=True)
         txn.cursor(dbs.by_market).putmulti(self.mkt_ix, dupdata=True)
         txn.cursor(dbs.by_type).putmulti(self.type_ix, dupdata=True)
@@ -585,7 +590,11 @@ def prepare_block(head: Head, envelopes: Sequence[Envelope], *, height: int, tim
             check_fn(ev)
         except CodecError as exc:
             raise BlockRejected(f"block {height}, seq {seq}: {exc}") from None
-        data = pack((code, version, height, env.cause, *ev))
+        try:
+            data = pack((code, version, height, env.cause, *ev))
+        except (OverflowError, UnicodeEncodeError, ValueError) as exc:
+            raise BlockRejected(f"block {height}, seq {seq}: {cls.__name__}: a value msgpack "
+                                f"cannot encode ({exc})") from None
         key = u64(seq)
         items.append((key, data))
         parts.append(len(data).to_bytes(4, "big"))

@@ -8,6 +8,7 @@ cursor walks from a `set_range`, index queries walk one key's duplicates.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import islice
 from typing import Any
 
 import lmdb
@@ -97,6 +98,19 @@ def raw_by_seq(txn: lmdb.Transaction, dbs: Dbs, lo: int, hi: int,
     return out
 
 
+def values_from(txn: lmdb.Transaction, dbs: Dbs, lo: int, count: int,
+                branch: int | None) -> list[bytes]:
+    """The stored bytes of `count` events from seq `lo` (seqs are gap-free in a chain).
+
+    One C-level cursor walk; keys are not decoded. The caller checks the count.
+    """
+    db = dbs.events if branch is None else dbs.arch_events
+    cur = txn.cursor(db)
+    if count <= 0 or not cur.set_key(_prefix(branch) + u64(lo)):
+        return []
+    return list(islice(cur.iternext(keys=False, values=True), count))
+
+
 def events_by_seq(txn: lmdb.Transaction, dbs: Dbs, lo: int, hi: int,
                   branch: int | None) -> list[Envelope]:
     return [decode(value, seq) for seq, value in raw_by_seq(txn, dbs, lo, hi, branch)]
@@ -106,6 +120,10 @@ def events_by(txn: lmdb.Transaction, dbs: Dbs, *, account: str | None, market: s
               type_code: int | None, from_height: int | None, to_height: int | None,
               branch: int | None, limit: int | None) -> list[Envelope]:
     """Index-driven query; see ChainStore.events_by."""
+    if limit is not None and limit <= 0:
+        return []
+    if account == "" or market == "":
+        return []  # an empty id indexes nothing (and is no LMDB key)
     lo, hi = seq_range(txn, dbs, from_height, to_height, branch)
     if lo > hi:
         return []

@@ -118,11 +118,17 @@ def verify_chain(txn: lmdb.Transaction, dbs: Dbs, chain_id: str, *,
         if h[0] != (heights[-1] if heights else -1) or (heights and h[2] != prev_hash):
             return VerifyReport(False, h[0], "head record does not match the last block",
                                 n_blocks, n_events)
+    # No event may lie outside the blocks (e.g. past the head's seq).
+    n_stored = _count_prefixed(txn, events_db, pre) if pre else txn.stat(events_db)["entries"]
+    if n_stored != n_events:
+        return VerifyReport(False, heights[-1] if heights else None,
+                            f"the store holds {n_stored} events, its blocks {n_events}",
+                            n_blocks, n_events)
     # Any entry beyond those the events own is stray: find the first one's height.
     for name, db in ix_dbs.items():
         total = _count_prefixed(txn, db, pre) if pre else txn.stat(db)["entries"]
         if total != owned[name]:
-            stray = _first_stray(txn, db, pre, events_db)
+            stray = _first_stray(txn, db, pre, events_db, name)
             where = None
             if stray is not None and first_seqs:
                 i = bisect.bisect_right(first_seqs, stray) - 1
@@ -164,7 +170,8 @@ def _count_prefixed(txn: lmdb.Transaction, db: object, pre: bytes) -> int:
     return count
 
 
-def _first_stray(txn: lmdb.Transaction, db: object, pre: bytes, events_db: object) -> int | None:
+def _first_stray(txn: lmdb.Transaction, db: object, pre: bytes, events_db: object,
+                 name: str) -> int | None:
     """The smallest seq an index entry names whose event does not own it."""
     cur = txn.cursor(db)
     best: int | None = None
@@ -180,8 +187,11 @@ def _first_stray(txn: lmdb.Transaction, db: object, pre: bytes, events_db: objec
             ev = decode(raw, seq).event
             code = type(ev).TYPE_CODE
             accts, mkts = index_positions(code)
-            keys = {ev[i].encode() for i in (*accts, *mkts) if ev[i]}
-            keys.add(bytes((code,)))
+            # Judge the entry against the keys of ITS index only.
+            fields = {"account": accts, "market": mkts, "type": ()}[name]
+            keys = {ev[i].encode() for i in fields if ev[i]}
+            if name == "type":
+                keys.add(bytes((code,)))
             ok = key[len(pre):] in keys
         if not ok and (best is None or seq < best):
             best = seq
