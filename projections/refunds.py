@@ -17,6 +17,7 @@ from typing import Any
 
 from ledger.errors import NotFound
 from ledger.events import outcomes as o
+from ledger.events.record import type_code
 from ledger.rollback import restore_exact
 from ledger.store.chain import ChainStore
 from projections.whatif import WhatIf, whatif
@@ -72,7 +73,7 @@ class RefundPlan:
 
 def recovery_height(store: ChainStore, branch: int) -> int:
     """The canonical height of the RolledBack block that opened the chain after `branch`."""
-    for env in store.events_by(type_code=o.RolledBack.TYPE_CODE):
+    for env in store.events_by(type_code=type_code(o.RolledBack)):
         if env.event.branch_id == branch:
             return int(env.height)
     raise NotFound(f"no RolledBack event for branch {branch} on the canonical chain; "
@@ -83,7 +84,7 @@ def already_refunded(store: ChainStore, branch: int) -> dict[str, int]:
     """Refunds already issued on the canonical chain for a branch, per account."""
     ref = refund_ref(branch)
     done: dict[str, int] = {}
-    for env in store.events_by(type_code=o.RefundIssued.TYPE_CODE):
+    for env in store.events_by(type_code=type_code(o.RefundIssued)):
         ev = env.event
         if ev.ref == ref:
             done[ev.acct] = done.get(ev.acct, 0) + ev.amount_qq

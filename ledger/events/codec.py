@@ -74,14 +74,16 @@ def encode(env: Envelope) -> bytes:
 def _pack_checked(cls: type[Any], arr: tuple[Any, ...]) -> bytes:
     """Pack; what msgpack cannot hold (ints past 64 bits, lone surrogates) is a CodecError."""
     try:
-        return _pack(arr)
+        data: bytes = _pack(arr)
     except (OverflowError, UnicodeEncodeError, ValueError) as exc:
         raise CodecError(f"{cls.__name__}: a value msgpack cannot encode ({exc})") from None
+    return data
 
 
 def encode_trusted(height: int, cause: int, ev: Any) -> bytes:
     """Encode a record built by the state machine itself (types already right)."""
-    return _pack((ev.TYPE_CODE, ev.VERSION, height, cause, *ev))
+    data: bytes = _pack((ev.TYPE_CODE, ev.VERSION, height, cause, *ev))
+    return data
 
 
 def decode(data: bytes, seq: int) -> Envelope:
@@ -433,8 +435,12 @@ def decode_verified(data: bytes, seq: int) -> Envelope:
     return fn(arr, seq)
 
 
-def writer_plan(cls: type[Any]) -> tuple[int, int, Callable[[Any], None],
-                                         tuple[int, ...], tuple[int, ...]] | None:
+#: What the block writer needs per record class: (code, version, check, account
+#: positions, market positions).
+WriterPlan = tuple[int, int, Callable[[Any], None], tuple[int, ...], tuple[int, ...]]
+
+
+def writer_plan(cls: type[Any]) -> WriterPlan | None:
     """(code, version, check, account positions, market positions) for a record class."""
     entry = _FAST_CHECK.get(cls)
     if entry is None:

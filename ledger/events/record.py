@@ -76,6 +76,16 @@ def event(code: int, *, accounts: tuple[str, ...] = (), markets: tuple[str, ...]
     return wrap
 
 
+def type_code(cls: type[Any]) -> int:
+    """The type code `@event` gave a record class.
+
+    `@event` sets it at runtime, so type checkers cannot see `cls.TYPE_CODE` on a
+    class named statically (`outcomes.RolledBack`); this reads it for them.
+    """
+    code: int = cls.TYPE_CODE
+    return code
+
+
 def nested(cls: type[R]) -> type[R]:
     """Register a NamedTuple used as a nested field value (encoded as an array)."""
     NESTED[cls.__name__] = cls

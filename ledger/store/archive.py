@@ -9,31 +9,34 @@ cursors start at the first orphaned key; nothing below it is read.
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lmdb
 import msgpack
 
 from ledger.errors import NotFound
 from ledger.events.codec import index_positions
 from ledger.store.blocks import decode_header
-from ledger.store.layout import Dbs, read_u64, u32, u64
+from ledger.store.layout import Dbs, Txn, meta_get, read_u64, u32, u64
+
+if TYPE_CHECKING:
+    from ledger.store.chain import Head
 
 
 def _pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+    data: bytes = msgpack.packb(obj, use_bin_type=True)
+    return data
 
 
 def _unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
-def truncate(txn: lmdb.Transaction, dbs: Dbs, height: int, *, reason: str, operator: str,
-             details: dict[str, Any]) -> tuple[int, Any]:
+def truncate(txn: Txn, dbs: Dbs, height: int, *, reason: str, operator: str,
+             details: dict[str, Any]) -> tuple[int, Head]:
     """Archive everything above `height`; return (branch id, new head)."""
     from ledger.store.chain import Head  # local: chain imports this module
 
-    head = _unpack(txn.get(b"head", db=dbs.meta))
+    head = _unpack(meta_get(txn, dbs, b"head"))
     head_height, head_seq, head_hash, head_time = head
     if height < 0 or height >= head_height:
         raise NotFound(f"cannot truncate to height {height}: the head is {head_height}, "
@@ -43,7 +46,7 @@ def truncate(txn: lmdb.Transaction, dbs: Dbs, height: int, *, reason: str, opera
         raise NotFound(f"no block at height {height}")
     base = decode_header(base_raw)
     first_seq = base.first_seq + base.count
-    branch = _unpack(txn.get(b"next_branch", db=dbs.meta))
+    branch = _unpack(meta_get(txn, dbs, b"next_branch"))
     bpre = u32(branch)
 
     # Block headers above the base.
@@ -140,7 +143,7 @@ def truncate(txn: lmdb.Transaction, dbs: Dbs, height: int, *, reason: str, opera
     return branch, Head(height, first_seq - 1, base.hash, base.time)
 
 
-def journal_put(txn: lmdb.Transaction, dbs: Dbs, action: str, *, operator: str, reason: str,
+def journal_put(txn: Txn, dbs: Dbs, action: str, *, operator: str, reason: str,
                 details: dict[str, Any]) -> int:
     """Append one operator action to the journal; returns its id.
 
@@ -149,7 +152,7 @@ def journal_put(txn: lmdb.Transaction, dbs: Dbs, action: str, *, operator: str, 
     """
     cur = txn.cursor(dbs.journal)
     next_id = read_u64(cur.key()) + 1 if cur.last() else 1
-    head = _unpack(txn.get(b"head", db=dbs.meta))
+    head = _unpack(meta_get(txn, dbs, b"head"))
     record = {
         "id": next_id,
         "action": action,

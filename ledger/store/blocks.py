@@ -27,7 +27,9 @@ class BlockHeader(NamedTuple):
     height: int
     time: int
     first_seq: int
-    count: int
+    # Shadows `tuple.count` on purpose: `hdr.count` is public API all over the
+    # code base, and nothing calls `tuple.count` on a header.
+    count: int  # type: ignore[assignment]
     prev_hash: bytes
     events_hash: bytes
     state_hash: bytes
@@ -79,7 +81,8 @@ def make_header(height: int, time: int, first_seq: int, count: int, prev_hash: b
 
 
 def encode_header(h: BlockHeader) -> bytes:
-    return msgpack.packb(tuple(h), use_bin_type=True)
+    data: bytes = msgpack.packb(tuple(h), use_bin_type=True)
+    return data
 
 
 def decode_header(data: bytes) -> BlockHeader:

@@ -13,10 +13,10 @@ A crash at any instant leaves the store as it was before or after, never a mix.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from hashlib import blake2b
 from pathlib import Path
-from typing import Any, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, TypeVar
 
 import lmdb
 import msgpack
@@ -32,7 +32,7 @@ from ledger.errors import (
     StoreError,
     VerificationFailed,
 )
-from ledger.events.codec import Envelope, decode_verified, writer_plan
+from ledger.events.codec import Envelope, WriterPlan, decode_verified, writer_plan
 from ledger.store import archive, reads
 from ledger.store.blocks import (
     HASH_LEN,
@@ -45,11 +45,16 @@ from ledger.store.blocks import (
     make_header,
 )
 from ledger.store.env import INITIAL_MAP_SIZE, SharedEnv, WriterLock, close_env, open_env
-from ledger.store.layout import SCHEMA_VERSION, Dbs, u64
+from ledger.store.layout import SCHEMA_VERSION, Dbs, Txn, meta_get, u64
+
+if TYPE_CHECKING:
+    from ledger.store.verify import VerifyReport
 
 log = structlog.get_logger("ledger.store")
 
-_PLANS: dict[type[Any], Any] = {}
+T = TypeVar("T")
+
+_PLANS: dict[type[Any], WriterPlan] = {}
 _CODE_KEYS = [bytes((i,)) for i in range(256)]
 #: LMDB keys hold at most 511 bytes; account and market ids must fit in an index key.
 MAX_ID_BYTES = 500
@@ -88,7 +93,8 @@ class Snapshot(NamedTuple):
 
 
 def _pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+    data: bytes = msgpack.packb(obj, use_bin_type=True)
+    return data
 
 
 def _unpack(data: bytes) -> Any:
@@ -193,14 +199,19 @@ class ChainStore:
         if self._lock is None:
             raise StoreError("this store was opened read-only; open it with write=True")
 
-    def _read(self, fn: Any) -> Any:
+    # `fn` is called with one transaction, a `Txn`: `SharedEnv` begins every one
+    # with buffers=False, so its reads are `bytes` (see layout.py). It is typed
+    # `Callable[..., T]` rather than `Callable[[Txn], T]` because mypy cannot infer
+    # a lambda that binds loop variables through default arguments (`lambda txn,
+    # a=lo: ...`, here and in tools/) against the latter.
+    def _read(self, fn: Callable[..., T]) -> T:
         return self._shared.run_read(fn)
 
-    def _write(self, fn: Any) -> Any:
+    def _write(self, fn: Callable[..., T]) -> T:
         self._require_writer()
         return self._shared.run_write(fn)
 
-    def _meta_all(self, txn: lmdb.Transaction) -> dict[bytes, bytes]:
+    def _meta_all(self, txn: Txn) -> dict[bytes, bytes]:
         return dict(txn.cursor(self.dbs.meta))
 
     # -- head and meta -------------------------------------------------------
@@ -215,8 +226,8 @@ class ChainStore:
             self._head_cache = head
         return head
 
-    def _head_in(self, txn: lmdb.Transaction) -> Head:
-        h = _unpack(txn.get(b"head", db=self.dbs.meta))
+    def _head_in(self, txn: Txn) -> Head:
+        h = _unpack(meta_get(txn, self.dbs, b"head"))
         return Head(h[0], h[1], h[2], h[3])
 
     @property
@@ -227,8 +238,8 @@ class ChainStore:
     def set_config(self, key: str, value: Any) -> None:
         """Change one chain config entry (operator settings such as snapshot_every)."""
 
-        def fn(txn: lmdb.Transaction) -> None:
-            cfg = _unpack(txn.get(b"config", db=self.dbs.meta))
+        def fn(txn: Txn) -> None:
+            cfg = _unpack(meta_get(txn, self.dbs, b"config"))
             cfg[key] = value
             txn.put(b"config", _pack(cfg), db=self.dbs.meta)
 
@@ -282,7 +293,7 @@ class ChainStore:
                                   state_hash=state_hash)
         result: dict[str, Any] = {}
 
-        def fn(txn: lmdb.Transaction) -> int:
+        def fn(txn: Txn) -> int:
             branch, new_head = archive.truncate(txn, self.dbs, height, reason=reason,
                                                 operator=operator, details=details or {})
             result["head"] = new_head
@@ -298,14 +309,14 @@ class ChainStore:
 
     def next_branch_id(self) -> int:
         """The id the next truncation will give its archived branch."""
-        return int(self._read(lambda txn: _unpack(txn.get(b"next_branch", db=self.dbs.meta))))
+        return int(self._read(lambda txn: _unpack(meta_get(txn, self.dbs, b"next_branch"))))
 
     # -- snapshots -----------------------------------------------------------
 
     def put_snapshot(self, height: int, state_hash: bytes, data: bytes) -> SnapshotInfo:
         """Store the state at `height` (canonical bytes) with its state hash."""
 
-        def fn(txn: lmdb.Transaction) -> SnapshotInfo:
+        def fn(txn: Txn) -> SnapshotInfo:
             raw = txn.get(u64(height), db=self.dbs.blocks)
             if raw is None:
                 raise NotFound(f"no block at height {height} to snapshot")
@@ -319,31 +330,32 @@ class ChainStore:
             txn.put(u64(height), data, db=self.dbs.snap_data)
             return info
 
-        info: SnapshotInfo = self._write(fn)
-        return info
+        return self._write(fn)
 
     def snapshots(self) -> list[SnapshotInfo]:
         """Every snapshot, by height."""
 
-        def fn(txn: lmdb.Transaction) -> list[SnapshotInfo]:
+        def fn(txn: Txn) -> list[SnapshotInfo]:
             return [SnapshotInfo(*_unpack(v)) for _, v in txn.cursor(self.dbs.snap_meta)]
 
-        out: list[SnapshotInfo] = self._read(fn)
-        return out
+        return self._read(fn)
 
     def snapshot(self, height: int) -> Snapshot:
         """The snapshot at exactly `height` (raises `NotFound`)."""
 
-        def fn(txn: lmdb.Transaction) -> Snapshot:
+        def fn(txn: Txn) -> Snapshot:
             meta = txn.get(u64(height), db=self.dbs.snap_meta)
             if meta is None:
                 raise NotFound(f"no snapshot at height {height}")
             info = SnapshotInfo(*_unpack(meta))
-            data = bytes(txn.get(u64(height), db=self.dbs.snap_data))
+            # put_snapshot writes both records in one transaction, truncate drops both.
+            data = txn.get(u64(height), db=self.dbs.snap_data)
+            if data is None:
+                raise IntegrityError(f"snapshot at height {height} has metadata but no "
+                                     "data; the store is damaged")
             return Snapshot(info.height, info.state_hash, info.time, data)
 
-        snap: Snapshot = self._read(fn)
-        return snap
+        return self._read(fn)
 
     def nearest_snapshot(self, at_or_below: int) -> SnapshotInfo | None:
         """The highest snapshot at or below a height, if any."""
@@ -392,7 +404,7 @@ class ChainStore:
         """One block header (raises `NotFound`)."""
         if branch is not None:
             self.branch(branch)
-        return self._read(lambda txn: reads.block(txn, self.dbs, height, branch))  # type: ignore[no-any-return]
+        return self._read(lambda txn: reads.block(txn, self.dbs, height, branch))
 
     def blocks(self, from_height: int | None = None, to_height: int | None = None, *,
                branch: int | None = None) -> list[BlockHeader]:
@@ -495,14 +507,14 @@ class ChainStore:
     def stats(self) -> dict[str, Any]:
         """Entry counts and size on disk, for `ledgerctl info`."""
 
-        def fn(txn: lmdb.Transaction) -> dict[str, Any]:
+        def fn(txn: Txn) -> dict[str, Any]:
             return {
                 "events": txn.stat(self.dbs.events)["entries"],
                 "blocks": txn.stat(self.dbs.blocks)["entries"],
                 "archived_events": txn.stat(self.dbs.arch_events)["entries"],
             }
 
-        out: dict[str, Any] = self._read(fn)
+        out = self._read(fn)
         data = self.path / "data.mdb"
         out["size_bytes"] = data.stat().st_size if data.exists() else 0
         return out
@@ -527,7 +539,10 @@ class PreparedBlock(NamedTuple):
     new_head: Head
 
     def write(self, txn: lmdb.Transaction, dbs: Dbs) -> None:
-        """Write events, index entries, header and head (the caller's transaction)."""
+        """Write events, index entries, header and head (the caller's transaction).
+
+        It only writes, so any transaction will do (`Txn` is one).
+        """
         # MDB_APPEND onto an existing key is not an error to putmulti, only "not added".
         _, added = txn.cursor(dbs.events).putmulti(self.items, append=True)
         if added != len(self.items):
@@ -624,7 +639,7 @@ def prepare_block(head: Head, envelopes: Sequence[Envelope], *, height: int, tim
 
 
 def verify_store(store: ChainStore, *, branch: int | None = None,
-                 progress: Any = None) -> Any:
+                 progress: Callable[[int], None] | None = None) -> VerifyReport:
     """Verify the canonical chain or one archived branch; returns a VerifyReport."""
     from ledger.store.verify import verify_chain
 

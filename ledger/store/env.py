@@ -16,7 +16,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import lmdb
 
@@ -40,10 +40,10 @@ class SharedEnv:
         self.path = path
         self.env = env
         self.refs = 0
-        self._dbs: dict[tuple[bytes, bool], Any] = {}
+        self._dbs: dict[tuple[bytes, bool], lmdb._Database] = {}
         self._write_lock = threading.RLock()
 
-    def db(self, name: bytes, *, dupsort: bool = False) -> Any:
+    def db(self, name: bytes, *, dupsort: bool = False) -> lmdb._Database:
         """Return the named sub-database handle, creating it on first use."""
         key = (name, dupsort)
         handle = self._dbs.get(key)
@@ -57,16 +57,21 @@ class SharedEnv:
                     self._dbs[key] = handle
         return handle
 
+    # `fn` is typed for the stubs' bare `lmdb.Transaction` (reads `bytes |
+    # memoryview`), but the transactions begun here are buffers=False, so what
+    # they read is `bytes`: a `layout.Txn`. (Typing `fn` for `Txn` here would
+    # make the recorders' own narrowing casts redundant, an error under strict.)
     def run_write(self, fn: Callable[[lmdb.Transaction], T]) -> T:
         """Run `fn` in one write transaction, growing the map and retrying if full.
 
         `fn` must be safe to re-run: on MapFullError the whole transaction was
-        aborted by LMDB, so nothing of the first attempt is visible.
+        aborted by LMDB, so nothing of the first attempt is visible. Reads in it
+        return `bytes` (buffers=False).
         """
         with self._write_lock:
             while True:
                 try:
-                    with self.env.begin(write=True) as txn:
+                    with self.env.begin(write=True, buffers=False) as txn:
                         return fn(txn)
                 except lmdb.MapFullError:
                     self.grow()

@@ -27,9 +27,25 @@ are cursor walks and appends can use MDB_APPEND.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import TYPE_CHECKING
 
+import lmdb
+
+from ledger.errors import IntegrityError
 from ledger.store.env import SharedEnv
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    # py-lmdb's stubs type a transaction's reads as `bytes | memoryview`, narrowed
+    # by a type parameter its classes carry in the stubs only. Every transaction
+    # on a ledger environment is begun with buffers=False (`SharedEnv.run_read`,
+    # `SharedEnv.run_write`), so every key and value it reads is `bytes`.
+    Txn: TypeAlias = lmdb.Transaction[bytes]
+else:
+    Txn = lmdb.Transaction
+#: A sub-database handle.
+Db = lmdb._Database
 
 SCHEMA_VERSION = 1
 
@@ -55,30 +71,43 @@ class Dbs:
 
     def __init__(self, shared: SharedEnv) -> None:
         db = shared.db
-        self.meta: Any = db(b"meta")
-        self.events: Any = db(b"events")
-        self.blocks: Any = db(b"blocks")
-        self.by_account: Any = db(b"by_account", dupsort=True)
-        self.by_market: Any = db(b"by_market", dupsort=True)
-        self.by_type: Any = db(b"by_type", dupsort=True)
-        self.arch_events: Any = db(b"arch_events")
-        self.arch_blocks: Any = db(b"arch_blocks")
-        self.arch_by_account: Any = db(b"arch_by_account", dupsort=True)
-        self.arch_by_market: Any = db(b"arch_by_market", dupsort=True)
-        self.arch_by_type: Any = db(b"arch_by_type", dupsort=True)
-        self.branches: Any = db(b"branches")
-        self.snap_meta: Any = db(b"snap_meta")
-        self.snap_data: Any = db(b"snap_data")
-        self.journal: Any = db(b"journal")
-        self.checkpoints: Any = db(b"checkpoints")
+        self.meta = db(b"meta")
+        self.events = db(b"events")
+        self.blocks = db(b"blocks")
+        self.by_account = db(b"by_account", dupsort=True)
+        self.by_market = db(b"by_market", dupsort=True)
+        self.by_type = db(b"by_type", dupsort=True)
+        self.arch_events = db(b"arch_events")
+        self.arch_blocks = db(b"arch_blocks")
+        self.arch_by_account = db(b"arch_by_account", dupsort=True)
+        self.arch_by_market = db(b"arch_by_market", dupsort=True)
+        self.arch_by_type = db(b"arch_by_type", dupsort=True)
+        self.branches = db(b"branches")
+        self.snap_meta = db(b"snap_meta")
+        self.snap_data = db(b"snap_data")
+        self.journal = db(b"journal")
+        self.checkpoints = db(b"checkpoints")
 
-    def index(self, name: str, branch: int | None) -> Any:
+    def index(self, name: str, branch: int | None) -> Db:
         """The index sub-database for `name` on the canonical chain or the archive."""
         if branch is None:
             return {"account": self.by_account, "market": self.by_market,
                     "type": self.by_type}[name]
         return {"account": self.arch_by_account, "market": self.arch_by_market,
                 "type": self.arch_by_type}[name]
+
+
+def meta_get(txn: Txn, dbs: Dbs, name: bytes) -> bytes:
+    """A meta record every initialised ledger holds (raises `IntegrityError` if absent).
+
+    `ChainStore.create` writes schema_version, chain_id, config, next_branch and
+    head in its first transaction; later writes replace them, none deletes them.
+    """
+    raw = txn.get(name, db=dbs.meta)
+    if raw is None:
+        raise IntegrityError(f"the ledger's meta record {name.decode()!r} is missing; "
+                             "the store is damaged")
+    return raw
 
 
 def index_key(name: str, value: str | int) -> bytes:

@@ -9,21 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from itertools import islice
-from typing import Any
-
-import lmdb
 
 from ledger.errors import NotFound
 from ledger.events.codec import Envelope, decode
 from ledger.store.blocks import BlockHeader, decode_header
-from ledger.store.layout import Dbs, index_key, read_u64, u32, u64
+from ledger.store.layout import Dbs, Txn, index_key, read_u64, u32, u64
 
 
 def _prefix(branch: int | None) -> bytes:
     return b"" if branch is None else u32(branch)
 
 
-def block(txn: lmdb.Transaction, dbs: Dbs, height: int, branch: int | None) -> BlockHeader:
+def block(txn: Txn, dbs: Dbs, height: int, branch: int | None) -> BlockHeader:
     db = dbs.blocks if branch is None else dbs.arch_blocks
     raw = txn.get(_prefix(branch) + u64(height), db=db) if height >= 0 else None
     if raw is None:
@@ -32,7 +29,7 @@ def block(txn: lmdb.Transaction, dbs: Dbs, height: int, branch: int | None) -> B
     return decode_header(raw)
 
 
-def blocks(txn: lmdb.Transaction, dbs: Dbs, from_height: int | None, to_height: int | None,
+def blocks(txn: Txn, dbs: Dbs, from_height: int | None, to_height: int | None,
            branch: int | None) -> Iterator[BlockHeader]:
     db = dbs.blocks if branch is None else dbs.arch_blocks
     pre = _prefix(branch)
@@ -48,7 +45,7 @@ def blocks(txn: lmdb.Transaction, dbs: Dbs, from_height: int | None, to_height: 
         yield h
 
 
-def bounds(txn: lmdb.Transaction, dbs: Dbs, branch: int | None) -> tuple[int, int] | None:
+def bounds(txn: Txn, dbs: Dbs, branch: int | None) -> tuple[int, int] | None:
     """(first, last) height held by the chain or branch, or None if it holds no block."""
     db = dbs.blocks if branch is None else dbs.arch_blocks
     pre = _prefix(branch)
@@ -66,7 +63,7 @@ def bounds(txn: lmdb.Transaction, dbs: Dbs, branch: int | None) -> tuple[int, in
     return first, read_u64(cur.key(), len(pre))
 
 
-def seq_range(txn: lmdb.Transaction, dbs: Dbs, from_height: int | None,
+def seq_range(txn: Txn, dbs: Dbs, from_height: int | None,
               to_height: int | None, branch: int | None) -> tuple[int, int]:
     """The inclusive seq range of an inclusive height range (empty: lo > hi)."""
     b = bounds(txn, dbs, branch)
@@ -79,7 +76,7 @@ def seq_range(txn: lmdb.Transaction, dbs: Dbs, from_height: int | None,
     return block(txn, dbs, lo_h, branch).first_seq, block(txn, dbs, hi_h, branch).last_seq
 
 
-def raw_by_seq(txn: lmdb.Transaction, dbs: Dbs, lo: int, hi: int,
+def raw_by_seq(txn: Txn, dbs: Dbs, lo: int, hi: int,
                branch: int | None) -> list[tuple[int, bytes]]:
     db = dbs.events if branch is None else dbs.arch_events
     pre = _prefix(branch)
@@ -98,7 +95,7 @@ def raw_by_seq(txn: lmdb.Transaction, dbs: Dbs, lo: int, hi: int,
     return out
 
 
-def values_from(txn: lmdb.Transaction, dbs: Dbs, lo: int, count: int,
+def values_from(txn: Txn, dbs: Dbs, lo: int, count: int,
                 branch: int | None) -> list[bytes]:
     """The stored bytes of `count` events from seq `lo` (seqs are gap-free in a chain).
 
@@ -111,12 +108,12 @@ def values_from(txn: lmdb.Transaction, dbs: Dbs, lo: int, count: int,
     return list(islice(cur.iternext(keys=False, values=True), count))
 
 
-def events_by_seq(txn: lmdb.Transaction, dbs: Dbs, lo: int, hi: int,
+def events_by_seq(txn: Txn, dbs: Dbs, lo: int, hi: int,
                   branch: int | None) -> list[Envelope]:
     return [decode(value, seq) for seq, value in raw_by_seq(txn, dbs, lo, hi, branch)]
 
 
-def events_by(txn: lmdb.Transaction, dbs: Dbs, *, account: str | None, market: str | None,
+def events_by(txn: Txn, dbs: Dbs, *, account: str | None, market: str | None,
               type_code: int | None, from_height: int | None, to_height: int | None,
               branch: int | None, limit: int | None) -> list[Envelope]:
     """Index-driven query; see ChainStore.events_by."""
@@ -127,7 +124,7 @@ def events_by(txn: lmdb.Transaction, dbs: Dbs, *, account: str | None, market: s
     lo, hi = seq_range(txn, dbs, from_height, to_height, branch)
     if lo > hi:
         return []
-    driver: tuple[str, Any]
+    driver: tuple[str, str | int]
     if account is not None:
         driver = ("account", account)
     elif market is not None:

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-import lmdb
+import msgpack
 
 from ledger.errors import CodecError
 from ledger.events.codec import decode, index_positions
 from ledger.store.blocks import decode_header, events_hash, genesis_prev_hash, header_hash
-from ledger.store.layout import Dbs, read_u64, u32, u64
+from ledger.store.layout import Db, Dbs, Txn, read_u64, u32, u64
 
 
 class VerifyReport(NamedTuple):
@@ -30,7 +30,7 @@ class VerifyReport(NamedTuple):
     events: int
 
 
-def verify_chain(txn: lmdb.Transaction, dbs: Dbs, chain_id: str, *,
+def verify_chain(txn: Txn, dbs: Dbs, chain_id: str, *,
                  branch: int | None = None, expected_prev: bytes | None = None,
                  progress: Callable[[int], None] | None = None) -> VerifyReport:
     """Verify the canonical chain (or an archived branch) inside one read txn."""
@@ -72,7 +72,7 @@ def verify_chain(txn: lmdb.Transaction, dbs: Dbs, chain_id: str, *,
         if expected_seq is not None and hdr.first_seq != expected_seq:
             return VerifyReport(False, height, f"first seq {hdr.first_seq}, expected "
                                 f"{expected_seq}", n_blocks, n_events)
-        encoded = []
+        encoded: list[bytes] = []
         seq = hdr.first_seq
         found = ev_cur.set_key(pre + u64(seq))
         while found and len(encoded) < hdr.count:
@@ -112,8 +112,9 @@ def verify_chain(txn: lmdb.Transaction, dbs: Dbs, chain_id: str, *,
         positioned = cur.next()
     if branch is None:
         head = txn.get(b"head", db=dbs.meta)
-        import msgpack
-
+        if head is None:
+            return VerifyReport(False, None, "the head record is missing", n_blocks,
+                                n_events)
         h = msgpack.unpackb(head, raw=False)
         if h[0] != (heights[-1] if heights else -1) or (heights and h[2] != prev_hash):
             return VerifyReport(False, h[0], "head record does not match the last block",
@@ -139,9 +140,9 @@ def verify_chain(txn: lmdb.Transaction, dbs: Dbs, chain_id: str, *,
     return VerifyReport(True, None, "ok", n_blocks, n_events)
 
 
-def _check_index_entries(txn: lmdb.Transaction, ix_dbs: dict[str, object], pre: bytes,
-                         ev: object, seq_b: bytes, owned: dict[str, int]) -> str | None:
-    code = type(ev).TYPE_CODE  # type: ignore[attr-defined]
+def _check_index_entries(txn: Txn, ix_dbs: dict[str, Db], pre: bytes,
+                         ev: Any, seq_b: bytes, owned: dict[str, int]) -> str | None:
+    code = type(ev).TYPE_CODE
     accts, mkts = index_positions(code)
     item = ev.__getitem__
     wanted = [("account", pre + item(i).encode()) for i in accts if item(i)]
@@ -159,7 +160,7 @@ def _check_index_entries(txn: lmdb.Transaction, ix_dbs: dict[str, object], pre: 
     return None
 
 
-def _count_prefixed(txn: lmdb.Transaction, db: object, pre: bytes) -> int:
+def _count_prefixed(txn: Txn, db: Db, pre: bytes) -> int:
     cur = txn.cursor(db)
     count = 0
     if cur.set_range(pre):
@@ -170,7 +171,7 @@ def _count_prefixed(txn: lmdb.Transaction, db: object, pre: bytes) -> int:
     return count
 
 
-def _first_stray(txn: lmdb.Transaction, db: object, pre: bytes, events_db: object,
+def _first_stray(txn: Txn, db: Db, pre: bytes, events_db: Db,
                  name: str) -> int | None:
     """The smallest seq an index entry names whose event does not own it."""
     cur = txn.cursor(db)
