@@ -278,18 +278,23 @@ def envelope_json(env: Envelope) -> dict[str, Any]:
     }
 
 
-def _make_fast(cls: type[Any]) -> Callable[[Any, int], Envelope]:
-    """Generate the fast decoder: one C-level type-signature check, then construction.
+def _make_decoder(cls: type[Any], *, checked: bool) -> Callable[[Any, int], Envelope]:
+    """Generate a straight-line decoder for one type.
 
-    Anything unusual (a wrong type, an enum value out of range, an old schema
-    version) falls through to `_decode_checked`, which names the bad field.
+    `checked`: every field's type is tested in one boolean chain (the path for
+    bytes from anywhere). Unchecked: only arity and schema version, for bytes a
+    block's events hash has proven to be those that passed the checks at append
+    (`decode_verified`). Enums go through their tables either way. Anything
+    unusual (a wrong type, an enum value out of range, an old schema version)
+    falls through to `_decode_checked`, which names the bad field.
     """
-    ns: dict[str, Any] = {
-        "_tnew": tuple.__new__, "_Env": Envelope, "_cls": cls, "_slow": _decode_checked,
-    }
-    conds = ["type(a[2]) is int", "type(a[3]) is int"]
-    parts = []
+    ns: dict[str, Any] = {"_tnew": tuple.__new__, "_Env": Envelope, "_cls": cls,
+                          "_slow": _decode_checked, "CodecError": CodecError}
     fields = field_types(cls)
+    conds = [f"len(a) == {HEADER_LEN + len(fields)}", f"a[1] == {cls.VERSION}"]
+    if checked:
+        conds += ["type(a[2]) is int", "type(a[3]) is int"]
+    parts = []
     for i, (name, tp) in enumerate(fields):
         v = f"a[{HEADER_LEN + i}]"
         origin = typing.get_origin(tp)
@@ -308,24 +313,25 @@ def _make_fast(cls: type[Any]) -> Callable[[Any, int], Envelope]:
         else:
             ns[f"_n{i}"] = _make_single(tp, cls.__name__, name, True)
             parts.append(f"_n{i}({v})")
+    if not checked:
+        conds = conds[:2]
     rec = f"_tnew(_cls, ({', '.join(parts)}{',' if parts else ''}))"
     src = (
         "def _f(a, seq):\n"
-        f"    if len(a) == {HEADER_LEN + len(fields)} and a[1] == {cls.VERSION} "
-        f"and {' and '.join(conds)}:\n"
+        f"    if {' and '.join(conds)}:\n"
         "        try:\n"
         f"            return _tnew(_Env, (seq, a[2], a[3], {rec}))\n"
         "        except (KeyError, TypeError, CodecError):\n"
         "            pass\n"
         "    return _slow(a, seq)\n"
     )
-    ns["CodecError"] = CodecError
-    exec(compile(src, f"<fast codec {cls.__name__}>", "exec"), ns)
+    kind = "checked" if checked else "verified"
+    exec(compile(src, f"<{kind} codec {cls.__name__}>", "exec"), ns)
     return typing.cast(Callable[[Any, int], Envelope], ns["_f"])
 
 
 _FAST: dict[int, Callable[[Any, int], Envelope]] = {
-    code: _make_fast(cls) for code, cls in BY_CODE.items()
+    code: _make_decoder(cls, checked=True) for code, cls in BY_CODE.items()
 }
 
 
@@ -383,50 +389,13 @@ def index_positions(code: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return _INDEX_POS[code]
 
 
-def _make_trusted(cls: type[Any]) -> Callable[[Any, int], Envelope]:
-    """Generate the decoder for bytes whose integrity a block's events hash has proven.
-
-    Those exact bytes passed the field checks when they were appended, so only
-    the arity and schema version are checked here; enums are still converted
-    through their tables (an unknown value still fails, via the careful path).
-    """
-    ns: dict[str, Any] = {"_tnew": tuple.__new__, "_Env": Envelope, "_cls": cls,
-                          "_slow": _decode_checked, "CodecError": CodecError}
-    parts = []
-    fields = field_types(cls)
-    for i, (name, tp) in enumerate(fields):
-        v = f"a[{HEADER_LEN + i}]"
-        if isinstance(tp, type) and issubclass(tp, IntEnum):
-            ns[f"_e{i}"] = {int(m): m for m in tp}
-            parts.append(f"_e{i}[{v}]")
-        elif tp in (int, str, bool, bytes) or (
-                typing.get_origin(tp) in (typing.Union, types.UnionType) and all(
-                    a in (int, str, bool, bytes, type(None)) for a in typing.get_args(tp))):
-            parts.append(v)
-        else:
-            ns[f"_n{i}"] = _make_single(tp, cls.__name__, name, True)
-            parts.append(f"_n{i}({v})")
-    rec = f"_tnew(_cls, ({', '.join(parts)}{',' if parts else ''}))"
-    src = (
-        "def _f(a, seq):\n"
-        f"    if len(a) == {HEADER_LEN + len(fields)} and a[1] == {cls.VERSION}:\n"
-        "        try:\n"
-        f"            return _tnew(_Env, (seq, a[2], a[3], {rec}))\n"
-        "        except (KeyError, TypeError, CodecError):\n"
-        "            pass\n"
-        "    return _slow(a, seq)\n"
-    )
-    exec(compile(src, f"<trusted codec {cls.__name__}>", "exec"), ns)
-    return typing.cast(Callable[[Any, int], Envelope], ns["_f"])
-
-
 _TRUSTED: dict[int, Callable[[Any, int], Envelope]] = {
-    code: _make_trusted(cls) for code, cls in BY_CODE.items()
+    code: _make_decoder(cls, checked=False) for code, cls in BY_CODE.items()
 }
 
 
 def decode_verified(data: bytes, seq: int) -> Envelope:
-    """Decode bytes already proven by their block's events hash (see `_make_trusted`)."""
+    """Decode bytes already proven by their block's events hash (see `_make_decoder`)."""
     arr = _unpackb(data, use_list=False, raw=False)
     try:
         fn = _TRUSTED[arr[0]]
