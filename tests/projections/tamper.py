@@ -1,0 +1,67 @@
+"""Rewrite one stored event behind the store's back, keeping the hash chain consistent.
+
+`verify` (the store's own walk) would catch a plain byte flip by the events
+hash; a forger who also rewrites that block's events hash, its header hash and
+every later block's link and hash leaves a chain `verify_store` accepts. Only
+re-executing the IN events (`verify --reexecute`) can then tell that the
+stored outcome is not what the state machine decides.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import msgpack
+
+from ledger.events.codec import decode, encode_trusted
+from ledger.store.blocks import (
+    decode_header,
+    encode_header,
+    events_hash,
+    make_header,
+)
+from ledger.store.layout import u64
+
+
+def forge_event(path: Path, seq: int, new_event: Any) -> int:
+    """Replace the event at `seq` with `new_event` and re-chain every header; its height."""
+    env = lmdb.open(str(path), max_dbs=64, subdir=True, map_size=1 << 30)
+    try:
+        dbs = {n: env.open_db(n.encode(), dupsort=n.startswith("by_"))
+               for n in ("events", "blocks", "meta", "by_type")}
+        with env.begin(write=True) as txn:
+            old_raw = txn.get(u64(seq), db=dbs["events"])
+            old = decode(old_raw, seq)
+            new_raw = encode_trusted(old.height, old.cause, new_event)
+            txn.put(u64(seq), new_raw, db=dbs["events"])
+            old_code, new_code = type(old.event).TYPE_CODE, type(new_event).TYPE_CODE
+            if old_code != new_code:
+                txn.delete(bytes((old_code,)), u64(seq), db=dbs["by_type"])
+                txn.put(bytes((new_code,)), u64(seq), db=dbs["by_type"])
+            height = old.height
+            cur = txn.cursor(dbs["blocks"])
+            cur.set_key(u64(height))
+            prev_hash = None
+            for key, raw in list(cur):
+                hdr = decode_header(raw)
+                ev_hash = hdr.events_hash
+                if hdr.height == height:
+                    datas = [bytes(txn.get(u64(s), db=dbs["events"]))
+                             for s in range(hdr.first_seq, hdr.first_seq + hdr.count)]
+                    ev_hash = events_hash(datas)
+                new = make_header(hdr.height, hdr.time, hdr.first_seq, hdr.count,
+                                  prev_hash if prev_hash is not None else hdr.prev_hash,
+                                  ev_hash, hdr.state_hash)
+                txn.put(key, encode_header(new), db=dbs["blocks"])
+                prev_hash = new.hash
+            head = msgpack.unpackb(txn.get(b"head", db=dbs["meta"]), raw=False)
+            head[2] = prev_hash
+            txn.put(b"head", msgpack.packb(head, use_bin_type=True), db=dbs["meta"])
+            if height == 0:
+                first = decode_header(txn.get(u64(0), db=dbs["blocks"]))
+                txn.put(b"genesis_hash", first.hash, db=dbs["meta"])
+        return int(height)
+    finally:
+        env.close()
