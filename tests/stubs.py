@@ -183,3 +183,19 @@ def random_commands(rng: Any, engine: Engine, accts: list[str], n: int, *,
             out.append(c.BulkCancel(rng.choice(["ALL", mkt]),
                                     (OrderType.STOP_LOSS, OrderType.TAKE_PROFIT), "op"))
     return out
+
+
+def derived(engine: Engine) -> dict[str, Any]:
+    """The data evolve maintains incrementally besides the canonical state (books, trigger
+    lists, B/A order sums, holders, long open interest), for comparison with a restore."""
+    st = engine.state
+    return {
+        "markets": {mkt: (sorted(m.holders), m.oi_long, list(m.bids.order_ids()),
+                          list(m.asks.order_ids()), list(m.triggers.below),
+                          list(m.triggers.above))
+                    for mkt, m in sorted(st.markets.items())},
+        "open": {(acct, mkt): (p.buy_open, p.sell_open)
+                 for acct, a in sorted(st.accounts.items())
+                 for mkt, p in sorted(a.positions.items())},
+        "orders": {acct: list(a.orders) for acct, a in sorted(st.accounts.items())},
+    }

@@ -16,7 +16,7 @@ from __future__ import annotations
 from ledger.core.context import Ctx
 from ledger.core.funding import settle_all
 from ledger.core.margin import account_margin
-from ledger.core.state import Account, ExchangeState, effective_mode
+from ledger.core.state import Account, ExchangeState
 from ledger.events import commands as c
 from ledger.events import outcomes as o
 from ledger.events.enums import Mode
@@ -33,11 +33,16 @@ def deposit(ctx: Ctx, cmd: c.Deposit) -> None:
 
 
 def _blocked_by_mode(st: ExchangeState, a: Account) -> bool:
+    """Global mode not OK, or a position or order of the account in a market not in OK."""
     if st.mode != Mode.OK:
         return True
-    mkts = {mkt for mkt, pos in a.positions.items() if pos.size}
-    mkts.update(st.orders[oid].mkt for oid in a.orders)
-    return any(effective_mode(st, st.markets[mkt]) != Mode.OK for mkt in sorted(mkts))
+    # the global mode is OK, so a market's effective mode is its own
+    markets = st.markets
+    for mkt, pos in a.positions.items():
+        if pos.size and markets[mkt].mode != Mode.OK:
+            return True
+    orders = st.orders
+    return any(markets[orders[oid].mkt].mode != Mode.OK for oid in a.orders)
 
 
 def withdraw(ctx: Ctx, cmd: c.Withdraw) -> None:
@@ -45,7 +50,7 @@ def withdraw(ctx: Ctx, cmd: c.Withdraw) -> None:
     a = st.accounts.get(cmd.acct)
 
     def reject(reason: str) -> None:
-        ctx.emit(o.WithdrawRejected(cmd.acct, cmd.amount_qq, cmd.ext_ref, reason))
+        ctx.reject(o.WithdrawRejected(cmd.acct, cmd.amount_qq, cmd.ext_ref, reason))
 
     if a is None:
         return reject("UNKNOWN_ACCOUNT")
@@ -70,7 +75,7 @@ def issue_refund(ctx: Ctx, cmd: c.IssueRefund) -> None:
     src = st.accounts.get(cmd.source)
 
     def reject(reason: str) -> None:
-        ctx.emit(o.RefundRejected(cmd.acct, cmd.amount_qq, cmd.source, cmd.ref, reason))
+        ctx.reject(o.RefundRejected(cmd.acct, cmd.amount_qq, cmd.source, cmd.ref, reason))
 
     if src is None or cmd.acct not in st.accounts or cmd.acct == cmd.source:
         return reject("UNKNOWN_ACCOUNT")

@@ -13,14 +13,27 @@ def band(mark: int, band_ppm: int, tick: int) -> tuple[int, int]:
     return lo, hi
 
 
+def _bands(m: Market) -> tuple[int | None, int, int, int, int]:
+    """(mark, lo, hi, lo2, hi2) of the market's current mark, cached on the market."""
+    b = m.bands
+    if b[0] != m.mark:
+        p = m.params
+        lo, hi = band(m.mark, p.band_ppm, p.tick_st)
+        lo2, hi2 = band(m.mark, 2 * p.band_ppm, p.tick_st)
+        b = m.bands = (m.mark, lo, hi, lo2, hi2)
+    return b
+
+
 def trading_band(m: Market) -> tuple[int, int]:
     """The band a crossing order must respect, around the mark."""
-    return band(m.mark, m.params.band_ppm, m.params.tick_st)
+    b = _bands(m)
+    return b[1], b[2]
 
 
 def stale_band(m: Market) -> tuple[int, int]:
     """The x2 band: a maker outside it at fill time is cancelled STALE_PRICE."""
-    return band(m.mark, 2 * m.params.band_ppm, m.params.tick_st)
+    b = _bands(m)
+    return b[3], b[4]
 
 
 def external_fair_price(m: Market) -> int:

@@ -19,13 +19,15 @@ _tnew = tuple.__new__
 
 
 class Ctx:
-    __slots__ = ("st", "height", "cause", "out")
+    __slots__ = ("st", "height", "cause", "out", "rejections")
 
     def __init__(self, st: ExchangeState, height: int, out: list[Envelope]) -> None:
         self.st = st
         self.height = height
         self.cause = 0
         self.out = out
+        #: the envelopes emitted through `reject` (BlockResult.rejections)
+        self.rejections: list[Envelope] = []
 
     def emit(self, ev: Any) -> None:
         """Apply `ev` to the live state and record it with the next seq."""
@@ -34,3 +36,13 @@ class Ctx:
         st.seq = seq
         EVOLVE[type(ev)](st, ev)
         self.out.append(_tnew(Envelope, (seq, self.height, self.cause, ev)))
+
+    def reject(self, ev: Any) -> None:
+        """`emit` a rejection event (OrderRejected, WithdrawRejected, ...) and list it."""
+        st = self.st
+        seq = st.seq + 1
+        st.seq = seq
+        EVOLVE[type(ev)](st, ev)
+        env = _tnew(Envelope, (seq, self.height, self.cause, ev))
+        self.out.append(env)
+        self.rejections.append(env)

@@ -100,8 +100,8 @@ def settle_all(ctx: Ctx, a: Account) -> None:
 
 
 def _reject(ctx: Ctx, cmd: c.FundingTick, m: Market, reason: str, expected: int) -> None:
-    ctx.emit(o.FundingTickRejected(cmd.mkt, cmd.time, reason, cmd.new_index, expected, m.index,
-                                   m.last_funding_time))
+    ctx.reject(o.FundingTickRejected(cmd.mkt, cmd.time, reason, cmd.new_index, expected,
+                                     m.index, m.last_funding_time))
 
 
 def funding_tick(ctx: Ctx, cmd: c.FundingTick) -> None:

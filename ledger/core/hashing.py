@@ -3,9 +3,10 @@
 state_hash = sum over entities of blake2b-256(canonical encoding) mod 2^256,
 as 32 big-endian bytes. Entities: each account (with its positions), each
 open order, each market (without its book: the orders are entities), and the
-globals. `evolve` marks touched entity keys in `state.dirty`; `current()`
-re-digests only those, so a block costs what it touched (Solana's accounts
-lattice hash works the same way). `full()` recomputes from scratch.
+globals. `evolve` marks touched entities in `state.dirty_a/_o/_m`; `current()`
+re-digests only those and the globals, so a block costs what it touched
+(Solana's accounts lattice hash works the same way). `full_hash()` recomputes
+from scratch.
 
 The encoding is msgpack of a tuple of ints, strs, bools and None in a fixed
 field order (one canonical byte string per value); an entity holding an int
@@ -86,47 +87,97 @@ def all_keys(st: ExchangeState) -> list[tuple[Any, ...]]:
 
 
 class StateHasher:
-    """Per-entity digests and their running sum."""
+    """Per-entity digests (one table per kind) and their running sum."""
 
-    __slots__ = ("digests", "total")
+    __slots__ = ("accounts", "orders", "markets", "glob", "total")
 
     def __init__(self) -> None:
-        self.digests: dict[tuple[Any, ...], int] = {}
+        self.accounts: dict[str, int] = {}
+        self.orders: dict[int, int] = {}
+        self.markets: dict[str, int] = {}
+        self.glob = 0
         self.total = 0
 
     def current(self, st: ExchangeState) -> bytes:
-        """Fold the dirty entities in and return the 32-byte state hash."""
-        digests = self.digests
+        """Fold the dirty entities and the globals in; return the 32-byte state hash.
+
+        The encoders are inlined (same tuples as `_account`/`_order`; enum fields
+        are packed as the ints msgpack makes of them, and only the rare repr
+        fallback needs the explicit int() of `encode`).
+        """
         total = self.total
-        for key in st.dirty:
-            old = digests.pop(key, None)
+        pack = _pack
+        b2 = blake2b
+        frm = _from
+        da = self.accounts
+        accounts = st.accounts
+        for acct in st.dirty_a:
+            old = da.pop(acct, None)
             if old is not None:
                 total -= old
-            t = entity(st, key)
-            if t is not None:
-                try:
-                    data = _pack(t)
-                except OverflowError:
-                    data = repr(t).encode()
-                d = _from(blake2b(data, digest_size=32).digest(), "big")
-                digests[key] = d
+            a = accounts.get(acct)
+            if a is None:
+                continue
+            ps = a.positions
+            t = ("A", acct, a.balance, a.debt,
+                 tuple([(mkt, p.size, p.cost, p.idx, p.realized)
+                        for mkt, p in (sorted(ps.items()) if len(ps) > 1 else ps.items())]))
+            try:
+                data = pack(t)
+            except OverflowError:
+                data = repr(t).encode()
+            d = frm(b2(data, digest_size=32).digest(), "big")
+            da[acct] = d
+            total += d
+        do = self.orders
+        orders = st.orders
+        for oid in st.dirty_o:
+            old = do.pop(oid, None)
+            if old is not None:
+                total -= old
+            od = orders.get(oid)
+            if od is None:
+                continue
+            try:
+                data = pack(("O", oid, od.acct, od.mkt, od.side, od.qty, od.rem, od.price, od.type,
+                             od.tif, od.reduce_only, od.trigger, od.stp, od.prio, od.on_book,
+                             od.armed))
+            except OverflowError:
+                data = repr(_order(od)).encode()
+            d = frm(b2(data, digest_size=32).digest(), "big")
+            do[oid] = d
+            total += d
+        dm = self.markets
+        for mkt in st.dirty_m:
+            old = dm.pop(mkt, None)
+            if old is not None:
+                total -= old
+            m = st.markets.get(mkt)
+            if m is not None:
+                d = digest(_market(m))
+                dm[mkt] = d
                 total += d
-        st.dirty.clear()
+        d = digest(_globals(st))
+        total += d - self.glob
+        self.glob = d
+        st.dirty_a.clear()
+        st.dirty_o.clear()
+        st.dirty_m.clear()
         self.total = total % MOD
         return self.total.to_bytes(32, "big")
 
     def rebuild(self, st: ExchangeState) -> None:
         """Recompute every digest from scratch (after a restore)."""
-        self.digests = {}
-        total = 0
-        for key in all_keys(st):
-            t = entity(st, key)
-            if t is not None:
-                d = digest(t)
-                self.digests[key] = d
-                total += d
+        self.accounts = {k: digest(_account(a)) for k, a in st.accounts.items()}
+        self.orders = {k: digest(_order(od)) for k, od in st.orders.items()}
+        self.markets = {k: digest(_market(m)) for k, m in st.markets.items()}
+        self.glob = digest(_globals(st))
+        total = (self.glob + sum(self.accounts.values()) + sum(self.orders.values())
+                 + sum(self.markets.values()))
         self.total = total % MOD
-        st.dirty.clear()
+        st.dirty_a.clear()
+        st.dirty_o.clear()
+        st.dirty_m.clear()
 
 
 def full_hash(st: ExchangeState) -> bytes:

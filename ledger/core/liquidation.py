@@ -5,17 +5,31 @@ Candidates come from the watch (ledger.core.watch), are confirmed exactly
 liquidate only in effective mode OK and, with guards on, with a fresh oracle
 (G5: no older than oracle_max_age_s) and no jump awaiting confirmation; an
 account with a position in any market that may not liquidate is left alone
-until that changes. The system accounts FEES and LIQ_VAULT are never liquidated.
+until that changes. The system accounts are ordinary accounts (SPEC 2) and meet
+the same trigger: FEES holds no positions unless it trades, and LIQ_VAULT holds
+the positions it took over, which can lose like anyone's. The vault cannot take
+over from itself nor pay its own deficit, so it is always deleveraged at its
+bankruptcy values, whatever the loss mode: it ends flat at exactly 0, never below.
 
 Per account: cancel all its orders (TP/SL included), settle its funding,
 re-check, then split AV into bankruptcy shares, compute deficit D and fee F,
 and close through the vault if `vault.balance + F >= D` and the vault's AV
-after takeover is at least its IMR. Otherwise, if D cannot be paid by the
-vault and `loss_mode` is SOCIALIZE, the vault takes the positions at the mark
-anyway, pays what it can, and the rest is bad_debt (withdrawals stay blocked
-while bad_debt > 0, SPEC 6); in every other case the positions are
-deleveraged at their bankruptcy values (ledger.core.adl). loss_mode is global
-state set by SetLossMode (ADL unless set; genesis can set it).
+after takeover is at least its IMR. Otherwise the positions are deleveraged
+(ledger.core.adl): at their bankruptcy values, so the offsets absorb D, unless
+`loss_mode` is SOCIALIZE and D > 0. Then (SPEC 7 "the vault pays what it can,
+the rest goes to bad_debt") the offsets close at the mark, which leaves the
+account flat with balance AV = -D, and SocializedLossApplied follows: the vault
+pays min(D, its balance, its AV - IMR) and the rest is bad_debt, recorded on the
+account (withdrawals stay blocked while bad_debt > 0, SPEC 6). loss_mode is
+global state set by SetLossMode (ADL unless set; genesis can set it).
+
+Choice: the vault never takes over positions it cannot margin. An earlier
+version let SOCIALIZE hand every position to the vault at the mark after the
+vault had paid all it had, leaving it with positions and no collateral, whose
+next funding settlement or loss drove its balance below 0 (invariant 3). Such
+a liquidation is now `Liquidated{method=ADL}` + `Deleveraged` at the mark +
+`SocializedLossApplied`; evolve is unchanged, and LiquidationMethod.SOCIALIZE is
+no longer emitted (evolve still folds it, so older logs rebuild as they were).
 """
 
 from __future__ import annotations
@@ -23,13 +37,13 @@ from __future__ import annotations
 from ledger.core.adl import deleverage
 from ledger.core.cancels import after_position_change, cancel
 from ledger.core.context import Ctx
-from ledger.core.fixedpoint import PPM, ceil_div, pow10_neg, trunc_div, value
+from ledger.core.fixedpoint import PPM, S, ceil_div, pow10_neg, trunc_div, value
 from ledger.core.funding import settle_all
 from ledger.core.guards import funding_surge, liquidation_surge
 from ledger.core.margin import account_margin, margin_after_many, market_mmr
-from ledger.core.state import LIQ_VAULT, SYSTEM_ACCOUNTS, Account, ExchangeState, Market
+from ledger.core.state import LIQ_VAULT, Account, ExchangeState, Market
 from ledger.core.state import effective_mode as _mode
-from ledger.core.watch import candidates, watch
+from ledger.core.watch import candidates, watch_open
 from ledger.events import commands as c
 from ledger.events import outcomes as o
 from ledger.events.enums import CancelReason, LiquidationMethod, LossMode, Mode
@@ -45,15 +59,34 @@ def can_liquidate(st: ExchangeState, m: Market) -> bool:
 
 
 def liquidatable(st: ExchangeState) -> list[tuple[int, str]]:
-    """Confirmed liquidatable user accounts as (fl(AV*PPM, MMR), id); safe ones are watched."""
+    """Confirmed liquidatable accounts as (fl(AV*PPM, MMR), id); safe ones are watched.
+
+    One pass per candidate computes AV and MMR (as account_margin does) and
+    collects the open positions the watch needs.
+    """
     out = []
+    accounts = st.accounts
+    markets = st.markets
     for acct in candidates(st):
-        a = st.accounts[acct]
-        av, _, mmr = account_margin(st, a)
-        if mmr > 0 and av < mmr and acct not in SYSTEM_ACCOUNTS:
-            out.append(((av * PPM) // mmr, acct))
-        elif mmr > 0:
-            watch(st, a, av - mmr)
+        a = accounts[acct]
+        av = a.balance
+        mmr = 0
+        open_: list[tuple[Market, int]] = []
+        for mkt, pos in a.positions.items():
+            size = pos.size
+            if size == 0:
+                av -= pos.cost
+                continue
+            m = markets[mkt]
+            notional = size * m.mark // m.qdiv
+            av += notional - pos.cost + (-size * (m.index - pos.idx)) // S
+            mmr -= (-(notional if notional >= 0 else -notional) * m.mmf) // PPM
+            open_.append((m, size))
+        if mmr > 0:
+            if av < mmr:
+                out.append(((av * PPM) // mmr, acct))
+            else:
+                watch_open(st, a, av - mmr, open_)
     out.sort()
     return out
 
@@ -77,10 +110,10 @@ def _g7(ctx: Ctx, found: list[tuple[int, str]]) -> None:
             continue
         surge = False
         if mkt in count:
-            oi = sum(max(st.accounts[h].positions[mkt].size, 0) for h in m.holders)
-            surge = liquidation_surge(count[mkt], size[mkt], oi)
+            surge = liquidation_surge(count[mkt], size[mkt], m.oi_long)
         if not surge and deltas.get(mkt) and funding_surge(m, deltas[mkt]):
-            surge = any(st.accounts[h].positions[mkt].size for h in m.holders)
+            # some holder has a position: sizes sum to 0 (invariant 2), so some is long
+            surge = m.oi_long > 0
         if surge:
             ctx.emit(o.MarketHalted(mkt, "LIQUIDATION_SURGE", "guard:G7"))
 
@@ -123,25 +156,38 @@ def liquidate(ctx: Ctx, a: Account) -> None:
     deficit = max(0, -av)
     fee = min(max(av, 0), fee)
     vault = st.accounts[LIQ_VAULT]
+    is_vault = a is vault
     settle_all(ctx, vault)
     takeover = {lp.mkt: (lp.size_bq, lp.notional_qq) for lp in shares}
     before = {lp.mkt: (vault.positions[lp.mkt].size if lp.mkt in vault.positions else 0)
               for lp in shares}
     method = LiquidationMethod.ADL
-    if vault.balance + fee >= deficit:
+    if not is_vault and vault.balance + fee >= deficit:
         v_av, v_imr = margin_after_many(st, vault, takeover, fee - deficit)
         if v_av >= v_imr:
             method = LiquidationMethod.VAULT
-    elif st.loss_mode == LossMode.SOCIALIZE:
-        method = LiquidationMethod.SOCIALIZE
     if method == LiquidationMethod.ADL:
+        # SOCIALIZE: the offsets close at the mark (not at the bankruptcy values), so
+        # `a` is left flat at balance AV = -deficit; the vault then pays what it can.
+        socialize = deficit > 0 and st.loss_mode == LossMode.SOCIALIZE and not is_vault
         ctx.emit(o.Liquidated(a.id, method, av, mmr, tuple(shares), 0, deficit))
         for lp in shares:
-            deleverage(ctx, a, lp.mkt, lp.bankruptcy_value_qq)
+            deleverage(ctx, a, lp.mkt,
+                       lp.notional_qq if socialize else lp.bankruptcy_value_qq)
+        if socialize:
+            paid = vault_can_pay(st, vault, deficit)
+            ctx.emit(o.SocializedLossApplied(a.id, deficit, paid, deficit - paid))
         return
     ctx.emit(o.Liquidated(a.id, method, av, mmr, tuple(shares), fee, deficit))
-    if method == LiquidationMethod.SOCIALIZE:
-        paid = min(deficit, max(vault.balance, 0))
-        ctx.emit(o.SocializedLossApplied(a.id, deficit, paid, deficit - paid))
     for mkt, b in before.items():
         after_position_change(ctx, vault, mkt, b)
+
+
+def vault_can_pay(st: ExchangeState, vault: Account, amount: int) -> int:
+    """What the vault pays toward `amount`: no more than its balance or its AV - IMR.
+
+    The same rule an IssueRefund from the vault meets, so paying never leaves the
+    vault with a negative balance or short of its own initial margin.
+    """
+    v_av, v_imr, _ = account_margin(st, vault)
+    return max(0, min(amount, vault.balance, v_av - v_imr))

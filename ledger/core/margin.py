@@ -1,18 +1,25 @@
 """Margin (SPEC 6): account value, IMR/MMR, free collateral, the order-acceptance W check.
 
 Sums run over an account's positions; integer sums do not depend on the
-order. Positions of size 0 contribute nothing. These are the hottest
-functions of the core, so the SPEC formulas are inlined (ce(a, b) is
--((-a) // b), value(q, p) is q*p // 10^-qce with the divisor cached on the
-market as `qdiv`).
+order. Positions of size 0 contribute nothing but -cost to AV (and their
+resting orders to the W sum). These are the hottest functions of the core, so
+the SPEC formulas are inlined (ce(a, b) is -((-a) // b), value(q, p) is
+q*p // 10^-qce with the divisor cached on the market as `qdiv`).
+
+No cached running sums: every block moves every market's mark, which would
+invalidate any per-account cache, and a typical account is touched about once
+per block, so each evaluation is a fresh sum over its (few) positions. The
+cheap cases are cut short instead (`order_accepted`).
 """
 
 from __future__ import annotations
 
 from ledger.core.fixedpoint import PPM, S, ceil_div, value
 from ledger.core.positions import fill_realized, pending_funding
-from ledger.core.state import Account, ExchangeState
+from ledger.core.state import Account, ExchangeState, Market
 from ledger.events.enums import Side
+
+BUY = Side.BUY
 
 
 def account_margin(state: ExchangeState, a: Account) -> tuple[int, int, int]:
@@ -33,6 +40,23 @@ def account_margin(state: ExchangeState, a: Account) -> tuple[int, int, int]:
         imr -= (-n * m.imf) // PPM
         mmr -= (-n * m.mmf) // PPM
     return av, imr, mmr
+
+
+def av_imr(state: ExchangeState, a: Account) -> tuple[int, int]:
+    """(AV, IMR) of an account: account_margin without the MMR sum."""
+    av = a.balance
+    imr = 0
+    markets = state.markets
+    for mkt, pos in a.positions.items():
+        size = pos.size
+        if size == 0:
+            av -= pos.cost
+            continue
+        m = markets[mkt]
+        notional = size * m.mark // m.qdiv
+        av += notional - pos.cost + (-size * (m.index - pos.idx)) // S
+        imr -= (-(notional if notional >= 0 else -notional) * m.imf) // PPM
+    return av, imr
 
 
 def market_mmr(state: ExchangeState, mkt: str, size: int) -> int:
@@ -73,71 +97,48 @@ def margin_after_fill(state: ExchangeState, a: Account, mkt: str, q: int, v: int
     return av, imr
 
 
-def order_imr_pair(state: ExchangeState, a: Account, mkt: str, side: Side,
-                   extra: int) -> tuple[int, int]:
-    """IMR_ord of SPEC 6 with and without `extra` bq added to B (buy) or A (sell) in `mkt`.
+def order_accepted(state: ExchangeState, a: Account, m: Market, side: Side, qty: int) -> bool:
+    """The SPEC 6 acceptance test: AV >= IMR_ord(with) or IMR_ord(with) <= IMR_ord(without).
 
-    IMR_ord = sum of ce(|value(W, mark)|*imf, PPM) with W = max(|s+B|, |s-A|).
-    Only `mkt`'s term differs between the two, so the rest is summed once.
+    IMR_ord = sum over markets of ce(|value(W, mark)|*imf, PPM), W = max(|s+B|, |s-A|),
+    with `qty` added to B (buy) or A (sell) in `m` for "with". The two sums
+    differ only in `m`'s term, so when that term does not grow the order passes
+    without the sum over the other positions or AV.
     """
-    rest = 0
-    markets = state.markets
-    pos = a.positions.get(mkt)
-    for pm, p in a.positions.items():
-        if pm == mkt:
-            continue
-        w = max(abs(p.size + p.buy_open), abs(p.size - p.sell_open))
-        if w:
-            m = markets[pm]
-            rest -= (-(w * m.mark // m.qdiv) * m.imf) // PPM
-    size, b, s_ = (pos.size, pos.buy_open, pos.sell_open) if pos is not None else (0, 0, 0)
-    m = markets[mkt]
-    w0 = max(abs(size + b), abs(size - s_))
-    if side == Side.BUY:
-        b += extra
+    pos = a.positions.get(m.id)
+    if pos is None:
+        size = b = s_ = 0
     else:
-        s_ += extra
-    w1 = max(abs(size + b), abs(size - s_))
-    i0 = -((-(w0 * m.mark // m.qdiv) * m.imf) // PPM)
-    i1 = -((-(w1 * m.mark // m.qdiv) * m.imf) // PPM)
-    return rest + i1, rest + i0
-
-
-def order_check(state: ExchangeState, a: Account, mkt: str, side: Side,
-                extra: int) -> tuple[int, int, int]:
-    """(IMR_ord with, IMR_ord without, AV) in one pass over the positions (SPEC 6)."""
-    rest = 0
+        size, b, s_ = pos.size, pos.buy_open, pos.sell_open
+    x, y = size + b, size - s_
+    w0 = max(x if x >= 0 else -x, y if y >= 0 else -y)
+    if side == BUY:
+        x += qty
+    else:
+        y -= qty
+    w1 = max(x if x >= 0 else -x, y if y >= 0 else -y)
+    mark, qdiv, imf = m.mark, m.qdiv, m.imf
+    i0 = -((-(w0 * mark // qdiv) * imf) // PPM)
+    i1 = -((-(w1 * mark // qdiv) * imf) // PPM)
+    if i1 <= i0:
+        return True
     av = a.balance
+    rest = 0
     markets = state.markets
-    size = b = s_ = 0
+    mkt = m.id
     for pm, p in a.positions.items():
         sz = p.size
-        m = markets[pm]
-        if pm == mkt:
-            size, b, s_ = sz, p.buy_open, p.sell_open
-        else:
-            w = max(abs(sz + p.buy_open), abs(sz - p.sell_open))
+        mm = markets[pm]
+        if pm != mkt:
+            x, y = sz + p.buy_open, sz - p.sell_open
+            w = max(x if x >= 0 else -x, y if y >= 0 else -y)
             if w:
-                rest -= (-(w * m.mark // m.qdiv) * m.imf) // PPM
+                rest -= (-(w * mm.mark // mm.qdiv) * mm.imf) // PPM
         if sz:
-            av += sz * m.mark // m.qdiv - p.cost + (-sz * (m.index - p.idx)) // S
+            av += sz * mm.mark // mm.qdiv - p.cost + (-sz * (mm.index - p.idx)) // S
         else:
             av -= p.cost
-    m = markets[mkt]
-    w0 = max(abs(size + b), abs(size - s_))
-    if side == Side.BUY:
-        b += extra
-    else:
-        s_ += extra
-    w1 = max(abs(size + b), abs(size - s_))
-    i0 = -((-(w0 * m.mark // m.qdiv) * m.imf) // PPM)
-    i1 = -((-(w1 * m.mark // m.qdiv) * m.imf) // PPM)
-    return rest + i1, rest + i0, av
-
-
-def order_imr(state: ExchangeState, a: Account, mkt: str, side: Side, extra: int) -> int:
-    """IMR_ord with `extra` bq added on `side` in `mkt` (see order_imr_pair)."""
-    return order_imr_pair(state, a, mkt, side, extra)[0]
+    return av >= rest + i1
 
 
 def margin_after_many(state: ExchangeState, a: Account, fills: dict[str, tuple[int, int]],

@@ -13,15 +13,26 @@ from __future__ import annotations
 from ledger.core.bands import stale_band, trading_band
 from ledger.core.cancels import cancel, cleanup_reduce_only, crosses, reduces
 from ledger.core.context import Ctx
-from ledger.core.fixedpoint import PPM, fee_amount
+from ledger.core.evolve_trading import filled
+from ledger.core.fixedpoint import PPM
 from ledger.core.funding import settle
 from ledger.core.margin import margin_after_fill
 from ledger.core.positions import fill_realized
 from ledger.core.state import Order, effective_mode
 from ledger.events import outcomes as o
+from ledger.events.codec import Envelope
 from ledger.events.enums import CancelReason, Mode, SelfTrade, Side, TimeInForce
 
 _tnew = tuple.__new__
+BUY = Side.BUY
+OK = Mode.OK
+EXPIRE_MAKER = SelfTrade.EXPIRE_MAKER
+EXPIRE_BOTH = SelfTrade.EXPIRE_BOTH
+STALE_PRICE = CancelReason.STALE_PRICE
+SELF_TRADE = CancelReason.SELF_TRADE
+R_REDUCE_ONLY = CancelReason.REDUCE_ONLY
+UNDERCOLLATERALIZED = CancelReason.UNDERCOLLATERALIZED
+IOC_REMAINDER = CancelReason.IOC_REMAINDER
 
 
 def match(ctx: Ctx, od: Order, limit: int) -> None:
@@ -29,82 +40,113 @@ def match(ctx: Ctx, od: Order, limit: int) -> None:
     st = ctx.st
     m = st.markets[od.mkt]
     orders = st.orders
-    accounts = st.accounts
-    buy = od.side == Side.BUY
-    opp = m.asks if buy else m.bids
-    p = m.params
-    qdiv = m.qdiv
-    mfee_ppm, tfee_ppm = p.maker_fee_ppm, p.taker_fee_ppm
-    lo2 = hi2 = -1  # the x2 band, computed at the first maker met
-    taker = accounts[od.acct]
-    mkt = od.mkt
-    emit = ctx.emit
-    if (m.mode if m.mode >= st.mode else st.mode) == Mode.OK:
-        while od.id in orders:
-            best = opp.best()
-            if best is None or (best > limit if buy else best < limit):
+    oid = od.id
+    gm = st.mode
+    if (m.mode if m.mode >= gm else gm) == OK:
+        accounts = st.accounts
+        buy = od.side == BUY
+        opp = m.asks if buy else m.bids
+        keys = opp.keys
+        levels = opp.levels
+        p = m.params
+        qdiv = m.qdiv
+        mfee_ppm, tfee_ppm = p.maker_fee_ppm, p.taker_fee_ppm
+        lo2 = hi2 = -1  # the x2 band, looked up at the first maker met
+        taker_acct = od.acct
+        taker = accounts[taker_acct]
+        mkt = od.mkt
+        # Filled is emitted inline (what ctx.emit does, without the table lookup).
+        out = ctx.out
+        height = ctx.height
+        cause = ctx.cause
+        while oid in orders:
+            if not keys:
                 break
-            mk = orders[opp.first_at_best()]
-            if mk.acct == od.acct:
+            key = keys[0]
+            if buy:
+                best = key
+                if best > limit:
+                    break
+            else:
+                best = -key
+                if best < limit:
+                    break
+            mk = orders[next(iter(levels[key]))]
+            if mk.acct == taker_acct:
                 stp = od.stp
-                if stp == SelfTrade.EXPIRE_MAKER:
-                    cancel(ctx, mk, CancelReason.SELF_TRADE)
+                if stp == EXPIRE_MAKER:
+                    cancel(ctx, mk, SELF_TRADE)
                     continue
-                if stp == SelfTrade.EXPIRE_BOTH:
-                    cancel(ctx, mk, CancelReason.SELF_TRADE)
-                cancel(ctx, od, CancelReason.SELF_TRADE)
+                if stp == EXPIRE_BOTH:
+                    cancel(ctx, mk, SELF_TRADE)
+                cancel(ctx, od, SELF_TRADE)
                 return
             if lo2 < 0:
                 lo2, hi2 = stale_band(m)
             if not lo2 <= best <= hi2:
-                cancel(ctx, mk, CancelReason.STALE_PRICE)
+                cancel(ctx, mk, STALE_PRICE)
                 continue
             maker = accounts[mk.acct]
             mpos = maker.positions.get(mkt)
             msize = mpos.size if mpos is not None else 0
             tpos = taker.positions.get(mkt)
             tsize = tpos.size if tpos is not None else 0
-            k = od.rem if od.rem < mk.rem else mk.rem
+            rem = od.rem
+            k = rem if rem < mk.rem else mk.rem
             if mk.reduce_only:
-                if not reduces(msize, mk.side):
-                    cancel(ctx, mk, CancelReason.REDUCE_ONLY)
+                if not (msize < 0 if mk.side == BUY else msize > 0):
+                    cancel(ctx, mk, R_REDUCE_ONLY)
                     continue
-                k = min(k, abs(msize))
+                a_ms = msize if msize >= 0 else -msize
+                if a_ms < k:
+                    k = a_ms
             if od.reduce_only:
-                if not reduces(tsize, od.side):
-                    cancel(ctx, od, CancelReason.REDUCE_ONLY)
+                if not (tsize < 0 if buy else tsize > 0):
+                    cancel(ctx, od, R_REDUCE_ONLY)
                     return
-                k = min(k, abs(tsize))
+                a_ts = tsize if tsize >= 0 else -tsize
+                if a_ts < k:
+                    k = a_ts
             v = k * best // qdiv
-            tq, tv = (k, v) if buy else (-k, -v)
+            if buy:
+                tq, tv = k, v
+            else:
+                tq, tv = -k, -v
             # funding is settled before any size change (SPEC 4)
             if msize and mpos is not None and mpos.idx != m.index:
                 settle(ctx, maker, mkt)
             if tsize and tpos is not None and tpos.idx != m.index:
                 settle(ctx, taker, mkt)
-            mfee = fee_amount(v, mfee_ppm)
-            tfee = -((-v * tfee_ppm) // PPM) if tfee_ppm >= 0 else fee_amount(v, tfee_ppm)
-            if abs(msize - tq) > abs(msize):
+            # fees: ce(v*fee, PPM), or the floor of the magnitude for a rebate (v >= 0)
+            mfee = -((-v * mfee_ppm) // PPM) if mfee_ppm >= 0 else -((v * -mfee_ppm) // PPM)
+            tfee = -((-v * tfee_ppm) // PPM) if tfee_ppm >= 0 else -((v * -tfee_ppm) // PPM)
+            mnew = msize - tq
+            if (mnew if mnew >= 0 else -mnew) > (msize if msize >= 0 else -msize):
                 av, imr = margin_after_fill(st, maker, mkt, -tq, -tv, mfee)
                 if av < imr:
-                    cancel(ctx, mk, CancelReason.UNDERCOLLATERALIZED)
+                    cancel(ctx, mk, UNDERCOLLATERALIZED)
                     continue
-            if abs(tsize + tq) > abs(tsize):
+            tnew = tsize + tq
+            if (tnew if tnew >= 0 else -tnew) > (tsize if tsize >= 0 else -tsize):
                 av, imr = margin_after_fill(st, taker, mkt, tq, tv, tfee)
                 if av < imr:
-                    cancel(ctx, od, CancelReason.UNDERCOLLATERALIZED)
+                    cancel(ctx, od, UNDERCOLLATERALIZED)
                     return
             mr = fill_realized(msize, mpos.cost, -tq, -tv) if mpos is not None else 0
             tr = fill_realized(tsize, tpos.cost, tq, tv) if tpos is not None else 0
-            emit(_tnew(o.Filled, (mkt, mk.id, od.id, mk.acct, od.acct, od.side, k, best, v,
-                                  mfee, tfee, mr, tr)))
+            ev = _tnew(o.Filled, (mkt, mk.id, oid, mk.acct, taker_acct, od.side, k, best, v,
+                                  mfee, tfee, mr, tr))
+            seq = st.seq + 1
+            st.seq = seq
+            filled(st, ev)
+            out.append(_tnew(Envelope, (seq, height, cause, ev)))
             # reduce-only housekeeping: only a flattened or flipped position strands one
-            if msize and (msize - tq == 0 or (msize > 0) != (msize - tq > 0)):
+            if msize and (mnew == 0 or (msize > 0) != (mnew > 0)):
                 cleanup_reduce_only(ctx, maker, mkt)
-            if tsize and (tsize + tq == 0 or (tsize > 0) != (tsize + tq > 0)):
+            if tsize and (tnew == 0 or (tsize > 0) != (tnew > 0)):
                 cleanup_reduce_only(ctx, taker, mkt)
-    if od.id in orders and not od.on_book:
-        cancel(ctx, od, CancelReason.IOC_REMAINDER)
+    if oid in orders and not od.on_book:
+        cancel(ctx, od, IOC_REMAINDER)
 
 
 def run_triggers(ctx: Ctx, mkt: str) -> None:

@@ -71,7 +71,7 @@ def update_oracle(ctx: Ctx, cmd: c.UpdateOracle) -> None:
     if st.guards:
         reason, pending = _g5_failure(m, oracle, ext)
         if reason:
-            ctx.emit(o.OracleUpdateRejected(m.id, oracle, ext, reason, pending))
+            ctx.reject(o.OracleUpdateRejected(m.id, oracle, ext, reason, pending))
             leave_ok(ctx, m, Mode.CANCEL_ONLY, reason, "G5")
             return
     if effective_mode(st, m) == Mode.HALTED:

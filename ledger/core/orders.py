@@ -22,9 +22,9 @@ ones included, must lie inside the recovery band (reason BAND).
 from __future__ import annotations
 
 from ledger.core.bands import recovery_band, trading_band
-from ledger.core.cancels import cancel, reduces
+from ledger.core.cancels import cancel
 from ledger.core.context import Ctx
-from ledger.core.margin import order_check
+from ledger.core.margin import order_accepted
 from ledger.core.matching import match
 from ledger.core.state import Account, ExchangeState, Market, effective_mode
 from ledger.events import commands as c
@@ -36,6 +36,8 @@ LIMIT = OrderType.LIMIT
 MARKET = OrderType.MARKET
 POST_ONLY = TimeInForce.POST_ONLY
 BUY = Side.BUY
+MODE_POST_ONLY = Mode.POST_ONLY
+CANCEL_ONLY = Mode.CANCEL_ONLY
 _tnew = tuple.__new__
 
 
@@ -46,18 +48,18 @@ def _validate(st: ExchangeState, a: Account | None, m: Market | None,
         return "UNKNOWN_ACCOUNT"
     if m is None:
         return "UNKNOWN_MARKET"
-    otype, tif, side, price, qty = cmd.type, cmd.tif, cmd.side, cmd.price_st, cmd.qty_bq
+    _, _, side, qty, price, otype, tif, reduce_only, trigger, _ = cmd
     is_trig = otype in TRIGGER_TYPES
     if (qty <= 0 or (otype == LIMIT and price is None)
             or (otype == MARKET and (price is not None or tif == POST_ONLY))
-            or (is_trig and (cmd.trigger_st is None or cmd.trigger_st <= 0))
+            or (is_trig and (trigger is None or trigger <= 0))
             or (price is not None and price <= 0)):
         return "INVALID"
     p = m.params
     gm = st.mode
     mode = m.mode if m.mode >= gm else gm
     # 1. mode
-    if mode and (mode >= Mode.CANCEL_ONLY or tif != POST_ONLY or otype != LIMIT):
+    if mode and (mode >= CANCEL_ONLY or tif != POST_ONLY or otype != LIMIT):
         return "MODE"
     # 2. step / tick
     if qty % p.step_bq:
@@ -65,24 +67,26 @@ def _validate(st: ExchangeState, a: Account | None, m: Market | None,
     if price is not None and price % p.tick_st:
         return "TICK"
     # 3. reduce-only side
-    ro = cmd.reduce_only or is_trig
-    pos = a.positions.get(m.id)
-    if ro and not reduces(pos.size if pos is not None else 0, side):
-        return "REDUCE_ONLY_SIDE"
+    ro = reduce_only or is_trig
+    if ro:
+        pos = a.positions.get(m.id)
+        size = pos.size if pos is not None else 0
+        if not (size < 0 if side == BUY else size > 0):
+            return "REDUCE_ONLY_SIDE"
     # 4. band (the recovery band in POST_ONLY; the trading band for crossing orders)
     crossing = False
-    if mode == Mode.POST_ONLY:
+    if mode == MODE_POST_ONLY:
         assert price is not None
         lo, hi = recovery_band(st, m)
         if not lo <= price <= hi:
             return "BAND"
     if not is_trig and price is not None:
         if side == BUY:
-            best = m.asks.best()
-            crossing = best is not None and price >= best
+            keys = m.asks.keys
+            crossing = bool(keys) and price >= keys[0]
         else:
-            best = m.bids.best()
-            crossing = best is not None and price <= best
+            keys = m.bids.keys
+            crossing = bool(keys) and price <= -keys[0]
         if crossing:
             lo, hi = trading_band(m)
             if not lo <= price <= hi:
@@ -91,38 +95,44 @@ def _validate(st: ExchangeState, a: Account | None, m: Market | None,
     if crossing and tif == POST_ONLY:
         return "POST_ONLY_CROSS"
     # 6. margin (reduce-only orders never raise IMR_ord: they are not in B or A)
-    if not ro:
-        with_, without, av = order_check(st, a, m.id, side, qty)
-        if with_ > without and av < with_:
-            return "MARGIN"
+    if not ro and not order_accepted(st, a, m, side, qty):
+        return "MARGIN"
     return ""
 
 
 def place_order(ctx: Ctx, cmd: c.PlaceOrder) -> None:
     st = ctx.st
-    a = st.accounts.get(cmd.acct)
-    m = st.markets.get(cmd.mkt)
+    acct, mkt, side, qty, price, otype, tif, reduce_only, trigger, stp = cmd
+    a = st.accounts.get(acct)
+    m = st.markets.get(mkt)
     reason = _validate(st, a, m, cmd)
     if reason:
-        ctx.emit(o.OrderRejected(cmd.acct, cmd.mkt, reason))
+        ctx.reject(_tnew(o.OrderRejected, (acct, mkt, reason)))
         return
     assert m is not None
-    otype, price, side = cmd.type, cmd.price_st, cmd.side
-    ro = cmd.reduce_only or otype in TRIGGER_TYPES
-    ctx.emit(_tnew(o.OrderPlaced, (ctx.cause, cmd.acct, cmd.mkt, side, cmd.qty_bq, price, otype,
-                                   cmd.tif, ro, cmd.trigger_st, cmd.stp)))
+    oid = ctx.cause
+    # The event's flag is `reduce_only or <is TP/SL>` (TP/SL are implicitly reduce-only).
     if otype in TRIGGER_TYPES:
+        ctx.emit(_tnew(o.OrderPlaced, (oid, acct, mkt, side, qty, price, otype, tif,
+                                       reduce_only or True, trigger, stp)))
         return
-    od = st.orders[ctx.cause]
+    ctx.emit(_tnew(o.OrderPlaced, (oid, acct, mkt, side, qty, price, otype, tif,
+                                   reduce_only or False, trigger, stp)))
+    od = st.orders[oid]
     if price is None:
         lo, hi = trading_band(m)
         match(ctx, od, hi if side == BUY else lo)
         return
     if od.on_book:
         # A resting order that does not cross has nothing to match.
-        best = m.asks.best() if side == BUY else m.bids.best()
-        if best is None or (price < best if side == BUY else price > best):
-            return
+        if side == BUY:
+            keys = m.asks.keys
+            if not keys or price < keys[0]:
+                return
+        else:
+            keys = m.bids.keys
+            if not keys or price > -keys[0]:
+                return
     match(ctx, od, price)
 
 
@@ -130,10 +140,10 @@ def cancel_order(ctx: Ctx, cmd: c.CancelOrder) -> None:
     st = ctx.st
     od = st.orders.get(cmd.order_id)
     if od is None or od.acct != cmd.acct:
-        ctx.emit(o.OrderRejected(cmd.acct, "", "UNKNOWN_ORDER"))
+        ctx.reject(o.OrderRejected(cmd.acct, "", "UNKNOWN_ORDER"))
         return
     if effective_mode(st, st.markets[od.mkt]) == Mode.HALTED:
-        ctx.emit(o.OrderRejected(cmd.acct, od.mkt, "MODE"))
+        ctx.reject(o.OrderRejected(cmd.acct, od.mkt, "MODE"))
         return
     cancel(ctx, od, CancelReason.USER)
 

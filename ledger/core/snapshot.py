@@ -14,7 +14,7 @@ from typing import Any
 import msgpack
 
 from ledger.core import watch
-from ledger.core.evolve import _book_add, fires_below
+from ledger.core.evolve_trading import book_add, fires_below
 from ledger.core.state import Account, ExchangeState, Market, Order, Position
 from ledger.errors import CodecError
 from ledger.events.enums import LossMode, Mode, OrderType, SelfTrade, Side, TimeInForce
@@ -77,7 +77,10 @@ def load(data: bytes) -> ExchangeState:
         for mkt, size, cost, idx, realized in positions:
             p = a.positions[mkt] = Position(idx)
             p.size, p.cost, p.realized = size, cost, realized
-            st.markets[mkt].holders[acct] = None
+            m = st.markets[mkt]
+            m.holders[acct] = None
+            if size > 0:
+                m.oi_long += size
         st.accounts[acct] = a
     rows = sorted(orders, key=lambda r: (r[12], r[0]))  # book levels fill in priority order
     for r in rows:
@@ -87,7 +90,7 @@ def load(data: bytes) -> ExchangeState:
         st.orders[o.id] = o
         m = st.markets[o.mkt]
         if r[13]:
-            _book_add(st, m, o)
+            book_add(st, m, o)
         if r[14]:
             assert o.trigger is not None
             m.triggers.add(fires_below(o.type, o.side), o.trigger, o.id)
@@ -95,6 +98,8 @@ def load(data: bytes) -> ExchangeState:
     st.orders = dict(sorted(st.orders.items()))
     for oid in st.orders:
         st.accounts[st.orders[oid].acct].orders[oid] = None
-    st.dirty.clear()
+    st.dirty_a.clear()
+    st.dirty_o.clear()
+    st.dirty_m.clear()
     watch.reset(st)
     return st

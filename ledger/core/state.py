@@ -88,17 +88,14 @@ class Market:
         "id", "params", "mode", "mode_band", "mode_reason", "oracle", "ext_basis", "basis",
         "mark", "index", "last_funding_time", "premium_acc", "premium_dt", "last_oracle_time",
         "last_trade", "pending_oracle", "funding_gap", "bids", "asks", "triggers", "holders",
-        "move_counter", "liq_heap", "imf", "mmf", "qdiv", "fbase",
+        "move_counter", "liq_heap", "imf", "mmf", "qdiv", "fbase", "bands", "watch_scale",
+        "oi_long",
     )
 
     def __init__(self, mkt: str, params: MarketParams, oracle: int, index: int,
                  time: int) -> None:
         self.id = mkt
-        self.params = params
-        #: cached from params (set again whenever params change): imf, mmf, 10^-qce.
-        self.imf = params.imf_ppm
-        self.mmf = mmf_ppm(params)
-        self.qdiv = 10 ** (-params.qce)
+        self.set_params(params)
         self.mode = Mode.OK
         self.mode_band = 0
         self.mode_reason = ""
@@ -129,6 +126,21 @@ class Market:
         self.move_counter = 0
         #: derived: heap of (threshold, acct, liq_ver) for the liquidation watch.
         self.liq_heap: list[tuple[int, str, int]] = []
+        #: derived: long open interest, the sum of the positive sizes (G7 reads it).
+        self.oi_long = 0
+
+    def set_params(self, params: MarketParams) -> None:
+        """Take new params and refresh what is cached from them (derived, never hashed)."""
+        self.params = params
+        #: imf, mmf and 10^-qce, the constants of every margin formula.
+        self.imf = params.imf_ppm
+        self.mmf = mmf_ppm(params)
+        self.qdiv: int = 10 ** (-params.qce)
+        #: PPM * S * 10^-qce: the liquidation watch's counter units per qq per bq.
+        self.watch_scale: int = 1_000_000 * 10**12 * self.qdiv
+        #: (mark, lo, hi, lo2, hi2): the trading band and the x2 band at that mark
+        #: (ledger.core.bands); recomputed when the mark differs (None: not yet).
+        self.bands: tuple[int | None, int, int, int, int] = (None, 0, 0, 0, 0)
 
 
 class ExchangeState:
@@ -137,7 +149,7 @@ class ExchangeState:
     __slots__ = (
         "seq", "height", "time", "accounts", "markets", "orders", "mode", "mode_band",
         "mode_reason", "guards", "loss_mode", "funding_dust", "ext_in", "ext_out", "bad_debt",
-        "dirty", "liq_dirty", "liq_deferred", "block", "audit_fills", "hasher",
+        "dirty_a", "dirty_o", "dirty_m", "liq_dirty", "block", "audit_fills", "hasher",
     )
 
     def __init__(self) -> None:
@@ -156,12 +168,13 @@ class ExchangeState:
         self.ext_in = 0
         self.ext_out = 0
         self.bad_debt = 0
-        #: entity keys touched since the last hash update (insertion-ordered set).
-        self.dirty: dict[tuple[Any, ...], None] = {}
+        #: ids of the accounts, orders and markets touched since the last hash update
+        #: (insertion-ordered sets); the globals are re-digested at every update.
+        self.dirty_a: dict[str, None] = {}
+        self.dirty_o: dict[int, None] = {}
+        self.dirty_m: dict[str, None] = {}
         #: accounts whose own numbers changed since the last sweep.
         self.liq_dirty: dict[str, None] = {}
-        #: liquidatable accounts skipped because a market of theirs may not liquidate.
-        self.liq_deferred: dict[str, None] = {}
         #: per-block scratch for the invariant checks (not state).
         self.block = BlockScratch()
         #: record per-fill margin facts for invariant 7 (costs one AV evaluation per fill).

@@ -19,28 +19,35 @@ from __future__ import annotations
 
 from heapq import heapify, heappop, heappush
 
-from ledger.core.fixedpoint import PPM, S, pow10_neg
-from ledger.core.state import Account, ExchangeState
+from ledger.core.state import Account, ExchangeState, Market
 
 
 def watch(st: ExchangeState, a: Account, slack: int) -> None:
     """Register thresholds for a safe account whose AV - MMR is `slack` >= 0."""
+    markets = st.markets
+    watch_open(st, a, slack, [(markets[mkt], pos.size) for mkt, pos in a.positions.items()
+                              if pos.size])
+
+
+def watch_open(st: ExchangeState, a: Account, slack: int,
+               open_: list[tuple[Market, int]]) -> None:
+    """`watch` with the account's open positions given as (market, size)."""
     a.liq_ver += 1
-    ver = a.liq_ver
-    open_ = [(mkt, pos.size) for mkt, pos in a.positions.items() if pos.size]
     if not open_:
         return
+    ver = a.liq_ver
+    acct = a.id
     share = slack // len(open_) - 3
-    markets = st.markets
-    for mkt, size in open_:
-        m = markets[mkt]
+    for m, size in open_:
         if share > 0:
-            room = share * PPM * S * pow10_neg(m.params.qce) // abs(size)
-            room = room if room > 0 else 1
+            # m.watch_scale = PPM * S * 10^-qce
+            room = share * m.watch_scale // (size if size > 0 else -size)
+            if room <= 0:
+                room = 1
         else:
             room = 1  # any movement at all re-checks it
         heap = m.liq_heap
-        heappush(heap, (m.move_counter + room, a.id, ver))
+        heappush(heap, (m.move_counter + room, acct, ver))
         if len(heap) > 2 * len(m.holders) + 64:
             accounts = st.accounts
             m.liq_heap = [e for e in heap if accounts[e[1]].liq_ver == e[2]]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ledger.core import FEES, LIQ_VAULT
 from ledger.events import commands as c
 from ledger.events import outcomes as o
-from ledger.events.enums import LiquidationMethod, LossMode
+from ledger.events.enums import LiquidationMethod, LossMode, TimeInForce
 from tests.stubs import BTC, BTC_1, BTC_MARK, BUY, PX, SELL, USD, Sim, limit, oracle, outs
 
 
@@ -83,15 +85,20 @@ def test_socialized_loss_vault_pays_what_it_can_rest_is_bad_debt() -> None:
     s = carol_long(500 * USD, loss_mode=LossMode.SOCIALIZE)
     r = s.block(oracle(46_000 * PX))
     (liq,) = outs(r, o.Liquidated)
+    # the vault cannot take the position: the offsets close it at the mark, not at BV
     assert (liq.method, liq.av_qq, liq.fee_qq, liq.deficit_qq) == (
-        LiquidationMethod.SOCIALIZE, -1_015 * USD, 0, 1_015 * USD)
+        LiquidationMethod.ADL, -1_015 * USD, 0, 1_015 * USD)
+    (d,) = outs(r, o.Deleveraged)
+    # dave's short sold at 50,000 buys back at the mark 46,000: realized +$4,000
+    assert (d.liquidated, d.offset, d.qty_bq, d.value_qq, d.offset_realized_qq) == (
+        "carol", "dave", BTC_1, 46_000 * USD, 4_000 * USD)
     (soc,) = outs(r, o.SocializedLossApplied)
     assert (soc.acct, soc.amount_qq, soc.vault_paid_qq, soc.bad_debt_qq) == (
         "carol", 1_015 * USD, 500 * USD, 515 * USD)
     e = s.engine
     assert e.position("carol", BTC)[0] == 0 and e.balance("carol") == -515 * USD
-    assert e.balance(LIQ_VAULT) == 0
-    assert e.position(LIQ_VAULT, BTC)[:2] == (BTC_1, 46_000 * USD)
+    assert e.balance(LIQ_VAULT) == 0 and e.positions(LIQ_VAULT) == {}
+    assert e.balance("dave") == 200_000 * USD + 2_500_000 + 4_000 * USD
     assert e.globals().bad_debt == 515 * USD
     # withdrawals are blocked while bad debt is outstanding
     r = s.block(c.Withdraw("dave", USD, "w"))
@@ -99,6 +106,82 @@ def test_socialized_loss_vault_pays_what_it_can_rest_is_bad_debt() -> None:
     # a credit to the indebted account repays the bad debt first
     s.block(c.Deposit("carol", 600 * USD, "top-up"))
     assert e.globals().bad_debt == 0 and e.balance("carol") == 85 * USD
+
+
+def test_socialized_loss_never_leaves_the_vault_with_positions_it_cannot_margin() -> None:
+    """Regression (hypothesis seed 9290433): SOCIALIZE handed the positions to a vault that
+    had just paid all it had; funding settled on them drove its balance below 0."""
+    s = carol_long(500 * USD, loss_mode=LossMode.SOCIALIZE)
+    s.block(oracle(46_000 * PX))
+    m = s.engine.market(BTC)
+    # longs pay: dI = 5e9 is $50 per BTC; then a refund from the vault settles its funding
+    s.block(c.FundingTick(BTC, s.time + 60, m.funding_index, m.last_funding_time,
+                          m.funding_index + 5_000_000_000), dt=60)
+    r = s.block(c.IssueRefund("dave", USD, LIQ_VAULT, "r"))
+    assert outs(r, o.FundingSettled) == []
+    assert [x.reason for x in outs(r, o.RefundRejected)] == ["INSUFFICIENT_FUNDS"]
+    e = s.engine
+    assert e.balance(LIQ_VAULT) == 0 and e.positions(LIQ_VAULT) == {}
+    assert e.balance("carol") == -515 * USD and e.globals().bad_debt == 515 * USD
+
+
+def test_socialized_loss_vault_pays_only_its_free_margin() -> None:
+    """A vault holding a losing position pays no more than AV - IMR, even with a large balance."""
+    s = Sim(loss_mode=LossMode.SOCIALIZE)
+    s.fund("bob", 3_000 * USD)
+    s.fund("carol", 4_500 * USD)
+    s.fund("dave", 500_000 * USD)
+    s.block(c.Deposit(LIQ_VAULT, 5_000 * USD, "vault-seed"))
+    for name in ("bob", "carol"):
+        s.block(limit("dave", SELL, BTC_1, BTC_MARK))
+        s.block(limit(name, BUY, BTC_1, BTC_MARK))
+    r = s.block(oracle(48_000 * PX))  # bob: AV $985 < MMR $1,440 -> the vault takes over
+    (liq,) = outs(r, o.Liquidated)
+    assert (liq.acct, liq.method, liq.fee_qq) == ("bob", LiquidationMethod.VAULT, 985 * USD)
+    e = s.engine
+    assert e.balance(LIQ_VAULT) == 5_985 * USD
+    assert e.position(LIQ_VAULT, BTC)[:2] == (BTC_1, 48_000 * USD)
+    r = s.block(oracle(44_000 * PX))
+    # carol: AV = 4,485 - 6,000 = -$1,515. The vault has the balance but, long 1 BTC from
+    # 48,000, its AV 5,985 - 4,000 = $1,985 is below its IMR $2,200: it can pay nothing.
+    (liq,) = outs(r, o.Liquidated)
+    assert (liq.acct, liq.method, liq.av_qq, liq.deficit_qq) == (
+        "carol", LiquidationMethod.ADL, -1_515 * USD, 1_515 * USD)
+    (d,) = outs(r, o.Deleveraged)
+    assert (d.offset, d.qty_bq, d.value_qq) == ("dave", BTC_1, 44_000 * USD)
+    (soc,) = outs(r, o.SocializedLossApplied)
+    assert (soc.amount_qq, soc.vault_paid_qq, soc.bad_debt_qq) == (1_515 * USD, 0, 1_515 * USD)
+    assert e.balance(LIQ_VAULT) == 5_985 * USD
+    assert e.position(LIQ_VAULT, BTC)[:2] == (BTC_1, 48_000 * USD)
+    assert e.balance("carol") == -1_515 * USD and e.globals().bad_debt == 1_515 * USD
+
+
+@pytest.mark.parametrize("loss_mode", [None, LossMode.SOCIALIZE])
+def test_an_underwater_vault_is_deleveraged_at_its_bankruptcy_value(
+        loss_mode: LossMode | None) -> None:
+    """Regression (hypothesis seed 2788936953): the vault was never liquidated, so a position
+    it took over could sink its AV below 0 (the next funding settlement took its balance
+    below 0 too). It now meets the same trigger as any account, through ADL only."""
+    s = carol_long(2_000 * USD, loss_mode=loss_mode)
+    r = s.block(oracle(48_000 * PX))
+    (liq,) = outs(r, o.Liquidated)
+    assert (liq.acct, liq.method, liq.fee_qq) == ("carol", LiquidationMethod.VAULT, 985 * USD)
+    e = s.engine
+    assert e.balance(LIQ_VAULT) == 2_985 * USD  # IMR of 1 BTC at 48,000 is $2,400
+    assert e.position(LIQ_VAULT, BTC)[:2] == (BTC_1, 48_000 * USD)
+    r = s.block(oracle(44_000 * PX))
+    # vault: AV = 2,985 - 4,000 = -$1,015 < MMR $1,320; BV = 44,000 + 1,015
+    (liq,) = outs(r, o.Liquidated)
+    assert (liq.acct, liq.method, liq.av_qq, liq.mmr_qq, liq.fee_qq, liq.deficit_qq) == (
+        LIQ_VAULT, LiquidationMethod.ADL, -1_015 * USD, 1_320 * USD, 0, 1_015 * USD)
+    (d,) = outs(r, o.Deleveraged)
+    # dave's short from 50,000 buys back at 45,015: realized +$4,985
+    assert (d.liquidated, d.offset, d.qty_bq, d.value_qq, d.offset_realized_qq) == (
+        LIQ_VAULT, "dave", BTC_1, 45_015 * USD, 4_985 * USD)
+    assert outs(r, o.SocializedLossApplied) == []
+    assert e.balance(LIQ_VAULT) == 0 and e.positions(LIQ_VAULT) == {}
+    assert e.globals().bad_debt == 0
+    assert e.balance("dave") == 200_000 * USD + 2_500_000 + 4_985 * USD
 
 
 def test_liquidation_cancels_all_orders_including_tp_sl() -> None:
@@ -124,3 +207,39 @@ def test_liquidations_run_in_order_of_margin_ratio_then_id() -> None:
         s.block(limit(name, BUY, BTC_1, BTC_MARK))
     r = s.block(oracle(48_000 * PX))
     assert [x.acct for x in outs(r, o.Liquidated)] == ["bea", "zed", "amy"]
+
+
+def test_the_sweep_checks_only_touched_or_threatened_accounts_not_every_holder(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from ledger.core import liquidation
+
+    seen: list[list[str]] = []
+    real = liquidation.candidates
+
+    def recorded(st: object) -> list[str]:
+        out = real(st)  # type: ignore[arg-type]
+        seen.append(out)
+        return out
+
+    monkeypatch.setattr(liquidation, "candidates", recorded)
+    s = Sim()
+    s.fund("mm", 10_000_000 * USD)
+    # 0.01 BTC ($500) each: on $100 (5x) for the first 60, on $5,000 for the others
+    lev = [f"h{i:03d}" for i in range(60)]
+    safe = [f"h{i:03d}" for i in range(60, 120)]
+    s.block(*[x for u in lev + safe
+              for x in (c.CreateAccount(u), c.Deposit(u, (100 if u in lev else 5_000) * USD, u))])
+    s.block(limit("mm", SELL, 2 * BTC_1, BTC_MARK))
+    s.block(*[limit(u, BUY, BTC_1 // 100, BTC_MARK, tif=TimeInForce.IOC) for u in lev + safe])
+    assert len(seen[-1]) == 121  # every account that traded is checked once
+    s.block(oracle(BTC_MARK + PX))  # a $1 move threatens no one
+    assert seen[-1] == []
+    s.block(limit("h107", BUY, BTC_1 // 100, BTC_MARK, tif=TimeInForce.IOC),
+            c.Withdraw("h100", USD, "w"))
+    assert seen[-1] == ["h100", "h107", "mm"]
+    # 17% down: a 5x long's AV - MMR ($84.85) could be gone, a 0.1x long's could not
+    r = s.block(oracle(BTC_MARK * 83 // 100))
+    assert seen[-1] == lev
+    # AV = 99.85 + 415 - 500 = $14.85 >= MMR $12.45: checked, not liquidated
+    assert outs(r, o.Liquidated) == []
+    assert s.engine.margin("h000")[0] == 14_850_000
