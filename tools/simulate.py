@@ -85,9 +85,9 @@ def run(seq: Sequencer, workload: Workload, blocks: int, *,
     engine = seq.engine
     for _ in range(blocks):
         height = seq.store.head.height + 1
-        first_user = workload.personas[0].acct
-        if not engine.has_account(first_user):
-            cmds = [BeginBlock(workload.block_time(height)), *workload.setup_commands()]
+        missing = {p.acct for p in workload.personas if not engine.has_account(p.acct)}
+        if missing:
+            cmds = [BeginBlock(workload.block_time(height)), *_setup_for(workload, missing)]
         else:
             cmds = workload.next_block(height, engine)
         out = seq.submit(cmds)
@@ -95,6 +95,21 @@ def run(seq: Sequencer, workload: Workload, blocks: int, *,
         if on_block is not None:
             on_block(out)
     return stats
+
+
+def _setup_for(workload: Workload, missing: set[str]) -> list[Any]:
+    """Setup commands for the simulated users that do not exist yet.
+
+    A fresh ledger gets the whole setup (the vault's deposit included); a ledger
+    continued with more --accounts than before gets only its new users.
+    """
+    fresh = len(missing) == len(workload.personas)
+    out = []
+    for cmd in workload.setup_commands():
+        acct = getattr(cmd, "acct", None)
+        if acct in missing or (fresh and acct not in {p.acct for p in workload.personas}):
+            out.append(cmd)
+    return out
 
 
 LIQUIDATION_TYPES = (o.Liquidated.__name__, o.Deleveraged.__name__)
