@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 
 from ledger.core.engine import Engine
+from ledger.core.gcpause import gc_paused
 from ledger.core.genesis import genesis_commands
 from ledger.errors import CommandInvalid, LedgerError, VerificationFailed
 from ledger.events.codec import Envelope
@@ -125,11 +126,14 @@ class Sequencer:
         if not isinstance(cmds[-1], EndBlock):
             cmds.append(EndBlock())
         try:
-            result = self.engine.run_block(height, cmds, admit=True)
-            if self.check_invariants:
-                self.engine.check_invariants(height)
-            header = self.store.append_block(result.envelopes, height=height,
-                                             time=cmds[0].time, state_hash=result.state_hash)
+            # One GC pause across decide/evolve, encoding and the durable append.
+            with gc_paused():
+                result = self.engine.run_block(height, cmds, admit=True)
+                if self.check_invariants:
+                    self.engine.check_invariants(height)
+                header = self.store.append_block(result.envelopes, height=height,
+                                                 time=cmds[0].time,
+                                                 state_hash=result.state_hash)
         except BaseException as exc:
             self._poisoned = f"block {height}: {exc}"
             raise

@@ -19,7 +19,6 @@ can make it), the engine's state is partly applied and must be discarded.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -28,6 +27,7 @@ from ledger.core.admit import admit as _admit
 from ledger.core.context import Ctx
 from ledger.core.decide import HANDLERS
 from ledger.core.evolve import EVOLVE, apply_envelope
+from ledger.core.gcpause import gc_paused
 from ledger.core.hashing import StateHasher, full_hash
 from ledger.core.state import ExchangeState
 from ledger.errors import CommandInvalid
@@ -112,15 +112,8 @@ class Engine:
         phase = PHASE.get
         phases = [phase(t, 3) for t in types]
         order = sorted(range(n), key=phases.__getitem__)
-        gc_paused = self.pause_gc and gc.isenabled()
-        if gc_paused:
-            gc.disable()
-        try:
+        with gc_paused(self.pause_gc):
             return self._run(height, cmds, types, order, admit)
-        finally:
-            if gc_paused:
-                gc.enable()
-                gc.collect(0)
 
     def _run(self, height: int, cmds: list[Any], types: list[type[Any]], order: list[int],
              admit: bool) -> BlockResult:
@@ -157,17 +150,10 @@ class Engine:
         """Rebuild path: evolve every stored envelope (IN and OUT) in order; return the hash."""
         st = self.state
         st.height = height
-        gc_paused = self.pause_gc and gc.isenabled()
-        if gc_paused:
-            gc.disable()
-        try:
+        with gc_paused(self.pause_gc):
             for env in envelopes:
                 apply_envelope(st, env)
             return self.hasher.current(st)
-        finally:
-            if gc_paused:
-                gc.enable()
-                gc.collect(0)
 
     # -- hashing, snapshots, invariants ----------------------------------------
 
