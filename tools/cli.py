@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 
 from ledger.errors import CommandInvalid, LedgerError
@@ -337,19 +336,14 @@ _register_extensions()
 
 
 def main() -> None:
-    """Entry point: run the app, map errors to one line and an exit code."""
+    """Entry point: run the app, map errors to one line and an exit code.
+
+    Typer runs in standalone mode: it answers usage errors with exit code 2 and
+    turns `typer.Exit(n)` into exit code n. Everything perpledger raises on
+    purpose is a `LedgerError`, rendered here as one line with its own code.
+    """
     try:
-        rc = app(standalone_mode=False)
-        if isinstance(rc, int) and rc:
-            sys.exit(rc)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        output.err_console.print("aborted")
-        sys.exit(1)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(2)
+        app()
     except LedgerError as exc:
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
