@@ -32,6 +32,7 @@ from ledger.sequencer import Sequencer, recover
 from ledger.store.chain import ChainStore, ledger_exists, verify_store
 from projections.refunds import plan_refunds, refund_ref
 from projections.whatif import whatif
+from tools.output import usd
 from tools.simulate import SIM_GENESIS_TIME, make_workload, run
 
 DEMO_CHAIN_ID = "perpledger-demo-incident"
@@ -166,7 +167,7 @@ def run_demo(path: Path, *, guards: bool = False, accounts: int = 600, seed: int
             store.append_journal("refunds", operator=OPERATOR, reason=reason, details={
                 "branch": result.branch, "accounts": len(cmds), "height": out.header.height})
             tl.add(out.header.height, f"{len(cmds)} refunds issued from LIQ_VAULT, total "
-                                      f"{rplan.total_qq:,} qq")
+                                      f"{usd(rplan.total_qq)}")
         vault_after = seq.engine.balance("LIQ_VAULT")
         out = seq.submit([c.SetMode(c.ALL, Mode.OK, 0, "recovery complete", OPERATOR)])
         store.append_journal("mode", operator=OPERATOR, reason="recovery complete",
