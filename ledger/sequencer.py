@@ -125,6 +125,13 @@ class Sequencer:
                               f"({self._poisoned}); restart it to recover from the log")
         if not isinstance(cmds[-1], EndBlock):
             cmds.append(EndBlock())
+        head = self.store.head
+        if not isinstance(cmds[0], BeginBlock) or type(cmds[0].time) is not int:
+            raise CommandInvalid(f"block {height} must open with BeginBlock(time)")
+        if cmds[0].time < head.time:
+            # Refused before the engine runs, so the sequencer stays usable.
+            raise CommandInvalid(f"BeginBlock.time {cmds[0].time} is before the head's block "
+                                 f"time {head.time}; block time never goes backwards")
         try:
             # One GC pause across decide/evolve, encoding and the durable append.
             with gc_paused():
