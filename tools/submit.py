@@ -8,6 +8,7 @@ from typing import Any
 
 from ledger.errors import CommandInvalid
 from ledger.events.codec import envelope_json
+from ledger.events.commands import BeginBlock
 from ledger.intake import parse_lines, split_blocks
 from ledger.sequencer import Sequencer
 from tools import output
@@ -38,6 +39,15 @@ def run_submit(path: Path, source: str, *, block_size: int | None, json_out: boo
     rejections: list[dict[str, Any]] = []
     refused: list[dict[str, Any]] = []
     with Sequencer.open(path, check_invariants=check_invariants) as seq:
+        # Block times never go backwards: check the whole file before appending.
+        last = seq.store.head.time
+        for ln in lines:
+            if isinstance(ln.command, BeginBlock):
+                if ln.command.time < last:
+                    raise CommandInvalid(f"{name} line {ln.number}: BeginBlock.time "
+                                         f"{ln.command.time} is before the block time "
+                                         f"{last} it would follow")
+                last = ln.command.time
         for block in blocks:
             out = seq.submit([ln.command for ln in block])
             appended.append({"height": out.header.height, "events": out.header.count,

@@ -166,3 +166,15 @@ def test_guards_set_is_logged_and_journaled(tmp_path: Path) -> None:
     assert rows[-1]["payload"]["enabled"] is False
     j = json.loads(ledgerctl("journal", "--data", str(data), "--json").stdout)
     assert j[-1]["action"] == "guards" and j[-1]["operator"] == "ops"
+
+
+def test_submit_with_block_time_going_backwards_names_the_line(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    assert ledgerctl("init", "--data", str(data)).returncode == 0
+    lines = ['{"type": "BeginBlock", "time": 50}', '{"type": "CreateAccount", "acct": "a"}',
+             '{"type": "BeginBlock", "time": 40}', '{"type": "CreateAccount", "acct": "b"}']
+    r = ledgerctl("submit", "-", "--data", str(data), stdin="\n".join(lines))
+    assert r.returncode == 2
+    assert "line 3" in r.stderr and "BeginBlock.time 40" in r.stderr
+    info = json.loads(ledgerctl("info", "--data", str(data), "--json").stdout)
+    assert info["head_height"] == 0
