@@ -55,13 +55,16 @@ def incident(
             ("accounts liquidated on the bad branch", summary["liquidated_on_bad_branch"]),
             ("of which bogus (not liquidated with guards on)", summary["bogus_liquidations"]),
             ("funding ticks rejected by guards", summary["funding_ticks_rejected"]),
+            *([("markets taken out of OK by guards", ", ".join(summary["markets_left_ok"]))]
+              if "markets_left_ok" in summary else []),
             ("positions restored by the rollback", summary["positions_restored"]),
             ("accounts refunded", summary["refunded_accounts"]),
             ("refunded total", output.usd(summary["refunded_total"])),
             ("LIQ_VAULT before refunds", output.usd(summary["vault_before"])),
             ("LIQ_VAULT after refunds", output.usd(summary["vault_after"])),
             ("snapshot state hash", summary["snapshot_state_hash"][:16]),
-            ("state hash after rollback", (summary["state_hash_after_rollback"] or "")[:16]),
+            ("state hash after rollback", (summary["state_hash_after_rollback"] or "")[:16]
+             if summary["rolled_back"] else "no rollback needed"),
             ("chain, branch and state verified", "yes" if summary["verified"] else "NO"),
             ("seconds", summary["seconds"]),
         ]
