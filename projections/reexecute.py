@@ -26,13 +26,13 @@ from typing import Any
 from ledger.core.engine import Engine
 from ledger.errors import CommandInvalid, VerificationFailed
 from ledger.events.codec import Envelope, decode_verified, encode_trusted, envelope_json
-from ledger.store.blocks import BlockHeader, events_hash
+from ledger.store.blocks import BlockHeader, check_events
 from ledger.store.chain import ChainStore
+from ledger.store.reads import block_bytes
 from ledger.store.reads import blocks as read_blocks
 from projections.exchange_state import apply_checked
 from projections.progress import ProgressBar
 from projections.readmodels import Txn, run_read
-from projections.runner import raw_values
 
 #: IN events have type codes below this (ledger.events.record).
 FIRST_OUT_CODE = 64
@@ -149,21 +149,12 @@ def _blocks(store: ChainStore, lo: int, hi: int) -> list[tuple[BlockHeader, list
     """Headers and stored bytes of blocks [lo, hi] in one MVCC snapshot, hash-checked."""
 
     def read(txn: Txn) -> list[tuple[BlockHeader, list[bytes]]]:
-        headers = list(read_blocks(txn, store.dbs, lo, hi, None))
-        if not headers:
-            return []
-        raw = raw_values(txn, store, headers[0].first_seq, headers[-1].last_seq, None)
-        out = []
-        pos = 0
-        for hdr in headers:
-            out.append((hdr, raw[pos:pos + hdr.count]))
-            pos += hdr.count
-        return out
+        return block_bytes(txn, store.dbs, list(read_blocks(txn, store.dbs, lo, hi, None)),
+                           None)
 
     blocks = run_read(store.shared_env, read)
     for hdr, datas in blocks:
-        if len(datas) != hdr.count or events_hash(datas) != hdr.events_hash:
-            raise VerificationFailed(hdr.height, "events hash does not match the stored events")
+        check_events(hdr, datas)
     return blocks
 
 

@@ -34,14 +34,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import islice
 from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
 from ledger.errors import NotFound, StoreError, VerificationFailed
 from ledger.store import reads
-from ledger.store.blocks import BlockHeader, events_hash, genesis_prev_hash
+from ledger.store.blocks import BlockHeader, check_events, genesis_prev_hash
 from ledger.store.chain import ChainStore
 from projections.checkpoints import (
     NOTHING,
@@ -64,13 +63,12 @@ from projections.readmodels import (
     pack,
     run_read,
     state_prefix,
-    u32,
     u64,
 )
 
 __all__ = ["NOTHING", "BATCH_EVENTS", "ChainStartable", "Checkpoint", "Projection",
            "ProgressBar", "RunResult", "Runner", "RunnerLock", "get_checkpoint",
-           "raw_values", "read_checkpoint", "saved_state"]
+           "read_checkpoint", "saved_state"]
 
 log = structlog.get_logger("projections.runner")
 
@@ -155,24 +153,6 @@ class _ChainMoved(Exception):
     def __init__(self, height: int | None = None) -> None:
         super().__init__(height)
         self.height = height
-
-
-def raw_values(txn: Txn, store: ChainStore, lo: int, hi: int,
-               branch: int | None) -> list[bytes]:
-    """The stored bytes of seqs [lo, hi] of the chain or a branch, in one cursor walk.
-
-    Returns fewer than hi - lo + 1 items (or the wrong ones, which the events
-    hash then rejects) only if the store lost events; the last key is checked.
-    """
-    pre = b"" if branch is None else u32(branch)
-    db = store.dbs.events if branch is None else store.dbs.arch_events
-    cur = txn.cursor(db)
-    if hi < lo or not cur.set_key(pre + u64(lo)):
-        return []
-    out = list(islice(cur.iternext(keys=False, values=True), hi - lo + 1))
-    if cur.key() != pre + u64(hi):
-        return []
-    return out
 
 
 # -- the runner --------------------------------------------------------------------
@@ -479,23 +459,17 @@ class Runner:
                     total += hdr.count
                     if total >= self.batch_events or hdr.height in stop_at:
                         break
-                if not group:
-                    return []
-                raw = raw_values(txn, store, group[0].first_seq, group[-1].last_seq, branch)
-                out = []
-                pos = 0
-                for hdr in group:
-                    out.append((hdr, raw[pos:pos + hdr.count]))
-                    pos += hdr.count
-                return out
+                return reads.block_bytes(txn, dbs, group, branch)
 
             batch = run_read(store.shared_env, read)
             if not batch or batch[0][0].height != lo:
                 raise _ChainMoved(lo)
             for hdr, chunk in batch:
-                if len(chunk) != hdr.count or (check and events_hash(chunk) != hdr.events_hash):
-                    raise VerificationFailed(hdr.height, "events hash does not match the "
-                                             "stored events")
+                if check:
+                    check_events(hdr, chunk)
+                elif len(chunk) != hdr.count:
+                    raise VerificationFailed(hdr.height, "the store holds fewer events than "
+                                             "the block header counts")
                 if hdr.prev_hash != prev_hash:
                     raise _ChainMoved(hdr.height)
                 prev_hash = hdr.hash

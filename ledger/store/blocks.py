@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import msgpack
 
-from ledger.errors import CodecError
+from ledger.errors import CodecError, VerificationFailed
 
 HASH_LEN = 32
 ZERO_HASH = bytes(HASH_LEN)
@@ -64,6 +64,12 @@ def events_hash(encoded: list[bytes]) -> bytes:
         parts.append(len(data).to_bytes(4, "big"))
         parts.append(data)
     return blake2b(b"".join(parts), digest_size=HASH_LEN).digest()
+
+
+def check_events(hdr: BlockHeader, datas: list[bytes]) -> None:
+    """Raise VerificationFailed unless `datas` are exactly the block's stored events."""
+    if len(datas) != hdr.count or events_hash(datas) != hdr.events_hash:
+        raise VerificationFailed(hdr.height, "events hash does not match the stored events")
 
 
 def header_hash(height: int, time: int, first_seq: int, count: int, prev_hash: bytes,

@@ -30,7 +30,6 @@ from ledger.errors import (
     LedgerNotFound,
     NotFound,
     StoreError,
-    VerificationFailed,
 )
 from ledger.events.codec import Envelope, WriterPlan, decode_verified, writer_plan
 from ledger.store import archive, reads
@@ -38,9 +37,9 @@ from ledger.store.blocks import (
     HASH_LEN,
     ZERO_HASH,
     BlockHeader,
+    check_events,
     decode_header,
     encode_header,
-    events_hash,
     genesis_prev_hash,
     make_header,
 )
@@ -462,25 +461,18 @@ class ChainStore:
         headers = self.blocks(from_height, to_height, branch=branch)
         i = 0
         while i < len(headers):
-            group = [headers[i]]
+            j = i + 1
             total = headers[i].count
-            while i + len(group) < len(headers) and total < batch_events:
-                nxt = headers[i + len(group)]
-                group.append(nxt)
-                total += nxt.count
-            lo, total = group[0].first_seq, group[-1].last_seq - group[0].first_seq + 1
-            datas = self._read(lambda txn, a=lo, n=total: reads.values_from(
-                txn, self.dbs, a, n, branch))
-            pos = 0
-            for hdr in group:
-                chunk = datas[pos:pos + hdr.count]
-                pos += hdr.count
-                if len(chunk) != hdr.count or events_hash(chunk) != hdr.events_hash:
-                    raise VerificationFailed(hdr.height, "events hash does not match the "
-                                             "stored events")
+            while j < len(headers) and total < batch_events:
+                total += headers[j].count
+                j += 1
+            group = headers[i:j]
+            chunks = self._read(lambda txn, g=group: reads.block_bytes(txn, self.dbs, g, branch))
+            for hdr, datas in chunks:
+                check_events(hdr, datas)
                 first = hdr.first_seq
-                yield hdr, [decode_verified(d, first + k) for k, d in enumerate(chunk)]
-            i += len(group)
+                yield hdr, [decode_verified(d, first + k) for k, d in enumerate(datas)]
+            i = j
 
     def events_by(self, *, account: str | None = None, market: str | None = None,
                   type_code: int | None = None, from_height: int | None = None,

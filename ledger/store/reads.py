@@ -108,6 +108,24 @@ def values_from(txn: Txn, dbs: Dbs, lo: int, count: int,
     return list(islice(cur.iternext(keys=False, values=True), count))
 
 
+def block_bytes(txn: Txn, dbs: Dbs, headers: list[BlockHeader],
+                branch: int | None) -> list[tuple[BlockHeader, list[bytes]]]:
+    """Stored bytes of a run of consecutive blocks, split per block, in one cursor walk.
+
+    A block whose chunk comes back short is returned short: `check_events` rejects it.
+    """
+    if not headers:
+        return []
+    lo = headers[0].first_seq
+    raw = values_from(txn, dbs, lo, headers[-1].last_seq - lo + 1, branch)
+    out = []
+    pos = 0
+    for hdr in headers:
+        out.append((hdr, raw[pos:pos + hdr.count]))
+        pos += hdr.count
+    return out
+
+
 def events_by_seq(txn: Txn, dbs: Dbs, lo: int, hi: int,
                   branch: int | None) -> list[Envelope]:
     return [decode(value, seq) for seq, value in raw_by_seq(txn, dbs, lo, hi, branch)]
