@@ -69,6 +69,8 @@ def liquidatable(st: ExchangeState) -> list[tuple[int, str]]:
     markets = st.markets
     for acct in candidates(st):
         a = accounts[acct]
+        # account_margin's AV and MMR, inlined: this one pass also collects the
+        # open positions the watch needs, for every candidate of every block.
         av = a.balance
         mmr = 0
         open_: list[tuple[Market, int]] = []

@@ -43,19 +43,8 @@ def account_margin(state: ExchangeState, a: Account) -> tuple[int, int, int]:
 
 
 def av_imr(state: ExchangeState, a: Account) -> tuple[int, int]:
-    """(AV, IMR) of an account: account_margin without the MMR sum."""
-    av = a.balance
-    imr = 0
-    markets = state.markets
-    for mkt, pos in a.positions.items():
-        size = pos.size
-        if size == 0:
-            av -= pos.cost
-            continue
-        m = markets[mkt]
-        notional = size * m.mark // m.qdiv
-        av += notional - pos.cost + (-size * (m.index - pos.idx)) // S
-        imr -= (-(notional if notional >= 0 else -notional) * m.imf) // PPM
+    """(AV, IMR) of an account (the one margin definition, `account_margin`)."""
+    av, imr, _ = account_margin(state, a)
     return av, imr
 
 
