@@ -153,8 +153,13 @@ def test_whatif_finds_the_bogus_liquidations_and_refunds_are_idempotent(ledger: 
         assert report.bogus and set(report.bogus) <= liquidated
         # With the guards on the zeroed index never lands.
         assert report.counterfactual.rejected_ticks >= len(MARKETS)
-        for diff in report.accounts:
-            assert not diff.liquidated_counterfactual or not diff.bogus_liquidation
+        # Every account the zeroed index liquidated kept its position when guarded:
+        # all of them were bogus, and each differs in equity between the two runs.
+        assert set(report.bogus) == liquidated
+        by_acct = {d.acct: d for d in report.accounts}
+        for acct in liquidated:
+            assert not by_acct[acct].liquidated_counterfactual
+            assert by_acct[acct].equity_counterfactual_qq != by_acct[acct].equity_actual_qq
     rplan = ops.issue_refunds(ledger, result.branch, operator="ops", reason="test")
     plan1, paid1, height1 = rplan
     assert paid1 and height1 is not None
