@@ -184,14 +184,21 @@ def _act_take(b: Block) -> None:
         b.cmds.append(_taker_order(b, p.acct, m, side, qty))
 
 
-def _act_close(b: Block) -> None:
+def _held_position(b: Block) -> tuple[Persona, MarketInfo, int] | None:
+    """A holder and a market in OK mode where it has a position (same draws as before)."""
     p = _pick(b, b.crowd.holders)
     m = _pick_market(b)
     if p is None or b.mode[m.mkt] != Mode.OK:
-        return
+        return None
     size = b.view.position(p.acct, m.mkt)[0]
-    if size == 0:
+    return None if size == 0 else (p, m, size)
+
+
+def _act_close(b: Block) -> None:
+    held = _held_position(b)
+    if held is None:
         return
+    p, m, size = held
     frac = b.rng.choice((25, 50, 100))
     qty = max(m.step, abs(size) * frac // 100 // m.step * m.step)
     qty = min(qty, abs(size))
@@ -201,13 +208,10 @@ def _act_close(b: Block) -> None:
 
 def _act_protect(b: Block) -> None:
     """Put a TAKE_PROFIT and a STOP_LOSS on an unprotected position."""
-    p = _pick(b, b.crowd.holders)
-    m = _pick_market(b)
-    if p is None or b.mode[m.mkt] != Mode.OK:
+    held = _held_position(b)
+    if held is None:
         return
-    size = b.view.position(p.acct, m.mkt)[0]
-    if size == 0:
-        return
+    p, m, size = held
     if any(o.mkt == m.mkt and o.type in TRIGGER_TYPES for o in b.view.open_orders(p.acct)):
         return
     mark = b.view.market(m.mkt).mark_st
