@@ -25,11 +25,11 @@ from typing import Any
 import structlog
 
 from ledger.core.engine import Engine
-from ledger.core.gcpause import gc_paused
 from ledger.core.genesis import genesis_commands
 from ledger.errors import CommandInvalid, LedgerError, VerificationFailed
 from ledger.events.codec import Envelope
 from ledger.events.commands import BeginBlock, EndBlock, SetGuards
+from ledger.gcpause import gc_paused
 from ledger.markets import Listing
 from ledger.replay import replay, restore
 from ledger.store.blocks import BlockHeader

@@ -26,11 +26,11 @@ from typing import Any
 import lmdb
 import msgpack
 
-from ledger.core.gcpause import gc_paused
 from ledger.events import commands as c
 from ledger.events import outcomes as o
 from ledger.events.codec import Envelope
 from ledger.events.enums import CancelReason, OrderType, SelfTrade, Side, TimeInForce
+from ledger.gcpause import gc_paused
 from ledger.store.chain import ChainStore
 
 BLOCK = 1000

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from ledger.core.engine import Engine
-from ledger.core.gcpause import gc_paused
 from ledger.core.genesis import genesis_commands
 from ledger.events.commands import BeginBlock
+from ledger.gcpause import gc_paused
 from ledger.markets import DEMO_MARKETS
 from ledger.store.chain import ChainStore
 from tools.bench_append import raw_append

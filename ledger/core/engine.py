@@ -26,8 +26,7 @@ from ledger.core import invariants, snapshot, views
 from ledger.core.admit import admit as _admit
 from ledger.core.context import Ctx
 from ledger.core.decide import HANDLERS
-from ledger.core.evolve import EVOLVE, apply_envelope
-from ledger.core.gcpause import gc_paused
+from ledger.core.evolve import EVOLVE, _noop, apply_envelope
 from ledger.core.hashing import StateHasher, full_hash
 from ledger.core.state import ExchangeState
 from ledger.errors import CommandInvalid
@@ -36,6 +35,7 @@ from ledger.events import outcomes as o
 from ledger.events.codec import Envelope
 from ledger.events.enums import Mode
 from ledger.events.record import BY_CODE
+from ledger.gcpause import gc_paused
 
 _tnew = tuple.__new__
 
@@ -137,7 +137,9 @@ class Engine:
                     continue
             seq = st.seq + 1
             st.seq = seq
-            evolve[t](st, cmd)
+            fold = evolve[t]
+            if fold is not _noop:  # most IN events change nothing by themselves
+                fold(st, cmd)
             append(_tnew(Envelope, (seq, height, 0, cmd)))
             h = handlers.get(t)
             if h is not None:

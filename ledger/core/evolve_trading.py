@@ -157,10 +157,10 @@ def order_triggered(st: ExchangeState, ev: o.OrderTriggered) -> None:
     st.dirty_o[od.id] = None
 
 
-def _reduce_order(st: ExchangeState, od: Order, k: int) -> None:
+def _reduce_order(st: ExchangeState, m: Market, a: Account, od: Order, k: int) -> None:
+    """Take a fill of `k` off order `od` of account `a` in market `m`; forget it when done."""
     on_book = od.on_book
     if on_book and not od.reduce_only:
-        a = st.accounts[od.acct]
         pos = a.positions[od.mkt]
         if od.side == BUY:
             pos.buy_open -= k
@@ -172,7 +172,6 @@ def _reduce_order(st: ExchangeState, od: Order, k: int) -> None:
     if rem == 0:
         if on_book:
             # buy_open/sell_open were already reduced above; remove from the side only.
-            m = st.markets[od.mkt]
             price = od.price
             assert price is not None
             if od.side == BUY:
@@ -181,16 +180,29 @@ def _reduce_order(st: ExchangeState, od: Order, k: int) -> None:
                 m.asks.remove(price, oid)
             od.on_book = False
         del st.orders[oid]
-        del st.accounts[od.acct].orders[oid]
+        del a.orders[oid]
     st.dirty_o[oid] = None
 
 
 def filled(st: ExchangeState, ev: o.Filled) -> None:
-    mkt, maker_oid, taker_oid, maker, taker, taker_side, k, price, v, mfee, tfee, mr, tr = ev
-    m = st.markets[mkt]
+    """evolve of Filled: look up the fill's entities and apply it, audited (invariant 7)."""
     orders = st.orders
-    maker_o = orders[maker_oid]
-    taker_o = orders[taker_oid]
+    accts = st.accounts
+    apply_fill(st, ev, st.markets[ev.mkt], orders[ev.maker_order], orders[ev.taker_order],
+               accts[ev.maker], accts[ev.taker], True)
+
+
+def apply_fill(st: ExchangeState, ev: o.Filled, m: Market, maker_o: Order, taker_o: Order,
+               maker_a: Account, taker_a: Account, audit: bool) -> None:
+    """Apply a book fill whose market, orders and accounts are given (`filled`'s body).
+
+    Matching calls this directly with the entities it holds and `audit=False`: it
+    has just checked AV' >= IMR' of this very fill for every side whose |size|
+    grows (`margin_after_fill`, the same sum account_margin takes after the
+    fill), so invariant 7's audit could only re-derive those numbers. Rebuilds
+    (`filled`) audit every fill.
+    """
+    mkt, _, _, _, _, taker_side, k, price, v, mfee, tfee, mr, tr = ev
     gm = st.mode
     st.block.fills.append((ev, maker_o.prio, taker_o.prio, taker_o.tif,
                            m.mode if m.mode >= gm else gm, m.mark, maker_o.price or 0))
@@ -198,14 +210,13 @@ def filled(st: ExchangeState, ev: o.Filled) -> None:
         tq, tv = k, v
     else:
         tq, tv = -k, -v
-    accts = st.accounts
-    apply_to_position(st, accts[taker], mkt, tq, tv, tr, tfee, True)
-    apply_to_position(st, accts[maker], mkt, -tq, -tv, mr, mfee, True)
-    fees = accts[FEES]
+    apply_to_position(st, taker_a, mkt, tq, tv, tr, tfee, audit)
+    apply_to_position(st, maker_a, mkt, -tq, -tv, mr, mfee, audit)
+    fees = st.accounts[FEES]
     fees.balance += mfee + tfee
     st.dirty_a[FEES] = None
-    _reduce_order(st, maker_o, k)
-    _reduce_order(st, taker_o, k)
+    _reduce_order(st, m, maker_a, maker_o, k)
+    _reduce_order(st, m, taker_a, taker_o, k)
     m.last_trade = price
     st.dirty_m[mkt] = None
 

@@ -27,6 +27,8 @@ from ledger.core.state import Account, ExchangeState, Market, Order
 MOD = 1 << 256
 _from = int.from_bytes
 _pack = msgpack.Packer(use_bin_type=True).pack
+#: a fresh blake2b-256 state; copying it is the cheap way to start each digest
+_B2 = blake2b(digest_size=32)
 
 
 def encode(t: tuple[Any, ...]) -> bytes:
@@ -75,7 +77,9 @@ def entity(st: ExchangeState, key: tuple[Any, ...]) -> tuple[Any, ...] | None:
 
 
 def digest(t: tuple[Any, ...]) -> int:
-    return _from(blake2b(encode(t), digest_size=32).digest(), "big")
+    h = _B2.copy()
+    h.update(encode(t))
+    return _from(h.digest(), "big")
 
 
 def all_keys(st: ExchangeState) -> list[tuple[Any, ...]]:
@@ -103,40 +107,45 @@ class StateHasher:
 
         The encoders are inlined (same tuples as `_account`/`_order`; enum fields
         are packed as the ints msgpack makes of them, and only the rare repr
-        fallback needs the explicit int() of `encode`).
+        fallback needs the explicit int() of `encode`). Each digest is taken on a
+        copy of one fresh blake2b-256 state (the same bytes as `digest`, without
+        re-parsing the constructor's parameters per entity).
         """
         total = self.total
         pack = _pack
-        b2 = blake2b
+        fresh = _B2.copy
         frm = _from
         da = self.accounts
         accounts = st.accounts
         for acct in st.dirty_a:
-            old = da.pop(acct, None)
-            if old is not None:
-                total -= old
             a = accounts.get(acct)
             if a is None:
+                total -= da.pop(acct, 0)
                 continue
             ps = a.positions
-            t = ("A", acct, a.balance, a.debt,
-                 tuple([(mkt, p.size, p.cost, p.idx, p.realized)
-                        for mkt, p in (sorted(ps.items()) if len(ps) > 1 else ps.items())]))
+            # by market id; msgpack packs a list as it packs a tuple (repr would
+            # not, so the fallback takes `_account`'s exact tuple)
+            pl = []
+            for mkt in (sorted(ps) if len(ps) > 1 else ps):
+                p = ps[mkt]
+                pl.append((mkt, p.size, p.cost, p.idx, p.realized))
+            t = ("A", acct, a.balance, a.debt, pl)
             try:
                 data = pack(t)
             except OverflowError:
-                data = repr(t).encode()
-            d = frm(b2(data, digest_size=32).digest(), "big")
+                data = repr(_account(a)).encode()
+            h = fresh()
+            h.update(data)
+            d = frm(h.digest(), "big")
+            total += d - da.get(acct, 0)
             da[acct] = d
-            total += d
         do = self.orders
         orders = st.orders
         for oid in st.dirty_o:
-            old = do.pop(oid, None)
-            if old is not None:
-                total -= old
             od = orders.get(oid)
             if od is None:
+                # gone (most were placed and filled or cancelled within the block)
+                total -= do.pop(oid, 0)
                 continue
             try:
                 data = pack(("O", oid, od.acct, od.mkt, od.side, od.qty, od.rem, od.price, od.type,
@@ -144,19 +153,20 @@ class StateHasher:
                              od.armed))
             except OverflowError:
                 data = repr(_order(od)).encode()
-            d = frm(b2(data, digest_size=32).digest(), "big")
+            h = fresh()
+            h.update(data)
+            d = frm(h.digest(), "big")
+            total += d - do.get(oid, 0)
             do[oid] = d
-            total += d
         dm = self.markets
         for mkt in st.dirty_m:
-            old = dm.pop(mkt, None)
-            if old is not None:
-                total -= old
             m = st.markets.get(mkt)
-            if m is not None:
-                d = digest(_market(m))
-                dm[mkt] = d
-                total += d
+            if m is None:
+                total -= dm.pop(mkt, 0)
+                continue
+            d = digest(_market(m))
+            total += d - dm.get(mkt, 0)
+            dm[mkt] = d
         d = digest(_globals(st))
         total += d - self.glob
         self.glob = d

@@ -43,7 +43,7 @@ from ledger.core.guards import funding_surge, liquidation_surge
 from ledger.core.margin import account_margin, margin_after_many, market_mmr
 from ledger.core.state import LIQ_VAULT, Account, ExchangeState, Market
 from ledger.core.state import effective_mode as _mode
-from ledger.core.watch import candidates, watch_open
+from ledger.core.watch import candidates, watch_positions
 from ledger.events import commands as c
 from ledger.events import outcomes as o
 from ledger.events.enums import CancelReason, LiquidationMethod, LossMode, Mode
@@ -62,18 +62,17 @@ def liquidatable(st: ExchangeState) -> list[tuple[int, str]]:
     """Confirmed liquidatable accounts as (fl(AV*PPM, MMR), id); safe ones are watched.
 
     One pass per candidate computes AV and MMR (as account_margin does) and
-    collects the open positions the watch needs.
+    counts the open positions the watch needs.
     """
     out = []
     accounts = st.accounts
     markets = st.markets
     for acct in candidates(st):
         a = accounts[acct]
-        # account_margin's AV and MMR, inlined: this one pass also collects the
-        # open positions the watch needs, for every candidate of every block.
+        # account_margin's AV and MMR, inlined: this runs for every candidate of every block.
         av = a.balance
         mmr = 0
-        open_: list[tuple[Market, int]] = []
+        n_open = 0
         for mkt, pos in a.positions.items():
             size = pos.size
             if size == 0:
@@ -83,12 +82,12 @@ def liquidatable(st: ExchangeState) -> list[tuple[int, str]]:
             notional = size * m.mark // m.qdiv
             av += notional - pos.cost + (-size * (m.index - pos.idx)) // S
             mmr -= (-(notional if notional >= 0 else -notional) * m.mmf) // PPM
-            open_.append((m, size))
+            n_open += 1
         if mmr > 0:
             if av < mmr:
                 out.append(((av * PPM) // mmr, acct))
             else:
-                watch_open(st, a, av - mmr, open_)
+                watch_positions(st, a, av - mmr, n_open)
     out.sort()
     return out
 

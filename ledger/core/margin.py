@@ -68,7 +68,8 @@ def margin_after_fill(state: ExchangeState, a: Account, mkt: str, q: int, v: int
         pend = (-size * (m.index - pos.idx)) // S if size else 0
         if pm == mkt:
             seen = True
-            r = fill_realized(size, cost, q, v)
+            # fill_realized, called only where it is not 0 (a reduce or a flip)
+            r = fill_realized(size, cost, q, v) if size and (size > 0) != (q > 0) else 0
             av += r
             cost = cost + v + r
             size += q
@@ -94,33 +95,40 @@ def order_accepted(state: ExchangeState, a: Account, m: Market, side: Side, qty:
     differ only in `m`'s term, so when that term does not grow the order passes
     without the sum over the other positions or AV.
     """
-    pos = a.positions.get(m.id)
+    mkt = m.id
+    pos = a.positions.get(mkt)
     if pos is None:
-        size = b = s_ = 0
+        w0 = 0
+        w1 = qty if qty >= 0 else -qty
     else:
-        size, b, s_ = pos.size, pos.buy_open, pos.sell_open
-    x, y = size + b, size - s_
-    w0 = max(x if x >= 0 else -x, y if y >= 0 else -y)
-    if side == BUY:
-        x += qty
-    else:
-        y -= qty
-    w1 = max(x if x >= 0 else -x, y if y >= 0 else -y)
+        size = pos.size
+        x, y = size + pos.buy_open, size - pos.sell_open
+        ax = x if x >= 0 else -x
+        ay = y if y >= 0 else -y
+        w0 = ax if ax >= ay else ay
+        if side == BUY:
+            x += qty
+            ax = x if x >= 0 else -x
+        else:
+            y -= qty
+            ay = y if y >= 0 else -y
+        w1 = ax if ax >= ay else ay
     mark, qdiv, imf = m.mark, m.qdiv, m.imf
-    i0 = -((-(w0 * mark // qdiv) * imf) // PPM)
+    i0 = -((-(w0 * mark // qdiv) * imf) // PPM) if w0 else 0
     i1 = -((-(w1 * mark // qdiv) * imf) // PPM)
     if i1 <= i0:
         return True
     av = a.balance
     rest = 0
     markets = state.markets
-    mkt = m.id
     for pm, p in a.positions.items():
         sz = p.size
         mm = markets[pm]
         if pm != mkt:
             x, y = sz + p.buy_open, sz - p.sell_open
-            w = max(x if x >= 0 else -x, y if y >= 0 else -y)
+            ax = x if x >= 0 else -x
+            ay = y if y >= 0 else -y
+            w = ax if ax >= ay else ay
             if w:
                 rest -= (-(w * mm.mark // mm.qdiv) * mm.imf) // PPM
         if sz:

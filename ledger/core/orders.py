@@ -24,11 +24,13 @@ from __future__ import annotations
 from ledger.core.bands import recovery_band, trading_band
 from ledger.core.cancels import cancel
 from ledger.core.context import Ctx
+from ledger.core.evolve_trading import order_placed
 from ledger.core.margin import order_accepted
 from ledger.core.matching import match
 from ledger.core.state import Account, ExchangeState, Market, effective_mode
 from ledger.events import commands as c
 from ledger.events import outcomes as o
+from ledger.events.codec import Envelope
 from ledger.events.enums import CancelReason, Mode, OrderType, Side, TimeInForce
 
 TRIGGER_TYPES = (OrderType.STOP_LOSS, OrderType.TAKE_PROFIT)
@@ -50,10 +52,12 @@ def _validate(st: ExchangeState, a: Account | None, m: Market | None,
         return "UNKNOWN_MARKET"
     _, _, side, qty, price, otype, tif, reduce_only, trigger, _ = cmd
     is_trig = otype in TRIGGER_TYPES
-    if (qty <= 0 or (otype == LIMIT and price is None)
-            or (otype == MARKET and (price is not None or tif == POST_ONLY))
-            or (is_trig and (trigger is None or trigger <= 0))
-            or (price is not None and price <= 0)):
+    # the shape the door checks: LIMIT needs a price, MARKET none and no POST_ONLY
+    if price is not None:
+        bad = price <= 0 or otype == MARKET
+    else:
+        bad = otype == LIMIT or (otype == MARKET and tif == POST_ONLY)
+    if bad or qty <= 0 or (is_trig and (trigger is None or trigger <= 0)):
         return "INVALID"
     p = m.params
     gm = st.mode
@@ -116,8 +120,13 @@ def place_order(ctx: Ctx, cmd: c.PlaceOrder) -> None:
         ctx.emit(_tnew(o.OrderPlaced, (oid, acct, mkt, side, qty, price, otype, tif,
                                        reduce_only or True, trigger, stp)))
         return
-    ctx.emit(_tnew(o.OrderPlaced, (oid, acct, mkt, side, qty, price, otype, tif,
-                                   reduce_only or False, trigger, stp)))
+    ev = _tnew(o.OrderPlaced, (oid, acct, mkt, side, qty, price, otype, tif,
+                               reduce_only or False, trigger, stp))
+    # emitted inline (what ctx.emit does, without the table lookup): the hot path
+    seq = st.seq + 1
+    st.seq = seq
+    order_placed(st, ev)
+    ctx.out.append(_tnew(Envelope, (seq, ctx.height, oid, ev)))
     od = st.orders[oid]
     if price is None:
         lo, hi = trading_band(m)

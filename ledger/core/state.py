@@ -177,7 +177,9 @@ class ExchangeState:
         self.liq_dirty: dict[str, None] = {}
         #: per-block scratch for the invariant checks (not state).
         self.block = BlockScratch()
-        #: record per-fill margin facts for invariant 7 (costs one AV evaluation per fill).
+        #: record per-fill margin facts for invariant 7 when folding Filled events (costs
+        #: one AV evaluation per fill side that grows; matching's own fills skip it, having
+        #: just checked the same AV' >= IMR', see evolve_trading.apply_fill).
         self.audit_fills = True
         #: the incremental state hash (ledger.core.hashing.StateHasher), attached by Engine.
         self.hasher: Any = None

@@ -24,21 +24,28 @@ from ledger.core.state import Account, ExchangeState, Market
 
 def watch(st: ExchangeState, a: Account, slack: int) -> None:
     """Register thresholds for a safe account whose AV - MMR is `slack` >= 0."""
-    markets = st.markets
-    watch_open(st, a, slack, [(markets[mkt], pos.size) for mkt, pos in a.positions.items()
-                              if pos.size])
+    watch_positions(st, a, slack, sum(1 for pos in a.positions.values() if pos.size))
 
 
-def watch_open(st: ExchangeState, a: Account, slack: int,
-               open_: list[tuple[Market, int]]) -> None:
-    """`watch` with the account's open positions given as (market, size)."""
+def watch_positions(st: ExchangeState, a: Account, slack: int, n_open: int) -> None:
+    """`watch` for an account with `n_open` open positions (counted by the caller).
+
+    Entries are pushed in the order of `a.positions`; a heap pops distinct
+    entries in value order whatever the push order, and (threshold, acct, ver)
+    entries of different accounts or versions are always distinct.
+    """
     a.liq_ver += 1
-    if not open_:
+    if not n_open:
         return
     ver = a.liq_ver
     acct = a.id
-    share = slack // len(open_) - 3
-    for m, size in open_:
+    markets = st.markets
+    share = slack // n_open - 3
+    for mkt, pos in a.positions.items():
+        size = pos.size
+        if not size:
+            continue
+        m = markets[mkt]
         if share > 0:
             # m.watch_scale = PPM * S * 10^-qce
             room = share * m.watch_scale // (size if size > 0 else -size)
@@ -49,15 +56,20 @@ def watch_open(st: ExchangeState, a: Account, slack: int,
         heap = m.liq_heap
         heappush(heap, (m.move_counter + room, acct, ver))
         if len(heap) > 2 * len(m.holders) + 64:
-            accounts = st.accounts
-            m.liq_heap = [e for e in heap if accounts[e[1]].liq_ver == e[2]]
-            heapify(m.liq_heap)
+            _compact(st, m)
+
+
+def _compact(st: ExchangeState, m: Market) -> None:
+    """Drop a market's outdated heap entries (those of an older `liq_ver`)."""
+    accounts = st.accounts
+    m.liq_heap = [e for e in m.liq_heap if accounts[e[1]].liq_ver == e[2]]
+    heapify(m.liq_heap)
 
 
 def candidates(st: ExchangeState) -> list[str]:
     """Accounts to check exactly this sweep, sorted; clears the dirty set."""
-    out = dict(st.liq_dirty)
-    st.liq_dirty.clear()
+    out = st.liq_dirty
+    st.liq_dirty = {}
     accounts = st.accounts
     for m in st.markets.values():
         heap = m.liq_heap
