@@ -1,8 +1,8 @@
 """Truncate-with-archive and the operator journal, as steps inside one write transaction.
 
 `truncate` moves the suffix above a height into a new archived branch: every
-block header, event and index entry is re-keyed under the branch id, so the
-branch answers the same reads as the canonical chain. Cost is O(suffix):
+block header, event and index posting chunk is re-keyed under the branch id,
+so the branch answers the same reads as the canonical chain. Cost is O(suffix):
 cursors start at the first orphaned key; nothing below it is read.
 """
 
@@ -84,8 +84,11 @@ def truncate(txn: Txn, dbs: Dbs, height: int, *, reason: str, operator: str,
     if cur.set_range(u64(first_seq)):
         while cur.delete():
             pass
-    # Every orphaned entry under a key is a tail of that key's duplicates (seq >=
-    # first_seq), so one cursor walk per distinct key moves them: O(suffix).
+    # Index posting chunks (layout.py) never span two blocks, so none straddles
+    # the cut: a chunk is orphaned iff its first seq is >= first_seq, and the
+    # orphaned chunks under a key are the tail of its dups (ordered by first
+    # seq). One cursor walk per distinct key the suffix touched moves them
+    # unchanged, re-keyed under the branch: O(suffix), not O(index).
     start = u64(first_seq)
     for live, arch, keys in (
             (dbs.by_account, dbs.arch_by_account, [k.encode() for k in acct_keys if k]),

@@ -1,17 +1,17 @@
-"""The LMDB layout of a ledger: sub-database names and key encodings.
+"""The LMDB layout of a ledger: sub-database names, key encodings, index chunks.
 
 Canonical chain:
   events       seq u64be                -> stored event bytes (codec.py)
   blocks       height u64be             -> header (blocks.py)
-  by_account   account utf8   (dupsort) -> seq u64be
-  by_market    market utf8    (dupsort) -> seq u64be
-  by_type      type code u8   (dupsort) -> seq u64be
+  by_account   account utf8   (dupsort) -> posting chunk
+  by_market    market utf8    (dupsort) -> posting chunk
+  by_type      type code u8   (dupsort) -> posting chunk
 Archived branches (rolled-back suffixes), the same shapes behind a branch id:
   arch_events      branch u32be + seq u64be
   arch_blocks      branch u32be + height u64be
-  arch_by_account  branch u32be + account   (dupsort) -> seq u64be
-  arch_by_market   branch u32be + market    (dupsort) -> seq u64be
-  arch_by_type     branch u32be + code u8   (dupsort) -> seq u64be
+  arch_by_account  branch u32be + account   (dupsort) -> posting chunk
+  arch_by_market   branch u32be + market    (dupsort) -> posting chunk
+  arch_by_type     branch u32be + code u8   (dupsort) -> posting chunk
   branches         branch u32be -> branch record
 Other:
   snap_meta    height u64be -> [state_hash, block_time, size]
@@ -22,11 +22,23 @@ Other:
 
 Big-endian integers make LMDB's byte order the numeric order, so range scans
 are cursor walks and appends can use MDB_APPEND.
+
+Index posting chunks (schema version 2; version 1 stored one dup per event):
+a chunk is the seq u64be of its first event, then the offset (seq - first seq)
+of each further event as u16 big-endian, strictly increasing. A chunk holds
+seqs of ONE block only, at most `MAX_CHUNK_OFFSETS` offsets (a dupsort value
+is at most 511 bytes) and offsets up to `MAX_CHUNK_SPAN`; a key with more
+events in a block gets several chunks (`posting_chunks`). So appending a block
+costs one put per (key, block), not one per event. LMDB sorts a key's dups by
+their bytes, i.e. by the leading u64be first seq, which is unique per key;
+chunks of one key never overlap in seqs, so its dups list its seqs in order.
+A chunk never spans two blocks, so a truncation cuts between chunks.
 """
 
 from __future__ import annotations
 
 import struct
+from bisect import bisect_right
 from typing import TYPE_CHECKING
 
 import lmdb
@@ -42,12 +54,15 @@ if TYPE_CHECKING:
     # on a ledger environment is begun with buffers=False (`SharedEnv.run_read`,
     # `SharedEnv.run_write`), so every key and value it reads is `bytes`.
     Txn: TypeAlias = lmdb.Transaction[bytes]
+    Cursor: TypeAlias = lmdb.Cursor[bytes]
 else:
     Txn = lmdb.Transaction
+    Cursor = lmdb.Cursor
 #: A sub-database handle.
 Db = lmdb._Database
 
-SCHEMA_VERSION = 1
+#: 2: index dups are per-block posting chunks (see the module docstring).
+SCHEMA_VERSION = 2
 
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
@@ -61,6 +76,65 @@ def read_u64(data: bytes, offset: int = 0) -> int:
 
 def read_u32(data: bytes, offset: int = 0) -> int:
     return int(_U32.unpack_from(data, offset)[0])
+
+
+#: Offsets a chunk holds after its first seq: 8 + 2 * 251 = 510 bytes, within
+#: the 511 bytes LMDB allows a dupsort value.
+MAX_CHUNK_OFFSETS = 251
+#: The largest offset a u16 holds.
+MAX_CHUNK_SPAN = 0xFFFF
+# _CHUNKS[n] packs and unpacks a chunk of n offsets.
+_CHUNKS = [struct.Struct(f">Q{n}H") for n in range(MAX_CHUNK_OFFSETS + 1)]
+
+
+def posting_chunks(seqs: list[int]) -> list[bytes]:
+    """The chunks of one index key's seqs in ONE block (strictly increasing, not empty).
+
+    This is the one definition of the chunk layout: `prepare_block` writes what
+    it returns and `verify` compares the stored chunks against it.
+    """
+    first = seqs[0]
+    n = len(seqs)
+    # The common case, one chunk for the key's whole block, without the loop.
+    if n <= MAX_CHUNK_OFFSETS + 1 and seqs[-1] - first <= MAX_CHUNK_SPAN:
+        if n == 1:
+            return [_U64.pack(first)]
+        return [_CHUNKS[n - 1].pack(first, *[s - first for s in seqs[1:]])]
+    out = []
+    i = 0
+    while i < n:
+        first = seqs[i]
+        # The chunk ends at whichever limit comes first: its count or its span.
+        j = bisect_right(seqs, first + MAX_CHUNK_SPAN, i + 1, min(n, i + 1 + MAX_CHUNK_OFFSETS))
+        out.append(_CHUNKS[j - i - 1].pack(first, *[s - first for s in seqs[i + 1:j]]))
+        i = j
+    return out
+
+
+def index_items(groups: dict[bytes, list[int]]) -> list[tuple[bytes, bytes]]:
+    """(key, chunk) pairs of one block's index entries, in key order then seq order.
+
+    `groups` maps each key to its seqs in the block, strictly increasing. Sorted
+    keys keep the bytes and the writer's page touches independent of dict order.
+    """
+    return [(key, chunk) for key, seqs in sorted(groups.items())
+            for chunk in posting_chunks(seqs)]
+
+
+def chunk_seqs(chunk: bytes) -> list[int]:
+    """The seqs a stored chunk lists (raises `IntegrityError` if it is no chunk)."""
+    n, odd = divmod(len(chunk) - 8, 2)
+    if n < 0 or odd or n > MAX_CHUNK_OFFSETS:
+        raise IntegrityError(f"index entry of {len(chunk)} bytes is no posting chunk; "
+                             "the store is damaged")
+    first, *offsets = _CHUNKS[n].unpack(chunk)
+    return [first, *[first + o for o in offsets]]
+
+
+def chunk_last(chunk: bytes) -> int:
+    """The last seq a well-formed stored chunk lists."""
+    first = read_u64(chunk)
+    return first + int.from_bytes(chunk[-2:], "big") if len(chunk) > 8 else first
 
 
 INDEX_NAMES = ("account", "market", "type")

@@ -2,7 +2,8 @@
 
 Every function takes an open LMDB transaction, so a caller composes several
 reads over one consistent MVCC snapshot. Costs are O(result): ranges are
-cursor walks from a `set_range`, index queries walk one key's duplicates.
+cursor walks from a `set_range`, index queries walk one key's posting chunks
+(its duplicates, see layout.py) from a `set_range_dup`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,17 @@ from itertools import islice
 from ledger.errors import NotFound
 from ledger.events.codec import Envelope, decode
 from ledger.store.blocks import BlockHeader, decode_header
-from ledger.store.layout import Dbs, Txn, index_key, read_u64, u32, u64
+from ledger.store.layout import (
+    Cursor,
+    Dbs,
+    Txn,
+    chunk_last,
+    chunk_seqs,
+    index_key,
+    read_u64,
+    u32,
+    u64,
+)
 
 
 def _prefix(branch: int | None) -> bytes:
@@ -156,15 +167,10 @@ def events_by(txn: Txn, dbs: Dbs, *, account: str | None, market: str | None,
     ev_db = dbs.events if branch is None else dbs.arch_events
     pre = _prefix(branch)
     key = pre + index_key(driver[0], driver[1])
-    cur = txn.cursor(dbs.index(driver[0], branch))
     result: list[Envelope] = []
-    if not cur.set_range_dup(key, u64(lo)):
-        return result
-    for seq_b in cur.iternext_dup():
-        seq = read_u64(seq_b)
-        if seq > hi:
-            break
-        raw = txn.get(pre + seq_b, db=ev_db)
+    get = txn.get
+    for seq in _indexed_seqs(txn.cursor(dbs.index(driver[0], branch)), key, lo, hi):
+        raw = get(pre + u64(seq), db=ev_db)
         if raw is None:
             raise NotFound(f"index entry for seq {seq} points at no event")
         env = decode(raw, seq)
@@ -174,6 +180,38 @@ def events_by(txn: Txn, dbs: Dbs, *, account: str | None, market: str | None,
         if limit is not None and len(result) >= limit:
             break
     return result
+
+
+def _indexed_seqs(cur: Cursor, key: bytes, lo: int, hi: int) -> Iterator[int]:
+    """The seqs in [lo, hi] an index lists under `key`, in order: O(result).
+
+    A key's chunks are its dups in first-seq order and never overlap, so only
+    the chunk before the first one starting at or after `lo` can also hold seqs
+    >= lo. Height ranges map to block-aligned seq ranges, which never cut a
+    chunk, but any `lo` is answered exactly.
+    """
+    start = u64(lo)
+    found = cur.set_range_dup(key, start)  # the first chunk starting at or after lo
+    if not found or cur.value()[:8] != start:
+        # The chunk before it, if any (a failed step unpositions the cursor).
+        before = cur.prev_dup() if found else cur.set_key(key) and cur.last_dup()
+        if before and chunk_last(cur.value()) >= lo:
+            pass  # start at the chunk before
+        elif not found or not cur.set_range_dup(key, start):
+            return
+    for chunk in cur.iternext_dup():
+        if len(chunk) == 8:  # a key's only event in its block: no offsets to unpack
+            seq = int.from_bytes(chunk, "big")
+            if seq > hi:
+                return
+            if seq >= lo:
+                yield seq
+            continue
+        for seq in chunk_seqs(chunk):
+            if seq > hi:
+                return
+            if seq >= lo:
+                yield seq
 
 
 def _matches(env: Envelope, account: str | None, market: str | None,

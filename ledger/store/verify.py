@@ -3,23 +3,36 @@
 Checks, block by block: the header decodes, its own hash, the link to the
 previous block (genesis: to the chain id), heights and seqs contiguous, the
 events hash over the stored bytes, every event decodes and carries the
-block's height. Then the indexes: every entry an event should own is present,
-and no index holds an entry no event owns (the first such is reported at the
-height of its seq). The first failure is returned with its height.
+block's height, and the block's index posting chunks: rebuilt from its events
+with the writer's own layout (`layout.index_items`), each must be stored
+exactly (a missing or altered chunk is reported at its block). Then no index
+may hold a chunk beyond those (the first such is reported at the height of its
+first seq). The first failure is returned with its height.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Callable
+from itertools import pairwise
 from typing import Any, NamedTuple
 
 import msgpack
 
-from ledger.errors import CodecError
+from ledger.errors import CodecError, IntegrityError
 from ledger.events.codec import decode, index_positions
 from ledger.store.blocks import decode_header, events_hash, genesis_prev_hash, header_hash
-from ledger.store.layout import Db, Dbs, Txn, read_u64, u32, u64
+from ledger.store.layout import (
+    Db,
+    Dbs,
+    Txn,
+    chunk_seqs,
+    index_items,
+    posting_chunks,
+    read_u64,
+    u32,
+    u64,
+)
 
 
 class VerifyReport(NamedTuple):
@@ -46,6 +59,7 @@ def verify_chain(txn: Txn, dbs: Dbs, chain_id: str, *,
     owned = {"account": 0, "market": 0, "type": 0}
     n_blocks = n_events = 0
     ix_dbs = {name: dbs.index(name, branch) for name in owned}
+    ix_curs = {name: txn.cursor(db) for name, db in ix_dbs.items()}
     ev_cur = txn.cursor(events_db)
     cur = txn.cursor(blocks_db)
     positioned = cur.set_range(pre)
@@ -73,6 +87,8 @@ def verify_chain(txn: Txn, dbs: Dbs, chain_id: str, *,
             return VerifyReport(False, height, f"first seq {hdr.first_seq}, expected "
                                 f"{expected_seq}", n_blocks, n_events)
         encoded: list[bytes] = []
+        # Index name -> key -> this block's seqs under it, as `prepare_block` groups them.
+        groups: dict[str, dict[bytes, list[int]]] = {name: {} for name in owned}
         seq = hdr.first_seq
         found = ev_cur.set_key(pre + u64(seq))
         while found and len(encoded) < hdr.count:
@@ -87,10 +103,7 @@ def verify_chain(txn: Txn, dbs: Dbs, chain_id: str, *,
             if env.height != height:
                 return VerifyReport(False, height, f"event seq {seq} carries height "
                                     f"{env.height}", n_blocks, n_events)
-            bad = _check_index_entries(txn, ix_dbs, pre, env.event, u64(seq), owned)
-            if bad:
-                return VerifyReport(False, height, f"event seq {seq}: {bad}", n_blocks,
-                                    n_events)
+            _group_index_keys(groups, env.event, seq)
             encoded.append(bytes(data))
             seq += 1
             found = ev_cur.next()
@@ -100,6 +113,17 @@ def verify_chain(txn: Txn, dbs: Dbs, chain_id: str, *,
         if events_hash(encoded) != hdr.events_hash:
             return VerifyReport(False, height, "events hash does not match the stored events",
                                 n_blocks, n_events)
+        for name, by_key in groups.items():
+            items = index_items(by_key)
+            ix_cur = ix_curs[name]
+            for key, chunk in items:
+                # set_key_dup matches a dup's bytes exactly: an altered chunk is missing.
+                if not ix_cur.set_key_dup(pre + key, chunk):
+                    seqs = chunk_seqs(chunk)
+                    return VerifyReport(False, height, f"the {name} index under {key!r} lacks "
+                                        f"the chunk of seqs {seqs[0]}..{seqs[-1]} (missing or "
+                                        "altered)", n_blocks, n_events)
+            owned[name] += len(items)
         first_seqs.append(hdr.first_seq)
         heights.append(height)
         prev_hash = hdr.hash
@@ -125,39 +149,38 @@ def verify_chain(txn: Txn, dbs: Dbs, chain_id: str, *,
         return VerifyReport(False, heights[-1] if heights else None,
                             f"the store holds {n_stored} events, its blocks {n_events}",
                             n_blocks, n_events)
-    # Any entry beyond those the events own is stray: find the first one's height.
+    # Any chunk beyond those the events own is stray: find the first one's height.
     for name, db in ix_dbs.items():
         total = _count_prefixed(txn, db, pre) if pre else txn.stat(db)["entries"]
         if total != owned[name]:
-            stray = _first_stray(txn, db, pre, events_db, name)
+            stray = _first_stray(txn, db, pre, events_db, name, first_seqs, expected_seq)
             where = None
             if stray is not None and first_seqs:
                 i = bisect.bisect_right(first_seqs, stray) - 1
                 where = heights[max(i, 0)]
-            return VerifyReport(False, where, f"{name} index holds {total} entries, events own "
-                                f"{owned[name]} (stray entry for seq {stray})", n_blocks,
+            return VerifyReport(False, where, f"{name} index holds {total} chunks, events own "
+                                f"{owned[name]} (stray chunk from seq {stray})", n_blocks,
                                 n_events)
     return VerifyReport(True, None, "ok", n_blocks, n_events)
 
 
-def _check_index_entries(txn: Txn, ix_dbs: dict[str, Db], pre: bytes,
-                         ev: Any, seq_b: bytes, owned: dict[str, int]) -> str | None:
+def _index_keys(ev: Any) -> tuple[set[bytes], set[bytes], bytes]:
+    """The keys an event is indexed under: (accounts, markets, type code)."""
     code = type(ev).TYPE_CODE
     accts, mkts = index_positions(code)
     item = ev.__getitem__
-    wanted = [("account", pre + item(i).encode()) for i in accts if item(i)]
-    wanted += [("market", pre + item(i).encode()) for i in mkts if item(i)]
-    wanted.append(("type", pre + bytes((code,))))
-    seen: set[tuple[str, bytes]] = set()
-    for name, key in wanted:
-        if (name, key) in seen:
-            continue
-        seen.add((name, key))
-        cur = txn.cursor(ix_dbs[name])
-        if not cur.set_key_dup(key, seq_b):
-            return f"missing from the {name} index under {key[len(pre):]!r}"
-        owned[name] += 1
-    return None
+    # An empty id indexes nothing (as in prepare_block).
+    return ({item(i).encode() for i in accts if item(i)},
+            {item(i).encode() for i in mkts if item(i)}, bytes((code,)))
+
+
+def _group_index_keys(groups: dict[str, dict[bytes, list[int]]], ev: Any, seq: int) -> None:
+    """Add `seq` under each key its event is indexed under (seqs arrive increasing)."""
+    accts, mkts, code = _index_keys(ev)
+    for name, keys in (("account", accts), ("market", mkts), ("type", (code,))):
+        by_key = groups[name]
+        for key in keys:
+            by_key.setdefault(key, []).append(seq)
 
 
 def _count_prefixed(txn: Txn, db: Db, pre: bytes) -> int:
@@ -171,29 +194,74 @@ def _count_prefixed(txn: Txn, db: Db, pre: bytes) -> int:
     return count
 
 
-def _first_stray(txn: Txn, db: Db, pre: bytes, events_db: Db,
-                 name: str) -> int | None:
-    """The smallest seq an index entry names whose event does not own it."""
+def _first_stray(txn: Txn, db: Db, pre: bytes, events_db: Db, name: str,
+                 first_seqs: list[int], end_seq: int | None) -> int | None:
+    """The smallest first seq of a stored chunk the events do not own.
+
+    Called once every owned chunk was found in place. A chunk is owned if it is
+    well formed, lies in one block (`end_seq`: one past the last seq), every
+    seq it lists has an event indexed under its key in THIS index, and it is
+    one of the chunks `posting_chunks` makes of all such seqs of its key and
+    block. A key's dups come in first-seq order, so one block's chunks of a key
+    are consecutive: they are judged together.
+    """
     cur = txn.cursor(db)
     best: int | None = None
+    group: tuple[bytes, int] | None = None
+    members: list[tuple[bytes, list[int]]] = []
+
+    def close_group() -> None:
+        nonlocal best
+        if not members:
+            return
+        seqs = sorted({s for _, listed in members for s in listed})
+        made = set(posting_chunks(seqs))
+        for chunk, listed in members:
+            if chunk not in made and (best is None or listed[0] < best):
+                best = listed[0]
+        members.clear()
+
     if not cur.set_range(pre):
         return None
-    for key, seq_b in cur:
+    for key, chunk in cur:
         if not key.startswith(pre):
             break
-        seq = read_u64(seq_b)
-        raw = txn.get(pre + seq_b, db=events_db)
-        ok = False
-        if raw is not None:
-            ev = decode(raw, seq).event
-            code = type(ev).TYPE_CODE
-            accts, mkts = index_positions(code)
-            # Judge the entry against the keys of ITS index only.
-            fields = {"account": accts, "market": mkts, "type": ()}[name]
-            keys = {ev[i].encode() for i in fields if ev[i]}
-            if name == "type":
-                keys.add(bytes((code,)))
-            ok = key[len(pre):] in keys
-        if not ok and (best is None or seq < best):
-            best = seq
+        first = int.from_bytes(chunk[:8], "big")
+        block = bisect.bisect_right(first_seqs, first) - 1
+        if (key, block) != group:
+            close_group()
+            group = (key, block)
+        try:
+            listed = chunk_seqs(chunk)
+        except IntegrityError:
+            listed = []
+        if _owned(txn, pre, events_db, name, key[len(pre):], listed, first_seqs, block,
+                  end_seq):
+            members.append((chunk, listed))
+        elif best is None or first < best:
+            best = first
+    close_group()
     return best
+
+
+def _owned(txn: Txn, pre: bytes, events_db: Db, name: str, key: bytes, listed: list[int],
+           first_seqs: list[int], block: int, end_seq: int | None) -> bool:
+    """True if `listed` (a chunk's seqs) is strictly increasing within one block and
+    every event it names is indexed under `key` in the `name` index."""
+    if not listed or block < 0 or end_seq is None:
+        return False
+    block_end = first_seqs[block + 1] if block + 1 < len(first_seqs) else end_seq
+    if listed[-1] >= block_end or any(a >= b for a, b in pairwise(listed)):
+        return False
+    for seq in listed:
+        raw = txn.get(pre + u64(seq), db=events_db)
+        if raw is None:
+            return False
+        try:
+            accts, mkts, code = _index_keys(decode(raw, seq).event)
+        except CodecError:
+            return False
+        # Judge the chunk against the keys of ITS index only.
+        if key not in {"account": accts, "market": mkts, "type": {code}}[name]:
+            return False
+    return True

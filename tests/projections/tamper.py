@@ -22,7 +22,7 @@ from ledger.store.blocks import (
     events_hash,
     make_header,
 )
-from ledger.store.layout import u64
+from ledger.store.layout import chunk_seqs, posting_chunks, u64
 
 
 def forge_event(path: Path, seq: int, new_event: Any) -> int:
@@ -37,10 +37,11 @@ def forge_event(path: Path, seq: int, new_event: Any) -> int:
             new_raw = encode_trusted(old.height, old.cause, new_event)
             txn.put(u64(seq), new_raw, db=dbs["events"])
             old_code, new_code = type(old.event).TYPE_CODE, type(new_event).TYPE_CODE
-            if old_code != new_code:
-                txn.delete(bytes((old_code,)), u64(seq), db=dbs["by_type"])
-                txn.put(bytes((new_code,)), u64(seq), db=dbs["by_type"])
             height = old.height
+            if old_code != new_code:
+                block = decode_header(txn.get(u64(height), db=dbs["blocks"]))
+                _move_type_entry(txn, dbs["by_type"], seq, block.first_seq, block.last_seq,
+                                 bytes((old_code,)), bytes((new_code,)))
             cur = txn.cursor(dbs["blocks"])
             cur.set_key(u64(height))
             prev_hash = None
@@ -65,3 +66,26 @@ def forge_event(path: Path, seq: int, new_event: Any) -> int:
         return int(height)
     finally:
         env.close()
+
+
+def _move_type_entry(txn: lmdb.Transaction, db: Any, seq: int, lo: int, hi: int,
+                     old_key: bytes, new_key: bytes) -> None:
+    """Move `seq` from `old_key`'s posting chunks to `new_key`'s, in its block [lo, hi].
+
+    A key's chunks of one block are `posting_chunks` of all its seqs there, so
+    each key's chunks of the block are rebuilt whole, as the writer makes them.
+    """
+    for key, add in ((old_key, False), (new_key, True)):
+        cur = txn.cursor(db)
+        stored: list[bytes] = []
+        if cur.set_range_dup(key, u64(lo)):
+            stored = [bytes(c) for c in cur.iternext_dup() if chunk_seqs(bytes(c))[0] <= hi]
+        seqs = {s for chunk in stored for s in chunk_seqs(chunk)}
+        if add:
+            seqs.add(seq)
+        else:
+            seqs.discard(seq)
+        for chunk in stored:
+            txn.delete(key, chunk, db=db)
+        for chunk in posting_chunks(sorted(seqs)) if seqs else []:
+            txn.put(key, chunk, db=db)

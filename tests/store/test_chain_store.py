@@ -34,9 +34,20 @@ from ledger.errors import (
 from ledger.events.codec import Envelope, encode
 from ledger.events.commands import CreateAccount, Deposit, ListMarket, PlaceOrder
 from ledger.events.record import BY_CODE, BY_NAME
+from ledger.store import reads
 from ledger.store.blocks import BlockHeader, encode_header, genesis_prev_hash, make_header
 from ledger.store.chain import ChainStore, Head, verify_store
-from ledger.store.layout import read_u64, u32, u64
+from ledger.store.layout import (
+    MAX_CHUNK_OFFSETS,
+    MAX_CHUNK_SPAN,
+    chunk_last,
+    chunk_seqs,
+    index_items,
+    posting_chunks,
+    read_u64,
+    u32,
+    u64,
+)
 from tests.store.crash_worker import (
     ACCOUNTS,
     CHAIN_ID,
@@ -231,11 +242,42 @@ def test_index_queries_return_exactly_the_matching_events(chain: Chain) -> None:
 def test_combined_index_queries_match_the_model(
         chain: Chain, account: str | None, market: str | None, type_code: int | None,
         lo: int | None, hi: int | None, limit: int | None) -> None:
+    _assert_query_matches_the_model(chain, account, market, type_code, lo, hi, limit)
+
+
+def _assert_query_matches_the_model(
+        chain: Chain, account: str | None, market: str | None, type_code: int | None,
+        lo: int | None, hi: int | None, limit: int | None) -> None:
     want = expected(chain.envelopes, account=account, market=market, type_code=type_code,
                     lo=lo, hi=hi)
     got = chain.store.events_by(account=account, market=market, type_code=type_code,
                                 from_height=lo, to_height=hi, limit=limit)
     assert got == (want if limit is None else want[:limit])
+
+
+@pytest.fixture(scope="module")
+def crowded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
+    """Genesis plus 4 blocks of 2,000..2,600 random events, so that each market
+    has more events in a block than one posting chunk holds."""
+    built = build_chain(tmp_path_factory.mktemp("crowded") / "data", blocks=4, seed=13,
+                        sizes=(2000, 2600))
+    yield built
+    built.store.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    account=st.none() | st.sampled_from(ACCOUNTS),
+    market=st.none() | st.sampled_from(MARKETS),
+    type_code=st.none() | st.sampled_from(sorted(BY_CODE)),
+    lo=st.none() | st.integers(-1, 5),
+    hi=st.none() | st.integers(-1, 5),
+    limit=st.none() | st.integers(1, 600),
+)
+def test_combined_index_queries_over_multi_chunk_blocks_match_the_model(
+        crowded: Chain, account: str | None, market: str | None, type_code: int | None,
+        lo: int | None, hi: int | None, limit: int | None) -> None:
+    _assert_query_matches_the_model(crowded, account, market, type_code, lo, hi, limit)
 
 
 def test_events_by_with_limit_zero_returns_nothing(chain: Chain) -> None:
@@ -246,6 +288,152 @@ def test_events_by_with_limit_zero_returns_nothing(chain: Chain) -> None:
     assert chain.store.events_by(type_code=type(chain.envelopes[0].event).TYPE_CODE,
                                  limit=0) == []
     assert chain.store.events_by(account=ACCOUNTS[0], limit=0) == []
+
+
+# -- index posting chunks -------------------------------------------------------------------
+
+
+def test_posting_chunks_split_at_the_count_and_the_offset_limits() -> None:
+    run = list(range(10, 610))
+    chunks = posting_chunks(run)
+    # 251 offsets after the first seq fill 510 bytes, within LMDB's 511 for a dup.
+    assert [len(c) for c in chunks] == [8 + 2 * MAX_CHUNK_OFFSETS] * 2 + [8 + 2 * 95]
+    assert [chunk_seqs(c) for c in chunks] == [run[:252], run[252:504], run[504:]]
+    span = MAX_CHUNK_SPAN
+    sparse = [5, 5 + span, 6 + span, 6 + 2 * span, 7 + 2 * span, 10**12]
+    assert [chunk_seqs(c) for c in posting_chunks(sparse)] == [
+        [5, 5 + span], [6 + span, 6 + 2 * span], [7 + 2 * span], [10**12]]
+    assert posting_chunks([7]) == [u64(7)]
+    assert posting_chunks([7, 9]) == [u64(7) + (2).to_bytes(2, "big")]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 70_000), min_size=1, max_size=700, unique=True),
+       st.integers(0, 2**40))
+def test_posting_chunks_list_every_seq_once_in_order_within_the_limits(
+        offsets: list[int], base: int) -> None:
+    seqs = sorted(base + o for o in offsets)
+    chunks = posting_chunks(seqs)
+    assert [s for c in chunks for s in chunk_seqs(c)] == seqs
+    for c in chunks:
+        listed = chunk_seqs(c)
+        assert len(c) <= 511 and listed[-1] - listed[0] <= MAX_CHUNK_SPAN
+        assert chunk_last(c) == listed[-1]
+    # The writer's batch form is the same layout, key by key in key order.
+    assert index_items({b"k": seqs, b"a": seqs[:1]}) == [
+        (b"a", posting_chunks(seqs[:1])[0]), *((b"k", c) for c in chunks)]
+
+
+class Dense(NamedTuple):
+    """`small` plus three blocks in which a key has more events than one chunk holds."""
+
+    chain: Chain
+    blocks: list[BlockHeader]
+    envelopes: list[Envelope]
+
+
+@pytest.fixture
+def dense(small: Chain) -> Dense:
+    many = [CreateAccount("bob" if i % 3 == 2 else "alice") for i in range(900)]
+    headers: list[BlockHeader] = []
+    envs: list[Envelope] = []
+    for events in (many, [CreateAccount("alice"), CreateAccount("carol")], many[:300]):
+        header, block = append_events(small.store, events)
+        headers.append(header)
+        envs.extend(block)
+    return Dense(small, headers, envs)
+
+
+def _chunks_under(store: ChainStore, attr: str, key: bytes) -> list[list[int]]:
+    """The seqs of every chunk stored under `key`, in dup order."""
+    db = getattr(store.dbs, attr)
+    with store.shared_env.env.begin(buffers=False) as txn:
+        cur = txn.cursor(db)
+        if not cur.set_key(key):
+            return []
+        return [chunk_seqs(c) for c in cur.iternext_dup()]
+
+
+def test_a_key_with_more_events_in_a_block_than_a_chunk_holds_gets_several_chunks(
+        dense: Dense) -> None:
+    store = dense.chain.store
+    first = dense.blocks[0]
+    alice = [e.seq for e in dense.envelopes if e.height == first.height
+             and e.event.acct == "alice"]
+    assert len(alice) > 2 * (MAX_CHUNK_OFFSETS + 1)
+    in_first = [c for c in _chunks_under(store, "by_account", b"alice")
+                if first.first_seq <= c[0] <= first.last_seq]
+    assert in_first == [alice[:252], alice[252:504], alice[504:]]
+    # Every event of the dense blocks is a CreateAccount: runs of 252 seqs per block.
+    code = bytes((CreateAccount.TYPE_CODE,))
+    assert [c for c in _chunks_under(store, "by_type", code) if c[0] >= first.first_seq] == [
+        list(range(lo, min(lo + 252, h.last_seq + 1)))
+        for h in dense.blocks for lo in range(h.first_seq, h.last_seq + 1, 252)]
+    assert verify_store(store).ok
+
+
+@pytest.mark.parametrize("query", [
+    {"account": "alice"}, {"type_code": CreateAccount.TYPE_CODE},
+    {"account": "bob", "type_code": CreateAccount.TYPE_CODE}, {"account": "carol"}],
+    ids=["account", "type", "account and type", "rare account"])
+def test_events_by_across_chunk_boundaries_honours_heights_and_limit(
+        dense: Dense, query: dict[str, Any]) -> None:
+    store = dense.chain.store
+    every = dense.chain.envelopes + dense.envelopes
+    h1, h2, h3 = (h.height for h in dense.blocks)
+    for lo, hi in [(None, None), (h1, h1), (h1, h2), (h2, h3), (h3, None), (h2, h2),
+                   (None, h1 - 1), (h1 - 1, h1)]:
+        want = expected(every, **query, lo=lo, hi=hi)
+        for limit in (None, 1, 251, 252, 253, 300, 504, 505, 10_000):
+            got = store.events_by(**query, from_height=lo, to_height=hi, limit=limit)
+            assert got == want[:limit], (lo, hi, limit)
+
+
+def test_an_index_walk_from_any_seq_lists_exactly_the_seqs_at_or_above_it(
+        dense: Dense) -> None:
+    # Height ranges give block-aligned seqs, which never cut a chunk; the walk
+    # must be exact from a seq inside a chunk too.
+    store = dense.chain.store
+    alice = [e.seq for e in dense.chain.envelopes + dense.envelopes
+             if "alice" in accounts_of(e)]
+    hi = store.head.seq
+    starts = sorted({1, *range(alice[0] - 2, alice[-1] + 3, 7),
+                     *(s + d for s in alice[::84] for d in (-1, 0, 1))})
+
+    def walk(txn: Any, lo: int, top: int) -> list[int]:
+        cur = txn.cursor(store.dbs.by_account)
+        return list(reads._indexed_seqs(cur, b"alice", lo, top))
+
+    for lo in starts:
+        for top in (hi, lo + 300):
+            got = store._read(lambda txn, a=lo, b=top: walk(txn, a, b))
+            assert got == [s for s in alice if lo <= s <= top], (lo, top)
+    assert store._read(lambda txn: list(reads._indexed_seqs(
+        txn.cursor(store.dbs.by_account), b"nobody", 1, hi))) == []
+
+
+def test_truncate_moves_every_chunk_above_the_cut_unchanged_into_the_branch(
+        dense: Dense) -> None:
+    store = dense.chain.store
+    target = dense.blocks[1].height  # keeps the first dense block, archives the last
+    cut = dense.blocks[1].last_seq
+    before = store_image(store).tables
+    branch = store.truncate_to(target, reason="r", operator="o")
+    after = store_image(store).tables
+    for name in ("by_account", "by_market", "by_type"):
+        assert after[name] == [(k, c) for k, c in before[name] if read_u64(c) <= cut], name
+        assert after["arch_" + name] == [
+            (u32(branch) + k, c) for k, c in before[name] if read_u64(c) > cut], name
+    orphaned = [e for e in dense.envelopes if e.seq > cut]
+    kept = dense.chain.envelopes + [e for e in dense.envelopes if e.seq <= cut]
+    for query in ({"account": "alice"}, {"account": "bob"}, {"account": "carol"},
+                  {"type_code": CreateAccount.TYPE_CODE}):
+        assert store.events_by(**query) == expected(kept, **query)
+        assert store.events_by(**query, branch=branch) == expected(orphaned, **query)
+        assert store.events_by(**query, branch=branch, limit=260) == expected(
+            orphaned, **query)[:260]
+    assert verify_store(store).ok
+    assert verify_store(store, branch=branch).ok
 
 
 def test_reopened_store_is_identical(tmp_path: Path) -> None:
@@ -259,6 +447,18 @@ def test_reopened_store_is_identical(tmp_path: Path) -> None:
         header, _ = append_random(writer, random.Random(1), 4)
         assert header.prev_hash == before.head.hash
         assert header.first_seq == before.head.seq + 1
+
+
+def test_a_ledger_of_schema_version_1_is_refused_with_both_versions_named(
+        tmp_path: Path) -> None:
+    # Version 1 stored one index dup per event; this perpledger reads only chunks.
+    build_chain(tmp_path / "data", blocks=1, seed=3).store.close()
+    env = lmdb.open(str(tmp_path / "data"), max_dbs=64, subdir=True)
+    with env.begin(write=True) as txn:
+        txn.put(b"schema_version", msgpack.packb(1), db=env.open_db(b"meta", txn=txn))
+    env.close()
+    with pytest.raises(StoreError, match="schema version 1, this perpledger reads 2"):
+        ChainStore.open(tmp_path / "data")
 
 
 # -- invalid blocks ------------------------------------------------------------------------
@@ -536,8 +736,26 @@ def test_verify_store_catches_a_forged_head_block(eight: Chain) -> None:
     assert report.height == last.height, report
 
 
-def _index_cases() -> dict[str, Callable[[Chain], tuple[str, bytes, bytes, bool]]]:
-    """name -> (index attribute, key, seq bytes, True to add / False to delete)."""
+Corruption = Callable[[Chain, lmdb.Transaction], None]
+
+
+def _chunk_in_block(txn: lmdb.Transaction, db: Any, key: bytes, height: int,
+                    chain: Chain) -> bytes:
+    """The (first) posting chunk under `key` listing seqs of block `height`."""
+    hdr = chain.headers[height]
+    cur = txn.cursor(db)
+    assert cur.set_range_dup(key, u64(hdr.first_seq)), key
+    chunk = bytes(cur.value())
+    assert hdr.first_seq <= read_u64(chunk) <= hdr.last_seq, key
+    return chunk
+
+
+def _put_new(txn: lmdb.Transaction, db: Any, key: bytes, chunk: bytes) -> None:
+    assert txn.put(key, chunk, db=db, dupdata=False)  # a new dup, never a no-op
+
+
+def _index_cases() -> dict[str, Corruption]:
+    """name -> a corruption of block BAD_HEIGHT's index chunks, written in one txn."""
 
     def acct_event(c: Chain) -> Envelope:
         return _in_block(c, BAD_HEIGHT, lambda e: bool(accounts_of(e)))
@@ -548,32 +766,88 @@ def _index_cases() -> dict[str, Callable[[Chain], tuple[str, bytes, bytes, bool]
     def no_alice(c: Chain) -> Envelope:
         return _in_block(c, BAD_HEIGHT, lambda e: "alice" not in accounts_of(e))
 
+    def acct_of(e: Envelope) -> bytes:
+        return min(accounts_of(e)).encode()
+
     def other_code(e: Envelope) -> bytes:
         return bytes((next(c for c in sorted(BY_CODE) if c != type(e.event).TYPE_CODE),))
 
     def code_of(e: Envelope) -> bytes:
         return bytes((type(e.event).TYPE_CODE,))
 
+    def busy_account(c: Chain) -> tuple[bytes, list[int]]:
+        """An account with several events in the block, and their seqs."""
+        seqs: dict[str, list[int]] = {}
+        for e in c.envelopes:
+            if e.height == BAD_HEIGHT:
+                for a in accounts_of(e):
+                    seqs.setdefault(a, []).append(e.seq)
+        acct = min(a for a in seqs if len(seqs[a]) > 1)
+        return acct.encode(), seqs[acct]
+
+    def extra(attr: str, key: Callable[[Chain], bytes],
+              seq: Callable[[Chain], int]) -> Corruption:
+        return lambda c, txn: _put_new(txn, getattr(c.store.dbs, attr), key(c), u64(seq(c)))
+
+    def missing(attr: str, key: Callable[[Chain], bytes]) -> Corruption:
+        def corrupt(c: Chain, txn: lmdb.Transaction) -> None:
+            db = getattr(c.store.dbs, attr)
+            assert txn.delete(key(c), _chunk_in_block(txn, db, key(c), BAD_HEIGHT, c), db=db)
+        return corrupt
+
+    def replaced(attr: str, key: Callable[[Chain], bytes], new_key: Callable[[Chain], bytes],
+                 change: Callable[[Chain, bytes], bytes]) -> Corruption:
+        """Delete a key's chunk of the block; store `change(chunk)` under `new_key`."""
+        def corrupt(c: Chain, txn: lmdb.Transaction) -> None:
+            db = getattr(c.store.dbs, attr)
+            chunk = _chunk_in_block(txn, db, key(c), BAD_HEIGHT, c)
+            assert txn.delete(key(c), chunk, db=db)
+            new = change(c, chunk)
+            assert (new_key(c), new) != (key(c), chunk)
+            _put_new(txn, db, new_key(c), new)
+        return corrupt
+
+    def moved_to(key: Callable[[Chain], bytes]) -> Callable[[Chain], bytes]:
+        """Another account than those of `acct_event`, for a chunk moved to the wrong key."""
+        return lambda c: min(a for a in ACCOUNTS if a not in accounts_of(acct_event(c))).encode()
+
+    def same(c: Chain, chunk: bytes) -> bytes:
+        return chunk
+
     return {
-        "extra account dup under a new key": lambda c: (
-            "by_account", b"zz-stray", u64(acct_event(c).seq), True),
-        "extra account dup under a known account": lambda c: (
-            "by_account", b"alice", u64(no_alice(c).seq), True),
-        "extra market dup": lambda c: ("by_market", b"DOGE-USD", u64(mkt_event(c).seq), True),
-        "extra type dup": lambda c: (
-            "by_type", other_code(acct_event(c)), u64(acct_event(c).seq), True),
-        "deleted account dup": lambda c: (
-            "by_account", min(accounts_of(acct_event(c))).encode(), u64(acct_event(c).seq),
-            False),
-        "deleted market dup": lambda c: (
-            "by_market", min(markets_of(mkt_event(c))).encode(), u64(mkt_event(c).seq), False),
-        "deleted type dup": lambda c: (
-            "by_type", code_of(acct_event(c)), u64(acct_event(c).seq), False),
-        # BUG (ledger/store/verify.py _first_stray): a stray entry whose key is a
-        # key the event owns in ANOTHER index is not found, so the height is None.
-        "extra market dup under the event's own account name": lambda c: (
-            "by_market", min(accounts_of(acct_event(c))).encode(), u64(acct_event(c).seq),
-            True),
+        "extra chunk under a new account": extra(
+            "by_account", lambda c: b"zz-stray", lambda c: acct_event(c).seq),
+        "extra chunk under a known account": extra(
+            "by_account", lambda c: b"alice", lambda c: no_alice(c).seq),
+        "extra market chunk": extra(
+            "by_market", lambda c: b"DOGE-USD", lambda c: mkt_event(c).seq),
+        "extra type chunk": extra(
+            "by_type", lambda c: other_code(acct_event(c)), lambda c: acct_event(c).seq),
+        # A key the event owns in ANOTHER index: judged against this index's keys.
+        "extra market chunk under the event's own account name": extra(
+            "by_market", lambda c: acct_of(acct_event(c)), lambda c: acct_event(c).seq),
+        # Every seq it lists is owned by its key, but another chunk already lists it.
+        "extra chunk repeating a seq its key's chunk lists": extra(
+            "by_account", lambda c: busy_account(c)[0], lambda c: busy_account(c)[1][1]),
+        "missing account chunk": missing("by_account", lambda c: acct_of(acct_event(c))),
+        "missing market chunk": missing("by_market",
+                                        lambda c: min(markets_of(mkt_event(c))).encode()),
+        "missing type chunk": missing("by_type", lambda c: code_of(acct_event(c))),
+        "type chunk pointing at a wrong seq": replaced(
+            "by_type", lambda c: code_of(acct_event(c)), lambda c: code_of(acct_event(c)),
+            lambda c, chunk: u64(read_u64(chunk) + 1 if read_u64(chunk) < c.headers[
+                BAD_HEIGHT].last_seq else read_u64(chunk) - 1)),
+        "account chunk listing one more seq": replaced(
+            "by_account", lambda c: b"alice", lambda c: b"alice",
+            lambda c, chunk: posting_chunks(sorted([*chunk_seqs(chunk), no_alice(c).seq]))[0]),
+        "account chunk missing its last seq": replaced(
+            "by_account", lambda c: busy_account(c)[0], lambda c: busy_account(c)[0],
+            lambda c, chunk: posting_chunks(chunk_seqs(chunk)[:-1])[0]),
+        "account chunk under the wrong account": replaced(
+            "by_account", lambda c: acct_of(acct_event(c)), moved_to(acct_of), same),
+        "type chunk under the wrong type code": replaced(
+            "by_type", lambda c: code_of(acct_event(c)), lambda c: other_code(acct_event(c)),
+            same),
     }
 
 
@@ -581,24 +855,14 @@ INDEX_CORRUPTIONS = _index_cases()
 
 
 @pytest.mark.parametrize("case", list(INDEX_CORRUPTIONS))
-def test_verify_store_names_the_height_of_a_changed_index_entry(eight: Chain,
+def test_verify_store_names_the_height_of_a_changed_index_chunk(eight: Chain,
                                                                 case: str) -> None:
     store = eight.store
-    attr, key, seq_b, add = INDEX_CORRUPTIONS[case](eight)
-    db = getattr(store.dbs, attr)
-
-    def corrupt(txn: lmdb.Transaction) -> None:
-        if add:
-            assert txn.put(key, seq_b, db=db, dupdata=False)  # a new dup, never a no-op
-        else:
-            assert txn.delete(key, seq_b, db=db)
-
-    raw_write(store, corrupt)
+    assert verify_store(store).ok
+    raw_write(store, lambda txn: INDEX_CORRUPTIONS[case](eight, txn))
     report = verify_store(store)
     assert not report.ok
     assert report.height == BAD_HEIGHT, report
-    assert read_u64(seq_b) in range(eight.headers[BAD_HEIGHT].first_seq,
-                                    eight.headers[BAD_HEIGHT].last_seq + 1)
 
 
 def test_verify_store_catches_a_stray_event_beyond_the_head(eight: Chain) -> None:
@@ -685,9 +949,9 @@ def test_truncate_archives_exactly_the_orphaned_suffix(twenty: Chain) -> None:
             orphaned, type_code=code, lo=13)
     tables = store_image(store).tables
     for name in ("by_account", "by_market", "by_type"):
-        assert all(read_u64(s) <= cut for _, s in tables[name]), name
-        assert all(k.startswith(u32(1)) and read_u64(s) > cut
-                   for k, s in tables["arch_" + name]), name
+        assert all(max(chunk_seqs(c)) <= cut for _, c in tables[name]), name
+        assert all(k.startswith(u32(1)) and min(chunk_seqs(c)) > cut
+                   for k, c in tables["arch_" + name]), name
     # Branch record, snapshots, journal.
     record = store.branch(1)
     assert store.branches() == [record]
