@@ -1,33 +1,19 @@
 """Replay stored blocks into an Engine, checking the state hash at every block.
 
 Used by the restart protocol (G8), rebuild jobs and rollback: the same
-`Engine.apply_block` (evolve only) the live path's events went through, so a
-replay that disagrees with a header names the exact height of the divergence.
+`evolve` the live path's events went through (`apply_block_bytes`, which also
+checks each block's events hash on the way in), so a replay that disagrees
+with a header names the exact height of the divergence.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from ledger.core.engine import Engine
+from ledger.core.refold import apply_block_bytes
 from ledger.errors import VerificationFailed
-from ledger.events.codec import Envelope
 from ledger.store.chain import ChainStore
-
-
-def blocks_of(store: ChainStore, from_height: int, to_height: int, *,
-              branch: int | None = None) -> Iterator[tuple[int, list[Envelope]]]:
-    """Yield (height, envelopes) for each block of an inclusive range, in order."""
-    current: list[Envelope] = []
-    height = from_height
-    for env in store.iter_events(from_height, to_height, branch=branch):
-        if env.height != height and current:
-            yield height, current
-            current = []
-        height = env.height
-        current.append(env)
-    if current:
-        yield height, current
 
 
 def restore(store: ChainStore, *, at_or_below: int) -> tuple[Engine, int]:
@@ -62,15 +48,14 @@ def replay(store: ChainStore, engine: Engine, from_height: int, to_height: int, 
     applied = 0
     if from_height > to_height:
         return 0
-    headers = {h.height: h for h in store.blocks(from_height, to_height, branch=branch)}
-    for height, envs in blocks_of(store, from_height, to_height, branch=branch):
-        got = engine.apply_block(height, envs)
-        applied += len(envs)
-        if check and got != headers[height].state_hash:
+    for hdr, datas in store.iter_block_bytes(from_height, to_height, branch=branch):
+        got = apply_block_bytes(engine, hdr.height, hdr.first_seq, datas)
+        applied += len(datas)
+        if check and got != hdr.state_hash:
             raise VerificationFailed(
-                height,
+                hdr.height,
                 f"replayed state hash {got.hex()[:16]} differs from the header's "
-                f"{headers[height].state_hash.hex()[:16]}")
+                f"{hdr.state_hash.hex()[:16]}")
         if progress is not None:
-            progress(height, len(envs))
+            progress(hdr.height, len(datas))
     return applied

@@ -39,7 +39,7 @@ import msgpack
 from ledger.core.positions import fill_realized
 from ledger.core.state import FEES, LIQ_VAULT
 from ledger.events import outcomes as o
-from ledger.events.codec import decode_verified
+from ledger.events.codec import CODE_AT, decode_verified
 from ledger.events.enums import LiquidationMethod, Side
 from ledger.store.blocks import BlockHeader
 from projections.readmodels import (
@@ -170,17 +170,6 @@ _LINE_KEY = struct.Struct(">QQB").pack
 #: hx key suffix (table byte, k byte) by table and k.
 _TK = {t: [bytes((t, k)) for k in range(256)] for t in (T_FUNDING, T_LIQS)}
 
-# Offset of the type code in stored bytes, by the first byte (the array header):
-# fixarray -> 1, array16 -> 3, array32 -> 5. Type codes are positive fixints.
-_CODE_AT = [1 if b & 0xF0 == 0x90 else 3 if b == 0xDC else 5 if b == 0xDD else 0
-            for b in range(256)]
-
-
-def type_code(data: bytes) -> int:
-    """The type code of stored event bytes, without unpacking them."""
-    return data[_CODE_AT[data[0]]]
-
-
 class AuditProjection:
     """The fold behind the three audit read models (see module docstring)."""
 
@@ -268,7 +257,7 @@ class AuditProjection:
         seq = hdr.first_seq - 1
         wanted = self._wanted
         handlers = self._handlers
-        code_at = _CODE_AT
+        code_at = CODE_AT
         if write:
             self._hpre = self._nsb + u64(height)
             if self._first_h is None:

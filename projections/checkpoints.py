@@ -94,10 +94,17 @@ def load_state(txn: Txn, rm: ReadModels, name: str, ns: int,
 
 
 class RunnerLock:
-    """Exclusive `flock` on `readmodels/runner.lock`: one runner per read-model env."""
+    """Exclusive `flock` on `readmodels/runner.lock`: one runner (job) per read-model env.
 
-    def __init__(self, rm: ReadModels) -> None:
-        self.path = rm.path / "runner.lock"
+    With a projection `name`, the lock of that one projection
+    (`runner-<name>.lock`): a runner takes it inside the runner lock for each
+    run, and a rebuild job's worker process (which works under its parent's
+    runner lock) takes only it, so an orphaned worker finishing its last batch
+    and the next job's worker never fold the same projection at once.
+    """
+
+    def __init__(self, rm: ReadModels, name: str | None = None) -> None:
+        self.path = rm.path / ("runner.lock" if name is None else f"runner-{name}.lock")
         self._fd: int | None = None
 
     def acquire(self, *, wait: bool = True) -> bool:

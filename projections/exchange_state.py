@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger.core.engine import Engine
+from ledger.core.refold import apply_block_bytes
 from ledger.errors import CommandInvalid, NotFound, VerificationFailed
-from ledger.events.codec import decode_verified
 from ledger.replay import restore
 from ledger.store.blocks import BlockHeader
 from ledger.store.chain import ChainStore
@@ -91,9 +91,7 @@ def apply_checked(engine: Engine, hdr: BlockHeader, datas: Sequence[bytes]) -> b
     Raises `VerificationFailed` at the block's height if the state hash after
     it differs from the header's.
     """
-    first = hdr.first_seq
-    envs = [decode_verified(data, first + i) for i, data in enumerate(datas)]
-    got = engine.apply_block(hdr.height, envs)
+    got = apply_block_bytes(engine, hdr.height, hdr.first_seq, datas)
     if got != hdr.state_hash:
         raise StateHashMismatch(hdr.height, got, hdr.state_hash)
     return got
@@ -109,13 +107,11 @@ def fold(store: ChainStore, engine: Engine, from_height: int, to_height: int, *,
     n = 0
     if from_height > to_height:
         return 0
-    for hdr, envs in store.iter_blocks(from_height, to_height, branch=branch):
-        got = engine.apply_block(hdr.height, envs)
-        if got != hdr.state_hash:
-            raise StateHashMismatch(hdr.height, got, hdr.state_hash)
-        n += len(envs)
+    for hdr, datas in store.iter_block_bytes(from_height, to_height, branch=branch):
+        apply_checked(engine, hdr, datas)
+        n += len(datas)
         if on_block is not None:
-            on_block(len(envs))
+            on_block(len(datas))
     return n
 
 
@@ -138,12 +134,12 @@ def rebuild(store: ChainStore, from_: str = FROM_SNAPSHOT, to_height: int | None
         engine, start = Engine(), -1
     events = 0
     blocks = 0
-    for hdr, envs in store.iter_blocks(start + 1, target):
-        got = engine.apply_block(hdr.height, envs)
-        events += len(envs)
+    for hdr, datas in store.iter_block_bytes(start + 1, target):
+        got = apply_block_bytes(engine, hdr.height, hdr.first_seq, datas)
+        events += len(datas)
         blocks += 1
         if on_block is not None:
-            on_block(len(envs))
+            on_block(len(datas))
         if got != hdr.state_hash:
             return RebuildReport(from_, start, hdr.height, got, hdr.state_hash, events, blocks,
                                  time.perf_counter() - t0)

@@ -15,9 +15,14 @@ as it goes and a killed job resumes:
   exchange projection's checkpoint is rebuilt in memory from the nearest
   snapshot (the checkpoint never moves back).
 
+With enough to fold (`projections.worker`), the audit read models fold in a
+second process at the same time as the exchange state: the job then takes
+the longer of the two folds instead of their sum.
+
 The report gives the state hash reached and whether it matches the header;
-a mismatch stops the job at that height (`match` False, nothing past it
-committed).
+a mismatch stops the job at that height (`match` False, nothing of the
+exchange state past it committed; the audit read models, which do not depend
+on the state hash, keep what their worker committed before it was stopped).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from projections.exchange_state import (
 )
 from projections.readmodels import CANONICAL, ReadModels, Txn
 from projections.runner import BATCH_EVENTS, Runner, RunResult, get_checkpoint
+from projections.worker import AuditWorker, worth_a_worker
 
 JOB_KEY = b"job:rebuild"
 log = structlog.get_logger("projections.jobs")
@@ -75,11 +81,14 @@ def catch_up(store: ChainStore, rm: ReadModels, *, to_height: int | None = None,
 
 def rebuild(store: ChainStore, rm: ReadModels, *, from_: str = FROM_SNAPSHOT,
             to_height: int | None = None, progress: bool = False,
-            batch_events: int = BATCH_EVENTS) -> dict[str, Any]:
+            batch_events: int = BATCH_EVENTS, parallel: bool | None = None) -> dict[str, Any]:
     """Run the rebuild job (see module docstring); return its report.
 
-    Raises `CommandInvalid` for a bad `from_` or height, `VerificationFailed`
-    if stored events fail their block's events hash.
+    `parallel`: fold the audit read models in a worker process while this one
+    folds the exchange state (default: when there is enough to fold and a
+    second core, `worth_a_worker`). Raises `CommandInvalid` for a bad `from_`
+    or height, `VerificationFailed` if stored events fail their block's
+    events hash.
     """
     if from_ not in (FROM_GENESIS, FROM_SNAPSHOT):
         raise CommandInvalid(f"--from must be genesis or snapshot, was {from_!r}")
@@ -97,6 +106,10 @@ def rebuild(store: ChainStore, rm: ReadModels, *, from_: str = FROM_SNAPSHOT,
             report["resumed"] = _start_genesis_job(rm, target)
         runs: list[RunResult] = []
         ex_ck = get_checkpoint(rm, exchange.name)
+        if parallel is None:
+            todo = store.block(target).last_seq - get_checkpoint(rm, audit.name).seq
+            parallel = worth_a_worker(todo)
+        worker = AuditWorker(store.path, target, batch_events) if parallel else None
         try:
             if from_ == FROM_SNAPSHOT and ex_ck.height > target:
                 mem = rebuild_in_memory(store, FROM_SNAPSHOT, target)
@@ -111,13 +124,20 @@ def rebuild(store: ChainStore, rm: ReadModels, *, from_: str = FROM_SNAPSHOT,
                 report.update(height=run.height, state_hash=got.hex(),
                               header_state_hash=header.hex(), match=got == header,
                               exchange=run.to_json())
-            runs.append(runner.run(audit, to_height=target))
-            report["audit"] = runs[-1].to_json()
+            if worker is not None:
+                runs.append(worker.result())
+                worker = None
+            else:
+                runs.append(runner.run(audit, to_height=target))
+            report["audit"] = {**runs[-1].to_json(), "worker_process": parallel}
         except StateHashMismatch as exc:
             report.update(height=exc.height, state_hash=exc.got.hex(),
                           header_state_hash=exc.expected.hex(), match=False,
                           reason=exc.reason)
             return _finish(report, runs, t0)
+        finally:
+            if worker is not None:
+                worker.stop()
         if from_ == FROM_GENESIS:
             rm.write(lambda txn: txn.delete(JOB_KEY, db=rm.meta))
     return _finish(report, runs, t0)

@@ -31,6 +31,7 @@ Checkpoints and saved states: `projections.checkpoints`.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -147,6 +148,19 @@ class RunResult:
                 "rewound_to": self.rewound_to}
 
 
+class _ProjectionLock:
+    """Holds one projection's own runner lock for a run (see `RunnerLock`)."""
+
+    def __init__(self, rm: ReadModels, name: str) -> None:
+        self._lock = RunnerLock(rm, name)
+
+    def __enter__(self) -> None:
+        self._lock.acquire(wait=True)
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
 class _ChainMoved(Exception):
     """A batch does not link to the last folded block: the chain changed under the run."""
 
@@ -162,12 +176,17 @@ class Runner:
     """Folds the chain (or an archived branch) into projections (see module docstring)."""
 
     def __init__(self, store: ChainStore, rm: ReadModels, *, batch_events: int = BATCH_EVENTS,
-                 progress: bool = False, verify_hashes: bool = True) -> None:
+                 progress: bool = False, verify_hashes: bool = True,
+                 under_parent: int | None = None) -> None:
+        """`under_parent`: the pid of a job process holding the runner lock for this one
+        (a rebuild job's worker): take no runner lock, only each projection's own,
+        and stop between batches once that process is gone."""
         self.store = store
         self.rm = rm
         self.batch_events = batch_events
         self.progress = progress
         self.verify_hashes = verify_hashes
+        self.under_parent = under_parent
         self._lock = RunnerLock(rm)
         self._locked = 0
 
@@ -185,6 +204,9 @@ class Runner:
         if self._locked:
             self._locked += 1
             return True
+        if self.under_parent is not None:
+            self._locked = 1  # the parent job holds the runner lock and checked identity
+            return True
         if not self._lock.acquire(wait=wait):
             return False
         self._locked = 1
@@ -198,7 +220,7 @@ class Runner:
     def unlock(self) -> None:
         if self._locked:
             self._locked -= 1
-            if not self._locked:
+            if not self._locked and self.under_parent is None:
                 self._lock.release()
 
     def _check_identity(self) -> None:
@@ -230,7 +252,7 @@ class Runner:
         was rolled back under it. Raises `VerificationFailed` if stored events
         do not match their block's events hash (or the projection's own check).
         """
-        with self:
+        with self, _ProjectionLock(self.rm, proj.name):
             moved_at: int | None = None
             for _ in range(MAX_RETRIES):
                 try:
@@ -251,7 +273,7 @@ class Runner:
         rec = self.store.branch(branch)
         base, base_hash = int(rec["base_height"]), bytes(rec["base_hash"])
         last = int(rec["last_height"])
-        with self:
+        with self, _ProjectionLock(self.rm, proj.name):
             t0 = time.perf_counter()
             ck = self.rm.read(lambda txn: read_checkpoint(txn, self.rm, proj.name, branch))
             if ck.height >= last:
@@ -395,6 +417,7 @@ class Runner:
             else:
                 prev = bytes(self.store.branch(branch)["base_hash"])
             for batch in self._batches(ck.height + 1, target, branch, prev, stop_at=retained):
+                self._check_parent()
                 n = 0
                 for hdr, events in batch:
                     proj.fold(hdr, events, True)
@@ -410,6 +433,12 @@ class Runner:
             bar.close()
         return RunResult(proj.name, ns, start, ck.height, ck.hash, done_events, blocks,
                          time.perf_counter() - t0)
+
+    def _check_parent(self) -> None:
+        """A worker stops between batches once the job process it works for is gone."""
+        if self.under_parent is not None and os.getppid() != self.under_parent:
+            raise StoreError("the rebuild job this worker folded for is gone; stopping at "
+                             "its last committed batch (run the job again to resume)")
 
     def _last_seq(self, height: int, branch: int | None) -> int:
         try:

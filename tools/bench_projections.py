@@ -7,8 +7,9 @@ the sequencer appends (block, state hash, a snapshot every 100 blocks).
 - `raw_scan_events_per_s`: the ceiling, a bare cursor walk over the chain's
   events sub-database with `msgpack.unpackb` of every event (no checks);
 - `rebuild_events_per_s`: `ledgerctl rebuild --from genesis` on fresh read
-  models (exchange state with a state-hash check per block, then the audit
-  read models; checkpointed commits), chain events per second of the job;
+  models (exchange state with a state-hash check per block and the audit read
+  models, the latter in a worker process when there are 200K+ events;
+  checkpointed commits), chain events per second of the job;
 - `readmodels_rebuild_events_per_s` / `exchange_rebuild_events_per_s`: the
   two projections of that job on their own;
 - `eventsourcing_runner_events_per_s`: the same events (the first
@@ -125,6 +126,7 @@ def bench_rebuild(events: int = 1_000_000, *, es_events: int = 5_000, accounts: 
         "rebuild_events_per_s": round(rate),
         "ratio_to_raw": round(rate / raw_rate, 3),
         "rebuild_matches_head": job["match"],
+        "audit_in_worker_process": bool(au.get("worker_process")),
         "exchange_rebuild_events_per_s": ex["events_per_s"],
         "readmodels_rebuild_events_per_s": au["events_per_s"],
         "readmodels_ratio_to_raw": round(au["events_per_s"] / raw_rate, 3),

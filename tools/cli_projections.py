@@ -67,6 +67,9 @@ def rebuild(
     batch_events: Annotated[int, typer.Option("--batch-events",
                                               help="Events per checkpointed commit.")]
     = BATCH_EVENTS,
+    parallel: Annotated[str, typer.Option(
+        "--parallel", help="auto|on|off: fold the audit read models in a second process "
+        "beside the exchange state (auto: when there are 200K+ events to fold).")] = "auto",
 ) -> None:
     """Rebuild every projection (exchange state, audit read models) with checkpoints.
 
@@ -78,9 +81,12 @@ def rebuild(
     from projections.jobs import rebuild as run_rebuild
 
     _heights(to_height=to_height)
+    modes = {"auto": None, "on": True, "off": False}
+    if parallel not in modes:
+        raise CommandInvalid(f"--parallel must be auto, on or off, was {parallel!r}")
     with _open_store(data) as store, ReadModels.open(store.path) as rm:
         doc = run_rebuild(store, rm, from_=from_, to_height=to_height, progress=not json_out,
-                          batch_events=batch_events)
+                          batch_events=batch_events, parallel=modes[parallel])
     if json_out:
         output.dump_json(doc)
     else:

@@ -28,6 +28,7 @@ from projections.exchange_state import ExchangeStateProjection
 from projections.jobs import JOB_KEY, rebuild
 from projections.readmodels import ReadModels, image
 from projections.runner import Runner
+from projections.worker import AuditWorker
 from tests.projections.chains import ChainWriter, store_chain
 from tests.projections.conftest import SIM, SIM_BLOCKS
 
@@ -169,11 +170,52 @@ def _checkpoints(path: Path) -> tuple[int, int]:
         return get_checkpoint(rm, "exchange").height, get_checkpoint(rm, "audit").height
 
 
-def test_a_rebuild_killed_at_random_moments_ends_as_an_uninterrupted_one(
+def test_a_rebuild_with_a_worker_process_writes_what_one_process_writes(
         sim_chain: Path, fresh_copy: Callable[[Path], Path]) -> None:
+    one = fresh_copy(sim_chain)
+    two = fresh_copy(sim_chain)
+    docs = []
+    for path, parallel in ((one, False), (two, True)):
+        with ChainStore.open(path) as store, ReadModels.open(path) as rm:
+            docs.append(rebuild(store, rm, from_="genesis", batch_events=400,
+                                parallel=parallel))
+    assert [d["audit"]["worker_process"] for d in docs] == [False, True]
+    assert docs[0]["match"] and docs[1]["match"]
+    assert docs[0]["state_hash"] == docs[1]["state_hash"]
+    assert docs[0]["audit"]["height"] == docs[1]["audit"]["height"]
+    assert docs[0]["audit"]["events"] == docs[1]["audit"]["events"] > 0
+    assert _image(one) == _image(two)
+
+
+def test_a_rebuild_with_a_worker_stops_at_a_corrupted_event_and_so_does_the_worker(
+        sim_chain: Path, fresh_copy: Callable[[Path], Path]) -> None:
+    path = fresh_copy(sim_chain)
+    with ChainStore.open(path) as store:
+        hdr = store.block(30)
+        key = (hdr.first_seq + 1).to_bytes(8, "big")
+        with store.shared_env.env.begin(write=True) as txn:
+            data = bytearray(txn.get(key, db=store.dbs.events))
+            data[-1] ^= 1
+            txn.put(key, bytes(data), db=store.dbs.events)
+    with (ChainStore.open(path) as store, ReadModels.open(path) as rm,
+          pytest.raises(VerificationFailed) as err):
+        rebuild(store, rm, from_="genesis", parallel=True)
+    assert err.value.height == 30
+    # The worker on its own: its VerificationFailed crosses the process boundary.
+    with pytest.raises(VerificationFailed) as werr:
+        AuditWorker(path, 40, 100).result()
+    assert werr.value.height == 30
+    with ReadModels.open(path) as rm:
+        assert get_checkpoint(rm, "audit").height < 30
+
+
+@pytest.mark.parametrize("parallel", ["off", "on"])
+def test_a_rebuild_killed_at_random_moments_ends_as_an_uninterrupted_one(
+        sim_chain: Path, fresh_copy: Callable[[Path], Path], parallel: str) -> None:
     clean = fresh_copy(sim_chain)
     killed = fresh_copy(sim_chain)
-    args = ["rebuild", "--from", "genesis", "--json", "--batch-events", "300"]
+    args = ["rebuild", "--from", "genesis", "--json", "--batch-events", "300",
+            "--parallel", parallel]
     ref = _cli(*args, "--data", str(clean))
     assert ref.returncode == 0, ref.stderr
     ref_doc = json.loads(ref.stdout)
