@@ -588,10 +588,10 @@ def prepare_block(head: Head, envelopes: Sequence[Envelope], *, height: int, tim
     if type(time) is not int or time < head.time:
         raise BlockRejected(f"block {height}: time {time!r} is before the head's {head.time}")
     items: list[tuple[bytes, bytes]] = []
-    # Index key -> the block's seqs under it, increasing (each seq once per key).
-    accts_ix: dict[bytes, list[int]] = {}
-    mkts_ix: dict[bytes, list[int]] = {}
-    types_ix: dict[bytes, list[int]] = {}
+    # Id or type code -> the block's seqs under it, increasing (each seq once per key).
+    accts_ix: dict[str, list[int]] = {}
+    mkts_ix: dict[str, list[int]] = {}
+    types_ix: dict[int, list[int]] = {}
     acct_get = accts_ix.get
     mkt_get = mkts_ix.get
     type_get = types_ix.get
@@ -630,38 +630,48 @@ def prepare_block(head: Head, envelopes: Sequence[Envelope], *, height: int, tim
         items.append((key, data))
         parts.append(len(data).to_bytes(4, "big"))
         parts.append(data)
+        # Ids are grouped as str (the fields checked above are str) and encoded once
+        # per block at the end; an empty id (a rejection naming no market) is skipped.
         for i in accts:
-            ik = ev[i].encode()
-            if ik:  # an empty id (e.g. a rejection naming no market) indexes nothing
-                if len(ik) > MAX_ID_BYTES:
-                    _too_long(ev[i], height, seq)
+            ik = ev[i]
+            if ik:
                 seqs = acct_get(ik)
                 if seqs is None:
                     accts_ix[ik] = [seq]
                 elif seqs[-1] != seq:  # an event naming an id twice is indexed once
                     seqs.append(seq)
         for i in mkts:
-            ik = ev[i].encode()
+            ik = ev[i]
             if ik:
-                if len(ik) > MAX_ID_BYTES:
-                    _too_long(ev[i], height, seq)
                 seqs = mkt_get(ik)
                 if seqs is None:
                     mkts_ix[ik] = [seq]
                 elif seqs[-1] != seq:
                     seqs.append(seq)
-        ck = _CODE_KEYS[code]
-        seqs = type_get(ck)
+        seqs = type_get(code)
         if seqs is None:
-            types_ix[ck] = [seq]
+            types_ix[code] = [seq]
         else:
             seqs.append(seq)
     ev_hash = blake2b(b"".join(parts), digest_size=HASH_LEN).digest()
     header = make_header(height, time, head.seq + 1, len(items), head.hash, ev_hash,
                          state_hash)
     # One chunk per (key, block) in the common case, keys sorted (`index_items`).
-    return PreparedBlock(header, items, index_items(accts_ix), index_items(mkts_ix),
-                         index_items(types_ix), Head(height, seq, header.hash, time))
+    return PreparedBlock(header, items, index_items(_id_keys(accts_ix, height)),
+                         index_items(_id_keys(mkts_ix, height)),
+                         index_items({_CODE_KEYS[c]: v for c, v in types_ix.items()}),
+                         Head(height, seq, header.hash, time))
+
+
+def _id_keys(groups: dict[str, list[int]], height: int) -> dict[bytes, list[int]]:
+    """Index keys of a block's id groups: utf-8, at most MAX_ID_BYTES (else BlockRejected)."""
+    out = {}
+    for ident, seqs in groups.items():
+        key = ident.encode()
+        if len(key) > MAX_ID_BYTES:
+            _too_long(ident, height, seqs[0])
+        out[key] = seqs
+    return out
 
 
 def verify_store(store: ChainStore, *, branch: int | None = None,
