@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from ledger.core import LIQ_VAULT, Engine
 from ledger.core.engine import REJECTION_TYPES
+from ledger.core.refold import ACTIVE, apply_block_bytes
 from ledger.events import commands as c
 from ledger.events import outcomes as o
 from ledger.events.codec import decode, encode, encode_trusted
@@ -58,11 +59,17 @@ def check_replays(s: Sim) -> None:
     live = s.engine
     assert live.state_hash() == live.full_state_hash()
     rebuilt = Engine()
+    from_bytes = Engine()
     rerun = Engine()
     for h, r in enumerate(s.results):
         # envelopes survive the codec; rebuild folds them
-        envs = [decode(encode(e), e.seq) for e in r.envelopes]
+        datas = [encode(e) for e in r.envelopes]
+        envs = [decode(d, e.seq) for d, e in zip(datas, r.envelopes, strict=True)]
         assert rebuilt.apply_block(h, envs) == r.state_hash, f"rebuild differs at height {h}"
+        # the stored-bytes fold, which decodes only the events evolve uses, agrees
+        first = r.envelopes[0].seq
+        assert apply_block_bytes(from_bytes, h, first, datas) == r.state_hash, f"height {h}"
+        assert from_bytes.seq == rebuilt.seq
         ins = [e.event for e in envs if e.cause == 0]
         r2 = rerun.run_block(h, ins)
         assert [encode_trusted(e.height, e.cause, e.event) for e in r2.envelopes] == [
@@ -71,6 +78,19 @@ def check_replays(s: Sim) -> None:
         assert r2.state_hash == r.state_hash
     assert rebuilt.full_state_hash() == live.full_state_hash()
     assert rebuilt.snapshot_bytes() == live.snapshot_bytes()
+    assert from_bytes.snapshot_bytes() == live.snapshot_bytes()
+
+
+def test_the_bytes_fold_skips_exactly_the_events_evolve_ignores() -> None:
+    from ledger.core.evolve import EVOLVE, _noop
+    from ledger.events.record import BY_CODE
+
+    for code in range(256):
+        cls = BY_CODE.get(code)
+        inert = cls is not None and EVOLVE.get(cls) is _noop
+        assert ACTIVE[code] == (0 if inert else 1), code
+    assert not ACTIVE[c.PlaceOrder.TYPE_CODE] and ACTIVE[c.BeginBlock.TYPE_CODE]
+    assert ACTIVE[o.Filled.TYPE_CODE] and not ACTIVE[o.OrderRejected.TYPE_CODE]
 
 
 def test_seq_is_gap_free_and_out_events_point_at_their_in_event() -> None:

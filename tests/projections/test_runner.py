@@ -209,6 +209,18 @@ def test_a_rebuild_with_a_worker_stops_at_a_corrupted_event_and_so_does_the_work
         assert get_checkpoint(rm, "audit").height < 30
 
 
+def test_a_worker_whose_job_process_is_gone_stops_before_folding(
+        sim_chain: Path, fresh_copy: Callable[[Path], Path]) -> None:
+    path = fresh_copy(sim_chain)
+    # pid 1 is never this worker's parent: as if the job that started it had died.
+    out = subprocess.run([sys.executable, "-m", "projections.worker", str(path), "40", "100",
+                          "1"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    assert doc["outcome"] == "error" and "is gone" in doc["message"]
+    with ReadModels.open(path) as rm:
+        assert get_checkpoint(rm, "audit").height == -1
+
+
 @pytest.mark.parametrize("parallel", ["off", "on"])
 def test_a_rebuild_killed_at_random_moments_ends_as_an_uninterrupted_one(
         sim_chain: Path, fresh_copy: Callable[[Path], Path], parallel: str) -> None:
