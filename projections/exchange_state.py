@@ -1,9 +1,10 @@
 """The exchange-state projection: the engine's state rebuilt from the log, and time travel.
 
 Exchange state is a projection of the OUT (and IN) events: restoring the
-nearest snapshot and folding the blocks after it with `Engine.apply_block`
-(the very `evolve` the live path used) reproduces it, and the state hash is
-compared with each block's header, so a divergence names its exact height.
+nearest snapshot and folding the blocks after it (`apply_block_bytes`: the
+very `evolve` the live path used, on each block's proven bytes) reproduces it,
+and the state hash is compared with each block's header, so a divergence
+names its exact height. Time travel folds with `ledger.replay.replay`.
 
 - `rebuild(store, from_=..., to_height=...)`: in memory, from genesis or from
   the nearest snapshot at or below the target, to the target; a report.
@@ -17,14 +18,14 @@ compared with each block's header, so a divergence names its exact height.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ledger.core.engine import Engine
 from ledger.core.refold import apply_block_bytes
 from ledger.errors import CommandInvalid, NotFound, VerificationFailed
-from ledger.replay import restore
+from ledger.replay import replay, restore
 from ledger.store.blocks import BlockHeader
 from ledger.store.chain import ChainStore
 from projections.checkpoints import get_checkpoint, saved_state
@@ -97,26 +98,8 @@ def apply_checked(engine: Engine, hdr: BlockHeader, datas: Sequence[bytes]) -> b
     return got
 
 
-def fold(store: ChainStore, engine: Engine, from_height: int, to_height: int, *,
-         branch: int | None = None, on_block: Callable[[int], None] | None = None) -> int:
-    """Fold blocks [from_height, to_height] of the chain or a branch; return events folded.
-
-    Each block's events hash is checked (`iter_blocks`), and the state hash
-    after it is compared with its header (`VerificationFailed` at that height).
-    """
-    n = 0
-    if from_height > to_height:
-        return 0
-    for hdr, datas in store.iter_block_bytes(from_height, to_height, branch=branch):
-        apply_checked(engine, hdr, datas)
-        n += len(datas)
-        if on_block is not None:
-            on_block(len(datas))
-    return n
-
-
-def rebuild(store: ChainStore, from_: str = FROM_SNAPSHOT, to_height: int | None = None,
-            *, on_block: Callable[[int], None] | None = None) -> RebuildReport:
+def rebuild(store: ChainStore, from_: str = FROM_SNAPSHOT,
+            to_height: int | None = None) -> RebuildReport:
     """Rebuild the exchange state in memory, from genesis or the nearest snapshot.
 
     Folds to `to_height` (default: the head), comparing the state hash with the
@@ -138,8 +121,6 @@ def rebuild(store: ChainStore, from_: str = FROM_SNAPSHOT, to_height: int | None
         got = apply_block_bytes(engine, hdr.height, hdr.first_seq, datas)
         events += len(datas)
         blocks += 1
-        if on_block is not None:
-            on_block(len(datas))
         if got != hdr.state_hash:
             return RebuildReport(from_, start, hdr.height, got, hdr.state_hash, events, blocks,
                                  time.perf_counter() - t0)
@@ -175,15 +156,15 @@ def state_at(store: ChainStore, height: int, branch: int | None = None, *,
                 raise NotFound(f"branch {branch}: its base block {base} is no longer on the "
                                "canonical chain, so its states cannot be rebuilt")
             engine, start = restore(store, at_or_below=base)
-            fold(store, engine, start + 1, base)
-            fold(store, engine, base + 1, height, branch=branch)
+            replay(store, engine, start + 1, base)
+            replay(store, engine, base + 1, height, branch=branch)
             return engine
     engine, start = restore(store, at_or_below=height)
     if rm is not None:
         saved = _projection_state(store, rm, height)
         if saved is not None and saved[1] > start:
             engine, start = saved
-    fold(store, engine, start + 1, height)
+    replay(store, engine, start + 1, height)
     return engine
 
 

@@ -148,19 +148,6 @@ class RunResult:
                 "rewound_to": self.rewound_to}
 
 
-class _ProjectionLock:
-    """Holds one projection's own runner lock for a run (see `RunnerLock`)."""
-
-    def __init__(self, rm: ReadModels, name: str) -> None:
-        self._lock = RunnerLock(rm, name)
-
-    def __enter__(self) -> None:
-        self._lock.acquire(wait=True)
-
-    def __exit__(self, *exc: object) -> None:
-        self._lock.release()
-
-
 class _ChainMoved(Exception):
     """A batch does not link to the last folded block: the chain changed under the run."""
 
@@ -252,7 +239,7 @@ class Runner:
         was rolled back under it. Raises `VerificationFailed` if stored events
         do not match their block's events hash (or the projection's own check).
         """
-        with self, _ProjectionLock(self.rm, proj.name):
+        with self, RunnerLock(self.rm, proj.name):
             moved_at: int | None = None
             for _ in range(MAX_RETRIES):
                 try:
@@ -273,7 +260,7 @@ class Runner:
         rec = self.store.branch(branch)
         base, base_hash = int(rec["base_height"]), bytes(rec["base_hash"])
         last = int(rec["last_height"])
-        with self, _ProjectionLock(self.rm, proj.name):
+        with self, RunnerLock(self.rm, proj.name):
             t0 = time.perf_counter()
             ck = self.rm.read(lambda txn: read_checkpoint(txn, self.rm, proj.name, branch))
             if ck.height >= last:

@@ -134,19 +134,10 @@ def decode_event(data: bytes) -> tuple[int, int, Any]:
 
 # Offset of the type code in stored bytes, by the first byte (the array header):
 # fixarray -> 1, array16 -> 3, array32 -> 5. Type codes are positive fixints (< 128).
-# Anything else maps to offset 0, whose byte is no known type code. Hot loops
-# inline `data[CODE_AT[data[0]]]` rather than call `type_code_of`.
+# Anything else maps to offset 0, whose byte is no known type code. Folds read the
+# code of proven bytes as `data[CODE_AT[data[0]]]` to skip events without decoding.
 CODE_AT = [1 if b & 0xF0 == 0x90 else 3 if b == 0xDC else 5 if b == 0xDD else 0
             for b in range(256)]
-
-
-def type_code_of(data: bytes) -> int:
-    """The type code of stored event bytes, without unpacking them.
-
-    For bytes a block's events hash has proven (they passed the checks at
-    append); folds use it to skip the events they ignore without decoding.
-    """
-    return data[CODE_AT[data[0]]]
 
 
 # ---------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import msgpack
 
 from ledger.errors import CodecError, IntegrityError
-from ledger.events.codec import decode, index_positions
+from ledger.events.codec import decode, index_keys
 from ledger.store.blocks import decode_header, events_hash, genesis_prev_hash, header_hash
 from ledger.store.layout import (
     Db,
@@ -164,14 +164,12 @@ def verify_chain(txn: Txn, dbs: Dbs, chain_id: str, *,
     return VerifyReport(True, None, "ok", n_blocks, n_events)
 
 
-def _index_keys(ev: Any) -> tuple[set[bytes], set[bytes], bytes]:
+def _index_keys(ev: Any) -> tuple[list[bytes], list[bytes], bytes]:
     """The keys an event is indexed under: (accounts, markets, type code)."""
-    code = type(ev).TYPE_CODE
-    accts, mkts = index_positions(code)
-    item = ev.__getitem__
+    accts, mkts = index_keys(ev)
     # An empty id indexes nothing (as in prepare_block).
-    return ({item(i).encode() for i in accts if item(i)},
-            {item(i).encode() for i in mkts if item(i)}, bytes((code,)))
+    return ([a.encode() for a in accts if a], [m.encode() for m in mkts if m],
+            bytes((type(ev).TYPE_CODE,)))
 
 
 def _group_index_keys(groups: dict[str, dict[bytes, list[int]]], ev: Any, seq: int) -> None:
