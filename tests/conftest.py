@@ -1,0 +1,36 @@
+"""Session-wide rules: tests that need a real external component must run in CI.
+
+A test that needs PostgreSQL or Chromium carries `@pytest.mark.needs_postgres`
+or `@pytest.mark.needs_chromium` and skips locally when the component is
+missing. Under CI (`PERPLEDGER_CI=1`, set by `.ci/run`, which installs both),
+a skip of such a test fails the session: a green CI run means they ran.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+#: markers naming an external component a test starts for real
+COMPONENT_MARKERS = ("needs_postgres", "needs_chromium")
+
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and any(m in report.keywords for m in COMPONENT_MARKERS):
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get("PERPLEDGER_CI") != "1" or not _skipped:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(
+            f"CI: {len(_skipped)} test(s) needing PostgreSQL or Chromium were skipped; "
+            "CI must run them (is the component installed?):", red=True)
+        for nodeid in _skipped[:20]:
+            reporter.write_line(f"  {nodeid}", red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
