@@ -176,11 +176,14 @@ def execute_rollback(seq: Sequencer, plan: RollbackPlan, *, reason: str, operato
                                  "restored state hash differs from the snapshot's")
     cmds = recovery_commands(plan, reason=reason, operator=operator, band_ppm=band_ppm)
     result = engine.run_block(plan.target_height + 1, cmds)
+    cancelled = sum(1 for e in result.envelopes if isinstance(e.event, o.OrderCancelled))
     details = {"plan": {k: v for k, v in plan.to_json().items()
                         if k not in ("accounts_touched", "flows_carried_forward",
                                      "liquidations_undone")},
                "snapshot_state_hash": got.hex(),
-               "recovery_state_hash": result.state_hash.hex()}
+               "recovery_state_hash": result.state_hash.hex(),
+               "flows_carried_forward": len(plan.flows),
+               "orders_cancelled": cancelled}
     branch = store.truncate_to(plan.target_height, reason=reason, operator=operator,
                                details=details, then_append=result.envelopes,
                                block_time=plan.head_time, state_hash=result.state_hash)
@@ -188,7 +191,6 @@ def execute_rollback(seq: Sequencer, plan: RollbackPlan, *, reason: str, operato
         raise NotFound(f"rollback archived into branch {branch}, planned {plan.next_branch}")
     seq.engine = engine
     header = store.block(plan.target_height + 1)
-    cancelled = sum(1 for e in result.envelopes if isinstance(e.event, o.OrderCancelled))
     log.info("rolled back", target=plan.target_height, branch=branch,
              archived=plan.events_total, operator=operator)
     return RollbackResult(branch, header, got, result.state_hash, cancelled)

@@ -34,6 +34,7 @@ from ledger.markets import Listing
 from ledger.replay import replay, restore
 from ledger.store.blocks import BlockHeader
 from ledger.store.chain import ChainStore, SnapshotInfo, verify_store
+from ledger.store.journal import JournalEntry
 
 log = structlog.get_logger("ledger.sequencer")
 
@@ -107,19 +108,22 @@ class Sequencer:
 
     # -- appending -----------------------------------------------------------
 
-    def submit(self, commands: Sequence[Any]) -> BlockOutcome:
+    def submit(self, commands: Sequence[Any], *,
+               journal: JournalEntry | None = None) -> BlockOutcome:
         """Run one block of commands and append it.
 
         A block starts with `BeginBlock(time)`; without one, the head's time is
         carried. Commands refused at the door (unknown account or market, off
-        tick, ...) are left out of the log and listed in `refused`.
+        tick, ...) are left out of the log and listed in `refused`. An operator
+        action's `journal` record is written in the block's own transaction.
         """
         cmds = list(commands)
         if not cmds or not isinstance(cmds[0], BeginBlock):
             cmds.insert(0, BeginBlock(self.store.head.time))
-        return self._run(self.store.head.height + 1, cmds)
+        return self._run(self.store.head.height + 1, cmds, journal)
 
-    def _run(self, height: int, cmds: list[Any]) -> BlockOutcome:
+    def _run(self, height: int, cmds: list[Any],
+             journal: JournalEntry | None = None) -> BlockOutcome:
         if self._poisoned:
             raise LedgerError(f"the sequencer stopped after an earlier failure "
                               f"({self._poisoned}); restart it to recover from the log")
@@ -140,7 +144,8 @@ class Sequencer:
                     self.engine.check_invariants(height)
                 header = self.store.append_block(result.envelopes, height=height,
                                                  time=cmds[0].time,
-                                                 state_hash=result.state_hash)
+                                                 state_hash=result.state_hash,
+                                                 journal=journal)
         except BaseException as exc:
             self._poisoned = f"block {height}: {exc}"
             raise
@@ -159,10 +164,9 @@ class Sequencer:
 
     def set_guards(self, enabled: bool, *, reason: str, operator: str) -> BlockOutcome:
         """Switch the data-check guards, recorded in the log and the journal."""
-        out = self.submit([SetGuards(enabled, reason, operator)])
-        self.store.append_journal("guards", operator=operator, reason=reason,
-                                  details={"enabled": enabled, "height": out.header.height})
-        return out
+        return self.submit([SetGuards(enabled, reason, operator)],
+                           journal=JournalEntry("guards", operator, reason,
+                                                {"enabled": enabled}))
 
 
 def recover(store: ChainStore) -> Engine:

@@ -30,6 +30,7 @@ from ledger.markets import DEMO_MARKETS
 from ledger.rollback import execute_rollback, plan_rollback
 from ledger.sequencer import Sequencer, recover
 from ledger.store.chain import ChainStore, ledger_exists, verify_store
+from ledger.store.journal import JournalEntry
 from projections.refunds import plan_refunds, refund_ref
 from projections.whatif import whatif
 from tools.output import usd
@@ -144,8 +145,6 @@ def run_demo(path: Path, *, guards: bool = False, accounts: int = 600, seed: int
                                   f"{plan.depth} blocks, carry {len(plan.flows)} external "
                                   f"flows forward")
         result = execute_rollback(seq, plan, reason=reason, operator=OPERATOR)
-        store.append_journal("rollback", operator=OPERATOR, reason=reason, details={
-            "branch": result.branch, "target_height": maintenance})
         seq.snapshot()
         tl.add(result.recovery.height, f"rolled back to {maintenance} (branch {result.branch} "
                                        f"archived); {result.cancelled_orders} orders cancelled "
@@ -163,15 +162,14 @@ def run_demo(path: Path, *, guards: bool = False, accounts: int = 600, seed: int
         cmds = [c.IssueRefund(ln.acct, ln.amount_qq, "LIQ_VAULT", refund_ref(result.branch))
                 for ln in rplan.lines if ln.amount_qq > 0]
         if cmds:
-            out = seq.submit(cmds)
-            store.append_journal("refunds", operator=OPERATOR, reason=reason, details={
-                "branch": result.branch, "accounts": len(cmds), "height": out.header.height})
+            out = seq.submit(cmds, journal=JournalEntry("refunds", OPERATOR, reason, {
+                "branch": result.branch, "accounts": len(cmds)}))
             tl.add(out.header.height, f"{len(cmds)} refunds issued from LIQ_VAULT, total "
                                       f"{usd(rplan.total_qq)}")
         vault_after = seq.engine.balance("LIQ_VAULT")
-        out = seq.submit([c.SetMode(c.ALL, Mode.OK, 0, "recovery complete", OPERATOR)])
-        store.append_journal("mode", operator=OPERATOR, reason="recovery complete",
-                             details={"mode": "OK", "height": out.header.height})
+        out = seq.submit([c.SetMode(c.ALL, Mode.OK, 0, "recovery complete", OPERATOR)],
+                         journal=JournalEntry("mode", OPERATOR, "recovery complete",
+                                              {"mode": "OK"}))
         tl.add(out.header.height, "mode back to OK")
         chain_ok = verify_store(store)
         branch_ok = verify_store(store, branch=result.branch)

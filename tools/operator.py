@@ -10,6 +10,7 @@ from ledger.events import commands as c
 from ledger.events.enums import Mode
 from ledger.rollback import RollbackPlan, RollbackResult, execute_rollback, plan_rollback
 from ledger.sequencer import BlockOutcome, Sequencer
+from ledger.store.journal import JournalEntry
 from projections.refunds import RefundPlan, plan_refunds, refund_ref
 
 MODES = {"ok": Mode.OK, "post_only": Mode.POST_ONLY, "cancel_only": Mode.CANCEL_ONLY,
@@ -31,13 +32,6 @@ def rollback(path: Path, target: int, *, execute: bool, reason: str | None,
         plan = plan_rollback(seq.store, target, force=force)
         assert reason is not None and operator is not None
         result = execute_rollback(seq, plan, reason=reason, operator=operator)
-        seq.store.append_journal("rollback", operator=operator, reason=reason, details={
-            "branch": result.branch, "target_height": plan.target_height,
-            "from_head_height": plan.head_height,
-            "snapshot_state_hash": result.snapshot_state_hash.hex(),
-            "recovery_height": result.recovery.height,
-            "flows_carried_forward": len(plan.flows),
-            "orders_cancelled": result.cancelled_orders})
         seq.snapshot()
         return plan, result
 
@@ -53,11 +47,9 @@ def set_mode(path: Path, mode: str, *, market: str | None, band_ppm: int, reason
     with Sequencer.open(path) as seq:
         if market is not None and not seq.engine.has_market(market):
             raise NotFound(f"no market {market!r} on this chain")
-        out = seq.submit([c.SetMode(market or c.ALL, m, band_ppm, reason, operator)])
-        seq.store.append_journal("mode", operator=operator, reason=reason, details={
-            "scope": market or c.ALL, "mode": m.name, "band_ppm": band_ppm,
-            "height": out.header.height})
-        return out
+        return seq.submit([c.SetMode(market or c.ALL, m, band_ppm, reason, operator)],
+                          journal=JournalEntry("mode", operator, reason, {
+                              "scope": market or c.ALL, "mode": m.name, "band_ppm": band_ppm}))
 
 
 def issue_refunds(path: Path, branch: int, *, operator: str,
@@ -75,9 +67,7 @@ def issue_refunds(path: Path, branch: int, *, operator: str,
                 paid.append({"acct": ln.acct, "amount_qq": owed})
         if not cmds:
             return plan, [], None
-        out = seq.submit(cmds)
-        seq.store.append_journal("refunds", operator=operator, reason=reason, details={
-            "branch": branch, "accounts": len(paid), "total_qq": sum(p["amount_qq"]
-                                                                      for p in paid),
-            "height": out.header.height, "pro_rata": plan.pro_rata})
+        out = seq.submit(cmds, journal=JournalEntry("refunds", operator, reason, {
+            "branch": branch, "accounts": len(paid),
+            "total_qq": sum(p["amount_qq"] for p in paid), "pro_rata": plan.pro_rata}))
         return plan, paid, out.header.height

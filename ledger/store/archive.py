@@ -1,4 +1,4 @@
-"""Truncate-with-archive and the operator journal, as steps inside one write transaction.
+"""Truncate-with-archive, as a step inside one write transaction.
 
 `truncate` moves the suffix above a height into a new archived branch: every
 block header, event and index posting chunk is re-keyed under the branch id,
@@ -8,7 +8,6 @@ cursors start at the first orphaned key; nothing below it is read.
 
 from __future__ import annotations
 
-import datetime as _dt
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -32,8 +31,12 @@ def _unpack(data: bytes) -> Any:
 
 
 def truncate(txn: Txn, dbs: Dbs, height: int, *, reason: str, operator: str,
-             details: dict[str, Any]) -> tuple[int, Head]:
-    """Archive everything above `height`; return (branch id, new head)."""
+             ) -> tuple[int, Head, dict[str, Any]]:
+    """Archive everything above `height`; return (branch id, new head, journal facts).
+
+    The caller journals the truncation in the same transaction (chain.truncate_to),
+    after any block it appends on the new head.
+    """
     from ledger.store.chain import Head  # local: chain imports this module
 
     head = _unpack(meta_get(txn, dbs, b"head"))
@@ -139,33 +142,7 @@ def truncate(txn: Txn, dbs: Dbs, height: int, *, reason: str, operator: str,
     txn.put(bpre, _pack(record), db=dbs.branches)
     txn.put(b"next_branch", _pack(branch + 1), db=dbs.meta)
     txn.put(b"head", _pack([height, first_seq - 1, base.hash, base.time]), db=dbs.meta)
-    journal_put(txn, dbs, "truncate", operator=operator, reason=reason,
-                details={**details, "branch": branch, "to_height": height,
-                         "from_head_height": head_height, "from_head_hash": head_hash.hex(),
-                         "new_head_hash": base.hash.hex(), "events_archived": len(moved)})
-    return branch, Head(height, first_seq - 1, base.hash, base.time)
-
-
-def journal_put(txn: Txn, dbs: Dbs, action: str, *, operator: str, reason: str,
-                details: dict[str, Any]) -> int:
-    """Append one operator action to the journal; returns its id.
-
-    The journal is operator metadata, not chain state, so it records the wall
-    clock (`recorded_at`, UTC) beside the chain's own head height and block time.
-    """
-    cur = txn.cursor(dbs.journal)
-    next_id = read_u64(cur.key()) + 1 if cur.last() else 1
-    head = _unpack(meta_get(txn, dbs, b"head"))
-    record = {
-        "id": next_id,
-        "action": action,
-        "operator": operator,
-        "reason": reason,
-        "head_height": head[0],
-        "head_hash": bytes(head[2]).hex(),
-        "block_time": head[3],
-        "recorded_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "details": details,
-    }
-    txn.put(u64(next_id), _pack(record), db=dbs.journal, append=True)
-    return next_id
+    facts = {"branch": branch, "to_height": height, "from_head_height": head_height,
+             "from_head_hash": head_hash.hex(), "new_head_hash": base.hash.hex(),
+             "events_archived": len(moved)}
+    return branch, Head(height, first_seq - 1, base.hash, base.time), facts

@@ -45,6 +45,7 @@ from ledger.store.blocks import (
     make_header,
 )
 from ledger.store.env import INITIAL_MAP_SIZE, SharedEnv, WriterLock, close_env, open_env
+from ledger.store.journal import JournalEntry, journal_put
 from ledger.store.layout import SCHEMA_VERSION, Dbs, Txn, index_items, meta_get, u64
 
 if TYPE_CHECKING:
@@ -249,17 +250,25 @@ class ChainStore:
     # -- append --------------------------------------------------------------
 
     def append_block(self, envelopes: Sequence[Envelope], *, height: int, time: int,
-                     state_hash: bytes) -> BlockHeader:
+                     state_hash: bytes, journal: JournalEntry | None = None) -> BlockHeader:
         """Validate a whole block, then write it durably in one transaction.
 
         Checks: height is head+1, seqs continue the head's without gaps, every
         envelope carries this height, every event encodes, the state hash is 32
-        bytes. Raises `BlockRejected` and writes nothing on any failure.
+        bytes. Raises `BlockRejected` and writes nothing on any failure. An
+        operator action's `journal` record is written in the same transaction,
+        after the block, so it names the block and exists iff the block does.
         """
         self._require_writer()
         block = prepare_block(self.head, envelopes, height=height, time=time,
                               state_hash=state_hash)
-        self._shared.run_write(lambda txn: block.write(txn, self.dbs))
+
+        def fn(txn: Txn) -> None:
+            block.write(txn, self.dbs)
+            if journal is not None:
+                journal_put(txn, self.dbs, journal)
+
+        self._write(fn)
         self._head_cache = block.new_head
         return block.header
 
@@ -274,10 +283,11 @@ class ChainStore:
 
         Moves blocks, events and index entries into the archive, drops
         snapshots above `height`, sets the head to `height` and journals the
-        action. With `then_append` (plus `block_time` and `state_hash`), the
-        first block of the new branch is appended in the SAME transaction, so a
-        crash leaves the old chain or the new one with its first block, never
-        a truncated chain without it. Returns the new branch id. Raises
+        action (one "truncate" record with `details`, written last so it names
+        the new head). With `then_append` (plus `block_time` and `state_hash`),
+        the first block of the new branch is appended in the SAME transaction,
+        so a crash leaves the old chain or the new one with its first block,
+        never a truncated chain without it. Returns the new branch id. Raises
         `NotFound` if there is nothing above `height`.
         """
         self._require_writer()
@@ -294,12 +304,15 @@ class ChainStore:
         result: dict[str, Any] = {}
 
         def fn(txn: Txn) -> int:
-            branch, new_head = archive.truncate(txn, self.dbs, height, reason=reason,
-                                                operator=operator, details=details or {})
+            branch, new_head, facts = archive.truncate(txn, self.dbs, height, reason=reason,
+                                                       operator=operator)
             result["head"] = new_head
             if block is not None:
                 block.write(txn, self.dbs)
                 result["head"] = block.new_head
+                facts["recovery_height"] = block.header.height
+            journal_put(txn, self.dbs, JournalEntry("truncate", operator, reason,
+                                                    {**(details or {}), **facts}))
             return branch
 
         branch = int(self._write(fn))
@@ -369,9 +382,12 @@ class ChainStore:
 
     def append_journal(self, action: str, *, operator: str, reason: str,
                        details: dict[str, Any] | None = None) -> int:
-        """Record an operator action (who, why, when, what) outside any block."""
-        return int(self._write(lambda txn: archive.journal_put(
-            txn, self.dbs, action, operator=operator, reason=reason, details=details or {})))
+        """Record an operator action that writes no block (who, why, when, what).
+
+        An action that writes a block journals through `append_block(journal=)`.
+        """
+        entry = JournalEntry(action, operator, reason, details or {})
+        return int(self._write(lambda txn: journal_put(txn, self.dbs, entry)))
 
     def journal(self) -> list[dict[str, Any]]:
         """Every journal record, oldest first."""

@@ -37,6 +37,7 @@ from ledger.events.record import BY_CODE, BY_NAME
 from ledger.store import reads
 from ledger.store.blocks import BlockHeader, encode_header, genesis_prev_hash, make_header
 from ledger.store.chain import ChainStore, Head, verify_store
+from ledger.store.journal import JournalEntry
 from ledger.store.layout import (
     MAX_CHUNK_OFFSETS,
     MAX_CHUNK_SPAN,
@@ -566,6 +567,30 @@ def test_invalid_block_is_rejected_and_leaves_the_store_identical(small: Chain,
     assert verify_store(store).ok
 
 
+def test_a_journal_record_is_written_with_its_block_and_names_it(small: Chain) -> None:
+    store = small.store
+    attempt = _valid(store)
+    entry = JournalEntry("refunds", "ops-alice", "INC-7", {"accounts": 3})
+    header = store.append_block(attempt.envelopes, height=attempt.height, time=attempt.time,
+                                state_hash=attempt.state_hash, journal=entry)
+    rec = store.journal()[-1]
+    assert (rec["action"], rec["operator"], rec["reason"], rec["details"]) == (
+        "refunds", "ops-alice", "INC-7", {"accounts": 3})
+    assert (rec["head_height"], rec["head_hash"]) == (header.height, header.hash.hex())
+
+
+@pytest.mark.parametrize("case", ["height skips one", "int beyond 64 bits"])
+def test_a_rejected_block_writes_no_journal_record(small: Chain, case: str) -> None:
+    store = small.store
+    attempt = INVALID[case](store)
+    before = store_image(store)
+    with pytest.raises(BlockRejected):
+        store.append_block(attempt.envelopes, height=attempt.height, time=attempt.time,
+                           state_hash=attempt.state_hash,
+                           journal=JournalEntry("refunds", "ops", "never written"))
+    assert_unchanged(before, store)
+
+
 def test_empty_ids_index_nothing_and_500_byte_ids_are_indexed(small: Chain) -> None:
     store = small.store
     long_acct, long_mkt = "a" * 500, "é" * 250
@@ -975,6 +1000,7 @@ def test_truncate_archives_exactly_the_orphaned_suffix(twenty: Chain) -> None:
         "ticket": "INC-1", "branch": 1, "to_height": TARGET,
         "from_head_height": old_head.height, "from_head_hash": old_head.hash.hex(),
         "new_head_hash": base.hash.hex(), "events_archived": len(orphaned)}
+    assert (entry["head_height"], entry["head_hash"]) == (TARGET, base.hash.hex())
     assert verify_store(store).ok
     branch_report = verify_store(store, branch=1)
     assert branch_report.ok, branch_report
