@@ -19,8 +19,8 @@ can make it), the engine's state is partly applied and must be discarded.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Protocol
 
 from ledger.core import invariants, snapshot, views
 from ledger.core.admit import admit as _admit
@@ -57,6 +57,20 @@ REJECTION_TYPES = (o.OrderRejected, o.WithdrawRejected, o.FundingTickRejected,
 IN_TYPES = frozenset(cls for code, cls in BY_CODE.items() if code < 64)
 
 
+class InputPolicy(Protocol):
+    """How a counterfactual run treats each input (ledger.core.counterfactual).
+
+    `before` sees each command at its turn (after the block's earlier commands
+    took effect) and returns the command to run in its place, or None to leave
+    it out; `decide` runs the rule for it (normally just `rule(ctx, cmd)`). A live
+    chain never has one: inputs are only corrected in an audit's re-execution.
+    """
+
+    def before(self, st: ExchangeState, i: int, cmd: Any) -> Any | None: ...
+
+    def decide(self, ctx: Ctx, i: int, cmd: Any, rule: Callable[[Ctx, Any], None]) -> None: ...
+
+
 class BlockResult(NamedTuple):
     envelopes: list[Envelope]
     state_hash: bytes
@@ -85,7 +99,7 @@ class Engine:
     # -- writing ---------------------------------------------------------------
 
     def run_block(self, height: int, commands: Sequence[Any], *,
-                  admit: bool = False) -> BlockResult:
+                  admit: bool = False, inputs: InputPolicy | None = None) -> BlockResult:
         """Decide and apply one block of IN records; return its envelopes and state hash.
 
         commands[0] must be BeginBlock; EndBlock is appended when missing.
@@ -93,6 +107,8 @@ class Engine:
         With `admit`, each command meets the door (`admit`) against the state as
         it stands when its turn comes (so an account created earlier in the block
         counts); a refused one is left out of the log and listed in `refused`.
+        `inputs` (audits only) corrects inputs as they are processed; `i` is the
+        command's index in `commands`.
         """
         if not commands or type(commands[0]) is not c.BeginBlock:
             raise CommandInvalid("block: the first command must be BeginBlock(time)")
@@ -113,10 +129,10 @@ class Engine:
         phases = [phase(t, 3) for t in types]
         order = sorted(range(n), key=phases.__getitem__)
         with gc_paused(self.pause_gc):
-            return self._run(height, cmds, types, order, admit)
+            return self._run(height, cmds, types, order, admit, inputs)
 
     def _run(self, height: int, cmds: list[Any], types: list[type[Any]], order: list[int],
-             admit: bool) -> BlockResult:
+             admit: bool, inputs: InputPolicy | None = None) -> BlockResult:
         st = self.state
         st.height = height
         out: list[Envelope] = []
@@ -129,6 +145,11 @@ class Engine:
         for i in order:
             cmd = cmds[i]
             t = types[i]
+            if inputs is not None and t is not c.BeginBlock and t is not c.EndBlock:
+                cmd = inputs.before(st, i, cmd)
+                if cmd is None:
+                    continue
+                t = type(cmd)
             if door is not None and t is not c.BeginBlock and t is not c.EndBlock:
                 try:
                     door(st, cmd)
@@ -144,7 +165,10 @@ class Engine:
             h = handlers.get(t)
             if h is not None:
                 ctx.cause = seq
-                h(ctx, cmd)
+                if inputs is None:
+                    h(ctx, cmd)
+                else:
+                    inputs.decide(ctx, i, cmd, h)
         state_hash = self.hasher.current(st)
         return BlockResult(out, state_hash, ctx.rejections, refused)
 

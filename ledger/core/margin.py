@@ -14,6 +14,8 @@ cheap cases are cut short instead (`order_accepted`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ledger.core.fixedpoint import PPM, S, ceil_div, value
 from ledger.core.positions import fill_realized, pending_funding
 from ledger.core.state import Account, ExchangeState, Market
@@ -40,6 +42,26 @@ def account_margin(state: ExchangeState, a: Account) -> tuple[int, int, int]:
         imr -= (-n * m.imf) // PPM
         mmr -= (-n * m.mmf) // PPM
     return av, imr, mmr
+
+
+def equity_at(state: ExchangeState, a: Account, marks: Mapping[str, int]) -> int:
+    """E(a) of SPEC 13: AV with every position valued at the given marks (st per market).
+
+    balance + sum over positions of (value(size, mark_m) - cost + pending), where
+    pending uses this state's own funding index (pending_funding: the signed
+    funding the position would settle now). Two worlds valued at the same
+    `marks` differ only by what happened in them, never by where prices stood.
+    """
+    eq = a.balance
+    markets = state.markets
+    for mkt, pos in a.positions.items():
+        size = pos.size
+        eq -= pos.cost
+        if size:
+            m = markets[mkt]
+            eq += value(size, marks[mkt], m.params.qce) + pending_funding(size, m.index,
+                                                                           pos.idx)
+    return eq
 
 
 def av_imr(state: ExchangeState, a: Account) -> tuple[int, int]:
