@@ -198,6 +198,7 @@ def ledger_scan_arrays(path: Path) -> tuple[float, int]:
 def eventsourcing_sqlite(path: Path, n: int) -> float:
     """An eventsourcing Application on SQLite saving n events, 1,000 per save."""
     import os
+    from uuid import UUID
 
     from eventsourcing.application import Application
     from eventsourcing.domain import Aggregate, event
@@ -212,7 +213,7 @@ def eventsourcing_sqlite(path: Path, n: int) -> float:
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        app: Application = Application()
+        app: Application[UUID] = Application()
         book = Book()
         app.save(book)
         t = time.perf_counter()
