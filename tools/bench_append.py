@@ -30,6 +30,7 @@ from ledger.events import commands as c
 from ledger.events import outcomes as o
 from ledger.events.codec import Envelope
 from ledger.events.enums import CancelReason, OrderType, SelfTrade, Side, TimeInForce
+from ledger.events.record import replace
 from ledger.gcpause import gc_paused
 from ledger.store.chain import ChainStore
 
@@ -113,7 +114,7 @@ def ledger_append(path: Path, blocks: list[list[Envelope]]) -> float:
         # Genesis so that heights start at 1 as in real chains.
         store.append_block([Envelope(1, 0, 0, c.BeginBlock(0))], height=0, time=0,
                            state_hash=bytes(32))
-        shifted = [[e._replace(seq=e.seq + 1) for e in b] for b in blocks]
+        shifted = [[replace(e, seq=e.seq + 1) for e in b] for b in blocks]
         t = time.perf_counter()
         for i, b in enumerate(shifted):
             with gc_paused():  # as the sequencer appends

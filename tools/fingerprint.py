@@ -80,8 +80,9 @@ def simulations(tmp: Path, quick: bool) -> dict[str, Any]:
 
 
 def _strip_seconds(doc: Any) -> Any:
+    """The document without wall-clock seconds and the (temporary) data directory."""
     if isinstance(doc, dict):
-        return {k: _strip_seconds(v) for k, v in doc.items() if k != "seconds"}
+        return {k: _strip_seconds(v) for k, v in doc.items() if k not in ("seconds", "data")}
     if isinstance(doc, list):
         return [_strip_seconds(v) for v in doc]
     return doc

@@ -8,12 +8,10 @@ from ledger.core.state import Account, Order, effective_mode
 from ledger.events import outcomes as o
 from ledger.events.enums import CancelReason, Mode, Side
 
-_tnew = tuple.__new__  # a record from a ready tuple, without NamedTuple.__new__'s Python call
-
 
 def cancel(ctx: Ctx, od: Order, reason: CancelReason) -> None:
     """Cancel an open order with its remaining quantity."""
-    ctx.emit(_tnew(o.OrderCancelled, (od.id, od.acct, od.mkt, od.rem, reason)))
+    ctx.emit(o.OrderCancelled(od.id, od.acct, od.mkt, od.rem, reason))
 
 
 def reduces(size: int, side: Side) -> bool:

@@ -15,8 +15,6 @@ from ledger.core.evolve import EVOLVE
 from ledger.core.state import ExchangeState
 from ledger.events.codec import Envelope
 
-_tnew = tuple.__new__
-
 
 class Ctx:
     __slots__ = ("st", "height", "cause", "out", "rejections")
@@ -35,7 +33,7 @@ class Ctx:
         seq = st.seq + 1
         st.seq = seq
         EVOLVE[type(ev)](st, ev)
-        self.out.append(_tnew(Envelope, (seq, self.height, self.cause, ev)))
+        self.out.append(Envelope(seq, self.height, self.cause, ev))
 
     def reject(self, ev: Any) -> None:
         """`emit` a rejection event (OrderRejected, WithdrawRejected, ...) and list it."""
@@ -43,6 +41,6 @@ class Ctx:
         seq = st.seq + 1
         st.seq = seq
         EVOLVE[type(ev)](st, ev)
-        env = _tnew(Envelope, (seq, self.height, self.cause, ev))
+        env = Envelope(seq, self.height, self.cause, ev)
         self.out.append(env)
         self.rejections.append(env)

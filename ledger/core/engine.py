@@ -37,8 +37,6 @@ from ledger.events.enums import Mode
 from ledger.events.record import BY_CODE
 from ledger.gcpause import gc_paused
 
-_tnew = tuple.__new__
-
 #: Processing phase of each IN type (SPEC 12 "Block order"); others are phase 3.
 PHASE: dict[type[Any], int] = {
     c.BeginBlock: 0,
@@ -140,7 +138,7 @@ class Engine:
             fold = evolve[t]
             if fold is not _noop:  # most IN events change nothing by themselves
                 fold(st, cmd)
-            append(_tnew(Envelope, (seq, height, 0, cmd)))
+            append(Envelope(seq, height, 0, cmd))
             h = handlers.get(t)
             if h is not None:
                 ctx.cause = seq

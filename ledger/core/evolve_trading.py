@@ -95,8 +95,16 @@ def book_add(st: ExchangeState, m: Market, od: Order) -> None:
 
 
 def order_placed(st: ExchangeState, ev: o.OrderPlaced) -> None:
-    oid, acct, mkt, side, qty, price, otype, tif, ro, trigger, stp = ev
-    od = Order(oid, acct, mkt, side, qty, price, otype, tif, ro, trigger, stp)
+    oid = ev.order_id
+    acct = ev.acct
+    mkt = ev.mkt
+    side = ev.side
+    price = ev.price_st
+    otype = ev.type
+    tif = ev.tif
+    trigger = ev.trigger_st
+    od = Order(oid, acct, mkt, side, ev.qty_bq, price, otype, tif, ev.reduce_only, trigger,
+               ev.stp)
     st.orders[oid] = od
     st.accounts[acct].orders[oid] = None
     if otype in TRIGGERS:
@@ -202,22 +210,26 @@ def apply_fill(st: ExchangeState, ev: o.Filled, m: Market, maker_o: Order, taker
     fill), so invariant 7's audit could only re-derive those numbers. Rebuilds
     (`filled`) audit every fill.
     """
-    mkt, _, _, _, _, taker_side, k, price, v, mfee, tfee, mr, tr = ev
+    mkt = ev.mkt
+    k = ev.qty_bq
+    v = ev.value_qq
+    mfee = ev.maker_fee_qq
+    tfee = ev.taker_fee_qq
     gm = st.mode
     st.block.fills.append((ev, maker_o.prio, taker_o.prio, taker_o.tif,
                            m.mode if m.mode >= gm else gm, m.mark, maker_o.price or 0))
-    if taker_side == BUY:
+    if ev.taker_side == BUY:
         tq, tv = k, v
     else:
         tq, tv = -k, -v
-    apply_to_position(st, taker_a, mkt, tq, tv, tr, tfee, audit)
-    apply_to_position(st, maker_a, mkt, -tq, -tv, mr, mfee, audit)
+    apply_to_position(st, taker_a, mkt, tq, tv, ev.taker_realized_qq, tfee, audit)
+    apply_to_position(st, maker_a, mkt, -tq, -tv, ev.maker_realized_qq, mfee, audit)
     fees = st.accounts[FEES]
     fees.balance += mfee + tfee
     st.dirty_a[FEES] = None
     _reduce_order(st, m, maker_a, maker_o, k)
     _reduce_order(st, m, taker_a, taker_o, k)
-    m.last_trade = price
+    m.last_trade = ev.price_st
     st.dirty_m[mkt] = None
 
 

@@ -23,7 +23,6 @@ from ledger.events import outcomes as o
 from ledger.events.codec import Envelope
 from ledger.events.enums import CancelReason, Mode, SelfTrade, Side, TimeInForce
 
-_tnew = tuple.__new__
 BUY = Side.BUY
 OK = Mode.OK
 EXPIRE_MAKER = SelfTrade.EXPIRE_MAKER
@@ -153,13 +152,13 @@ def _walk(ctx: Ctx, m: Market, od: Order, limit: int) -> None:
               if mpos is not None and msize and (msize > 0) == (tq > 0) else 0)
         tr = (fill_realized(tsize, tpos.cost, tq, tv)
               if tpos is not None and tsize and (tsize > 0) != (tq > 0) else 0)
-        ev = _tnew(o.Filled, (mkt, mk.id, oid, mk.acct, taker_acct, od.side, k, best, v,
-                              mfee, tfee, mr, tr))
+        ev = o.Filled(mkt, mk.id, oid, mk.acct, taker_acct, od.side, k, best, v, mfee, tfee,
+                      mr, tr)
         seq = st.seq + 1
         st.seq = seq
         # both margins were just checked: no audit re-evaluation (see apply_fill)
         apply_fill(st, ev, m, mk, od, maker, taker, False)
-        out.append(_tnew(Envelope, (seq, height, cause, ev)))
+        out.append(Envelope(seq, height, cause, ev))
         # reduce-only housekeeping: only a flattened or flipped position strands one
         if msize and (mnew == 0 or (msize > 0) != (mnew > 0)):
             cleanup_reduce_only(ctx, maker, mkt)

@@ -40,7 +40,6 @@ POST_ONLY = TimeInForce.POST_ONLY
 BUY = Side.BUY
 MODE_POST_ONLY = Mode.POST_ONLY
 CANCEL_ONLY = Mode.CANCEL_ONLY
-_tnew = tuple.__new__
 
 
 def _validate(st: ExchangeState, a: Account | None, m: Market | None,
@@ -50,7 +49,12 @@ def _validate(st: ExchangeState, a: Account | None, m: Market | None,
         return "UNKNOWN_ACCOUNT"
     if m is None:
         return "UNKNOWN_MARKET"
-    _, _, side, qty, price, otype, tif, reduce_only, trigger, _ = cmd
+    side = cmd.side
+    qty = cmd.qty_bq
+    price = cmd.price_st
+    otype = cmd.type
+    tif = cmd.tif
+    trigger = cmd.trigger_st
     is_trig = otype in TRIGGER_TYPES
     # the shape the door checks: LIMIT needs a price, MARKET none and no POST_ONLY
     if price is not None:
@@ -71,7 +75,7 @@ def _validate(st: ExchangeState, a: Account | None, m: Market | None,
     if price is not None and price % p.tick_st:
         return "TICK"
     # 3. reduce-only side
-    ro = reduce_only or is_trig
+    ro = cmd.reduce_only or is_trig
     if ro:
         pos = a.positions.get(m.id)
         size = pos.size if pos is not None else 0
@@ -106,27 +110,31 @@ def _validate(st: ExchangeState, a: Account | None, m: Market | None,
 
 def place_order(ctx: Ctx, cmd: c.PlaceOrder) -> None:
     st = ctx.st
-    acct, mkt, side, qty, price, otype, tif, reduce_only, trigger, stp = cmd
+    acct = cmd.acct
+    mkt = cmd.mkt
+    side = cmd.side
+    price = cmd.price_st
+    otype = cmd.type
     a = st.accounts.get(acct)
     m = st.markets.get(mkt)
     reason = _validate(st, a, m, cmd)
     if reason:
-        ctx.reject(_tnew(o.OrderRejected, (acct, mkt, reason)))
+        ctx.reject(o.OrderRejected(acct, mkt, reason))
         return
     assert m is not None
     oid = ctx.cause
-    # The event's flag is `reduce_only or <is TP/SL>` (TP/SL are implicitly reduce-only).
+    # The event's flag is True for TP/SL, which are implicitly reduce-only.
     if otype in TRIGGER_TYPES:
-        ctx.emit(_tnew(o.OrderPlaced, (oid, acct, mkt, side, qty, price, otype, tif,
-                                       reduce_only or True, trigger, stp)))
+        ctx.emit(o.OrderPlaced(oid, acct, mkt, side, cmd.qty_bq, price, otype, cmd.tif, True,
+                               cmd.trigger_st, cmd.stp))
         return
-    ev = _tnew(o.OrderPlaced, (oid, acct, mkt, side, qty, price, otype, tif,
-                               reduce_only or False, trigger, stp))
+    ev = o.OrderPlaced(oid, acct, mkt, side, cmd.qty_bq, price, otype, cmd.tif,
+                       cmd.reduce_only, cmd.trigger_st, cmd.stp)
     # emitted inline (what ctx.emit does, without the table lookup): the hot path
     seq = st.seq + 1
     st.seq = seq
     order_placed(st, ev)
-    ctx.out.append(_tnew(Envelope, (seq, ctx.height, oid, ev)))
+    ctx.out.append(Envelope(seq, ctx.height, oid, ev))
     od = st.orders[oid]
     if price is None:
         lo, hi = trading_band(m)
