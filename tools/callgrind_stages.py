@@ -14,9 +14,9 @@ ten-line C helper compiled on the fly with `cc`). Stages:
   (decide, evolve, emit), `state_hash` (the block-end hash fold), `append`
   (the durable block append: checks, encoding, indexes, events hash, LMDB
   commit), split into `append_prepare` and `append_write_commit`;
-- rebuild (a simulated chain): `raw_scan_decode` (cursor walk + `msgpack.unpackb`,
-  the ceiling), `scan_verified` (the store's block reads with the events hash
-  checked), `decode_typed` (every event to a typed envelope) and `fold` (the
+- rebuild (a simulated chain): `raw_scan_decode` (cursor walk + decode, the
+  ceiling of tools/raw_ceiling.py), `scan_verified` (the store's block reads
+  with the events hash checked), `decode_typed` (every event to a typed envelope) and `fold` (the
   exchange-state fold with the state hash per block, what `rebuild` runs);
 - append (the `bench append` mix): `append` per event and the `raw_append`
   ceiling (encode + `putmulti`, one durable transaction per block).
@@ -148,24 +148,17 @@ def _append(store: Any, envs: list[Any], height: int, time: int, state_hash: byt
 
 
 def _rebuild_stage(meter: Meter, tmp: Path) -> dict[str, int]:
-    import msgpack
-
     from ledger.core.engine import Engine
     from ledger.core.refold import apply_block_bytes
     from ledger.events.codec import decode_verified
     from ledger.gcpause import gc_paused
     from ledger.store.chain import ChainStore
+    from tools.raw_ceiling import raw_scan_decode
 
     path = tmp / "rebuild-chain"
     meter.mark("setup")
     with ChainStore.open(path) as store:
-        env = store.shared_env.env
-        unpack = msgpack.unpackb
-        n = 0
-        with env.begin(db=store.dbs.events) as txn:
-            for _k, v in txn.cursor():
-                unpack(v, use_list=False)
-                n += 1
+        _, n = raw_scan_decode(store.shared_env.env, store.dbs.events)
         meter.mark("raw_scan_decode")
         blocks = list(store.iter_block_bytes())
         meter.mark("scan_verified")
@@ -184,7 +177,8 @@ def _rebuild_stage(meter: Meter, tmp: Path) -> dict[str, int]:
 
 
 def _append_mix_stage(meter: Meter, tmp: Path, events: int) -> dict[str, int]:
-    from tools.bench_append import ledger_append, make_blocks, raw_append
+    from tools.bench_append import ledger_append, make_blocks
+    from tools.raw_ceiling import raw_append
 
     blocks = make_blocks(events)
     meter.mark("setup")
@@ -237,6 +231,17 @@ def _run_valgrind(tmp: Path, stage: str, events: int, pure: bool) -> tuple[dict[
     return counts, info
 
 
+def _compiled_count(pure: bool) -> int:
+    """How many compiled core modules a process started like the measured ones imports."""
+    env = {**os.environ, "PERPLEDGER_PURE": "1"} if pure else dict(os.environ)
+    code = ("import importlib.util as u, ledger.core.engine;"
+            "c = u.find_spec('ledger.compiled');"
+            "print(len(__import__('ledger.compiled').compiled.loaded()) if c else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=Path(__file__).resolve().parent.parent)
+    return int(proc.stdout.strip() or 0)
+
+
 def measure(commands: int = 20_000, events: int = 50_000, rebuild_events: int = 50_000,
             pure: bool = False, say: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run every stage under callgrind; instructions per command and per event."""
@@ -248,12 +253,7 @@ def measure(commands: int = 20_000, events: int = 50_000, rebuild_events: int = 
         say("preparing inputs (outside valgrind)")
         _prepare(tmp, commands, rebuild_events)
         out: dict[str, Any] = {"pure": pure or os.environ.get("PERPLEDGER_PURE") == "1"}
-        try:
-            from ledger import compiled
-
-            out["compiled_modules"] = len(compiled.loaded()) if not out["pure"] else 0
-        except ImportError:
-            out["compiled_modules"] = 0
+        out["compiled_modules"] = _compiled_count(pure)
         say("engine stream under callgrind")
         c, info = _run_valgrind(tmp, "engine", events, pure)
         n_c, n_e = info["commands"], info["events"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ledger.events.commands import CancelOrder, Deposit, PlaceOrder, Withdraw
-from ledger.events.enums import Mode, OrderType, SelfTrade, Side, TimeInForce
+from ledger.events.enums import TP_SL, Mode, OrderType, SelfTrade, Side, TimeInForce
 from ledger.events.record import replace
 from tools.workload_model import (
     USDC,
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from tools.workload import EngineView
 
 #: Order types held off the book until their trigger fires (SPEC 8).
-TRIGGER_TYPES = (OrderType.STOP_LOSS, OrderType.TAKE_PROFIT)
+TRIGGER_TYPES = TP_SL
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,20 +27,16 @@ class Ctx:
         #: the envelopes emitted through `reject` (BlockResult.rejections)
         self.rejections: list[Envelope] = []
 
-    def emit(self, ev: Any) -> None:
-        """Apply `ev` to the live state and record it with the next seq."""
-        st = self.st
-        seq = st.seq + 1
-        st.seq = seq
-        EVOLVE[type(ev)](st, ev)
-        self.out.append(Envelope(seq, self.height, self.cause, ev))
-
-    def reject(self, ev: Any) -> None:
-        """`emit` a rejection event (OrderRejected, WithdrawRejected, ...) and list it."""
+    def emit(self, ev: Any) -> Envelope:
+        """Apply `ev` to the live state and record it with the next seq (the one emit step)."""
         st = self.st
         seq = st.seq + 1
         st.seq = seq
         EVOLVE[type(ev)](st, ev)
         env = Envelope(seq, self.height, self.cause, ev)
         self.out.append(env)
-        self.rejections.append(env)
+        return env
+
+    def reject(self, ev: Any) -> None:
+        """`emit` a rejection event (OrderRejected, WithdrawRejected, ...) and list it."""
+        self.rejections.append(self.emit(ev))

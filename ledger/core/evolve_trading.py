@@ -14,16 +14,23 @@ from __future__ import annotations
 
 from ledger.core.margin import av_imr
 from ledger.core.positions import fill_realized
-from ledger.core.state import FEES, LIQ_VAULT, Account, ExchangeState, Market, Order, Position
+from ledger.core.state import (
+    FEES,
+    LIQ_VAULT,
+    Account,
+    ExchangeState,
+    Market,
+    Order,
+    Position,
+    effective_mode,
+)
 from ledger.events import outcomes as o
-from ledger.events.enums import LiquidationMethod, OrderType, Side, TimeInForce
+from ledger.events.enums import LiquidationMethod, OrderType, Side, TimeInForce, is_tp_sl
 
 BUY = Side.BUY
 IOC = TimeInForce.IOC
 MARKET = OrderType.MARKET
-STOP_LOSS = OrderType.STOP_LOSS
 TAKE_PROFIT = OrderType.TAKE_PROFIT
-TRIGGERS = (STOP_LOSS, TAKE_PROFIT)
 ADL = LiquidationMethod.ADL
 VAULT = LiquidationMethod.VAULT
 
@@ -107,9 +114,9 @@ def order_placed(st: ExchangeState, ev: o.OrderPlaced) -> None:
                ev.stp)
     st.orders[oid] = od
     st.accounts[acct].orders[oid] = None
-    if otype in TRIGGERS:
+    if is_tp_sl(otype):
         assert trigger is not None
-        st.markets[mkt].triggers.add((otype == TAKE_PROFIT) == (side == BUY), trigger, oid)
+        st.markets[mkt].triggers.add(fires_below(otype, side), trigger, oid)
         od.armed = True
     elif price is not None and tif != IOC and otype != MARKET:
         # A resting-type taker enters the book before it matches; matching only
@@ -193,31 +200,24 @@ def _reduce_order(st: ExchangeState, m: Market, a: Account, od: Order, k: int) -
 
 
 def filled(st: ExchangeState, ev: o.Filled) -> None:
-    """evolve of Filled: look up the fill's entities and apply it, audited (invariant 7)."""
+    """evolve of Filled: look up the fill's entities and apply it (audited for invariant 7
+    unless the live engine just checked the fill's margins, `ExchangeState.audit_fills`)."""
     orders = st.orders
     accts = st.accounts
     apply_fill(st, ev, st.markets[ev.mkt], orders[ev.maker_order], orders[ev.taker_order],
-               accts[ev.maker], accts[ev.taker], True)
+               accts[ev.maker], accts[ev.taker], st.audit_fills)
 
 
 def apply_fill(st: ExchangeState, ev: o.Filled, m: Market, maker_o: Order, taker_o: Order,
                maker_a: Account, taker_a: Account, audit: bool) -> None:
-    """Apply a book fill whose market, orders and accounts are given (`filled`'s body).
-
-    Matching calls this directly with the entities it holds and `audit=False`: it
-    has just checked AV' >= IMR' of this very fill for every side whose |size|
-    grows (`margin_after_fill`, the same sum account_margin takes after the
-    fill), so invariant 7's audit could only re-derive those numbers. Rebuilds
-    (`filled`) audit every fill.
-    """
+    """Apply a book fill whose market, orders and accounts are given (`filled`'s body)."""
     mkt = ev.mkt
     k = ev.qty_bq
     v = ev.value_qq
     mfee = ev.maker_fee_qq
     tfee = ev.taker_fee_qq
-    gm = st.mode
     st.block.fills.append((ev, maker_o.prio, taker_o.prio, taker_o.tif,
-                           m.mode if m.mode >= gm else gm, m.mark, maker_o.price or 0))
+                           effective_mode(st, m), m.mark, maker_o.price or 0))
     if ev.taker_side == BUY:
         tq, tv = k, v
     else:

@@ -176,20 +176,27 @@ def _plan_at(data: bytes) -> TypePlan | None:
     return _PLAN_AT[data[at]] if at < len(data) else None
 
 
+def _typed(data: bytes) -> tuple[TypePlan, tuple[Any, ...]] | None:
+    """The plan and checked stored array of canonical, current bytes (None: look carefully)."""
+    plan = _plan_at(data)
+    if plan is None:
+        return None
+    try:
+        return plan, plan.decode(data)
+    except _DecodeFailure:
+        return None
+
+
 def decode(data: bytes, seq: int) -> Envelope:
     """Decode stored bytes (the event at `seq`) into an envelope, checking every field.
 
     Raises CodecError naming the type and field of anything malformed.
     """
-    plan = _plan_at(data)
-    if plan is not None:
-        try:
-            t = plan.decode(data)
-        except _DecodeFailure:
-            pass
-        else:
-            return Envelope(seq, t[2], t[3], plan.cls(*t[HEADER_LEN:]))
-    return _decode_careful(data, seq)
+    hit = _typed(data)
+    if hit is None:
+        return _decode_careful(data, seq)
+    plan, t = hit
+    return Envelope(seq, t[2], t[3], plan.cls(*t[HEADER_LEN:]))
 
 
 #: Bytes a block's events hash proves were written by the checked writer decode
@@ -199,15 +206,11 @@ decode_verified = decode
 
 def decode_record(data: bytes) -> Any:
     """The typed record of stored bytes, without its envelope (the fold's decode)."""
-    plan = _plan_at(data)
-    if plan is not None:
-        try:
-            t = plan.decode(data)
-        except _DecodeFailure:
-            pass
-        else:
-            return plan.cls(*t[HEADER_LEN:])
-    return _decode_careful(data, 0).event
+    hit = _typed(data)
+    if hit is None:
+        return _decode_careful(data, 0).event
+    plan, t = hit
+    return plan.cls(*t[HEADER_LEN:])
 
 
 def decode_event(data: bytes) -> tuple[int, int, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ledger.events.enums import (
+    TP_SL,
     CancelReason,
     FundingResumeAction,
     LiquidationMethod,
@@ -283,5 +284,5 @@ class RefundRejected(Record):
     reason: str
 
 
-#: OrderType values held off the book until their trigger fires.
-TRIGGER_TYPES = (OrderType.STOP_LOSS, OrderType.TAKE_PROFIT)
+#: OrderType values held off the book until their trigger fires (enums.TP_SL).
+TRIGGER_TYPES = TP_SL

@@ -13,7 +13,7 @@ A crash at any instant leaves the store as it was before or after, never a mix.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from hashlib import blake2b
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, TypeVar
@@ -42,6 +42,7 @@ from ledger.store.blocks import (
     check_events,
     decode_header,
     encode_header,
+    follows_in_time,
     genesis_prev_hash,
     make_header,
 )
@@ -59,12 +60,20 @@ _CODE_KEYS = [bytes((i,)) for i in range(256)]
 #: LMDB keys hold at most 511 bytes; account and market ids must fit in an index key.
 MAX_ID_BYTES = 500
 
+#: The deepest rollback (in blocks) a chain allows without --force, unless its config says.
+DEFAULT_MAX_ROLLBACK_DEPTH = 10_000
+
 #: Chain config defaults, fixed at `init` and stored in meta.
 DEFAULT_CONFIG: dict[str, Any] = {
     "guards": True,
     "snapshot_every": 100,
-    "max_rollback_depth": 10_000,
+    "max_rollback_depth": DEFAULT_MAX_ROLLBACK_DEPTH,
 }
+
+
+def max_rollback_depth(config: Mapping[str, Any]) -> int:
+    """A chain's max_rollback_depth from its config (the default where unset or 0)."""
+    return int(config.get("max_rollback_depth") or DEFAULT_MAX_ROLLBACK_DEPTH)
 
 
 class Head(NamedTuple):
@@ -583,7 +592,7 @@ def prepare_block(head: Head, envelopes: Sequence[Envelope], *, height: int, tim
         raise BlockRejected(f"block {height} has no events")
     if type(state_hash) is not bytes or len(state_hash) != HASH_LEN:
         raise BlockRejected(f"block {height}: state hash must be {HASH_LEN} bytes")
-    if type(time) is not int or time < head.time:
+    if type(time) is not int or not follows_in_time(time, head.time):
         raise BlockRejected(f"block {height}: time {time!r} is before the head's {head.time}")
     items: list[tuple[bytes, bytes]] = []
     # Id or type code -> the block's seqs under it, increasing (each seq once per key).
