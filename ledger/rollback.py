@@ -24,22 +24,24 @@ from typing import Any
 import structlog
 
 from ledger.core.engine import BlockResult, Engine
+from ledger.core.state import DEFAULT_RECOVERY_BAND_PPM
 from ledger.errors import NotFound, RollbackRefused, VerificationFailed
 from ledger.events import commands as c
 from ledger.events import outcomes as o
 from ledger.events.codec import to_jsonable
-from ledger.events.enums import FundingResumeAction, Mode, OrderType
+from ledger.events.enums import TP_SL, FundingResumeAction, Mode
 from ledger.events.payloads import CarriedFlow
 from ledger.events.record import type_code
 from ledger.replay import replay, restore
 from ledger.sequencer import Sequencer
 from ledger.store.blocks import BlockHeader
-from ledger.store.chain import ChainStore
+from ledger.store.chain import ChainStore, max_rollback_depth
 
 log = structlog.get_logger("ledger.rollback")
 
-#: Paradex's post-incident band: every order within 5 bps of the external fair price.
-RECOVERY_BAND_PPM = 500
+#: Paradex's post-incident band (ledger.core.state): every order within 5 bps of the
+#: external fair price.
+RECOVERY_BAND_PPM = DEFAULT_RECOVERY_BAND_PPM
 
 
 @dataclass
@@ -99,7 +101,7 @@ def plan_rollback(store: ChainStore, target: int, *, force: bool = False) -> Rol
         raise RollbackRefused(
             f"height {target} is not a snapshot height; a rollback must land on a verified "
             f"snapshot. Nearest snapshot heights: {near}")
-    max_depth = int(store.config.get("max_rollback_depth", 10_000))
+    max_depth = max_rollback_depth(store.config)
     depth = head.height - target
     if depth > max_depth and not force:
         raise RollbackRefused(
@@ -167,8 +169,7 @@ def recovery_commands(plan: RollbackPlan, *, reason: str, operator: str,
                        c.ApplyRollback(plan.target_height, plan.next_branch,
                                        plan.snapshot_state_hash, tuple(plan.flows), reason,
                                        operator),
-                       c.BulkCancel(c.ALL, (OrderType.TAKE_PROFIT, OrderType.STOP_LOSS),
-                                    "rollback recovery"),
+                       c.BulkCancel(c.ALL, TP_SL, "rollback recovery"),
                        c.SetMode(c.ALL, Mode.POST_ONLY, band_ppm, reason, operator)]
     if funding_resume is not None:
         cmds.extend(c.FundingResume(mkt, funding_resume) for mkt in plan.markets)

@@ -32,7 +32,7 @@ from ledger.events.commands import BeginBlock, EndBlock, SetGuards
 from ledger.gcpause import gc_paused
 from ledger.markets import Listing
 from ledger.replay import replay, restore
-from ledger.store.blocks import BlockHeader
+from ledger.store.blocks import BlockHeader, follows_in_time
 from ledger.store.chain import ChainStore, SnapshotInfo, verify_store
 from ledger.store.journal import JournalEntry
 
@@ -132,7 +132,7 @@ class Sequencer:
         head = self.store.head
         if not isinstance(cmds[0], BeginBlock) or type(cmds[0].time) is not int:
             raise CommandInvalid(f"block {height} must open with BeginBlock(time)")
-        if cmds[0].time < head.time:
+        if not follows_in_time(cmds[0].time, head.time):
             # Refused before the engine runs, so the sequencer stays usable.
             raise CommandInvalid(f"BeginBlock.time {cmds[0].time} is before the head's block "
                                  f"time {head.time}; block time never goes backwards")

@@ -17,7 +17,7 @@ from ledger.events.codec import envelope_json
 from ledger.events.record import BY_NAME
 from ledger.markets import DEMO_MARKETS, load_markets
 from ledger.sequencer import Sequencer
-from ledger.store.chain import verify_store
+from ledger.store.chain import DEFAULT_MAX_ROLLBACK_DEPTH, verify_store
 from tools import output
 from tools.common import (
     BranchOpt,
@@ -63,7 +63,7 @@ def init(
     guards: Annotated[str, typer.Option("--guards", help="Data-check guards: on|off.")] = "on",
     snapshot_every: Annotated[int, typer.Option(help="Snapshot every N blocks.")] = 100,
     max_rollback_depth: Annotated[int, typer.Option(help="Deepest rollback without --force.")]
-    = 10_000,
+    = DEFAULT_MAX_ROLLBACK_DEPTH,
     genesis_time: Annotated[int, typer.Option(help="Genesis block time (s).")] = 0,
 ) -> None:
     """Create a ledger: the genesis block with the chain id, config and market listings."""
