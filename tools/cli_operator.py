@@ -7,10 +7,11 @@ from typing import Annotated, Any
 import typer
 
 from projections.refunds import RULE, plan_refunds
+from projections.units import Fmt
 from projections.whatif import whatif
 from tools import operator as ops
 from tools import output
-from tools.common import DataOpt, JsonOpt, data_dir, open_store
+from tools.common import DataOpt, JsonOpt, RawOpt, data_dir, open_store
 
 mode_app = typer.Typer(help="Exchange modes (OK, POST_ONLY, CANCEL_ONLY, HALTED).",
                        no_args_is_help=True)
@@ -91,6 +92,7 @@ def refunds_plan(
     branch: Annotated[int, typer.Option("--branch", help="Archived branch id.")],
     data: DataOpt = None,
     json_out: JsonOpt = False,
+    raw: RawOpt = False,
 ) -> None:
     """List every account the branch harmed, by how much, and the total against the vault."""
     with open_store(data) as store:
@@ -99,17 +101,19 @@ def refunds_plan(
     if json_out:
         output.dump_json(doc)
         return
+    f = Fmt({}, raw=raw)
+    money = [f.head(n, "qq") for n in ("harm", "refund", "cf equity", "equity after",
+                                       "already paid")]
     output.table(f"refund plan for branch {branch} (harm = {RULE})",
-                 ["account", "harm", "refund", "cf equity", "equity after", "bogus liq",
-                  "already paid"],
-                 [(ln.acct, output.usd(ln.harm_qq), output.usd(ln.amount_qq),
-                   output.usd(ln.counterfactual_equity_qq),
-                   output.usd(ln.equity_after_rollback_qq),
-                   "yes" if ln.bogus_liquidation else "", output.usd(ln.already_refunded_qq))
+                 ["account", *money[:4], "bogus liq", money[4]],
+                 [(ln.acct, f.usd(ln.harm_qq), f.usd(ln.amount_qq),
+                   f.usd(ln.counterfactual_equity_qq), f.usd(ln.equity_after_rollback_qq),
+                   "yes" if ln.bogus_liquidation else "", f.usd(ln.already_refunded_qq))
                   for ln in plan.lines],
-                 right=["harm", "refund", "cf equity", "equity after", "already paid"])
-    output.kv("totals", [("accounts", len(plan.lines)), ("total refund", output.usd(plan.total_qq)),
-                         ("LIQ_VAULT balance", output.usd(plan.vault_balance_qq)),
+                 right=money)
+    output.kv("totals", [("accounts", len(plan.lines)),
+                         (f.head("total refund", "qq"), f.usd(plan.total_qq)),
+                         (f.head("LIQ_VAULT balance", "qq"), f.usd(plan.vault_balance_qq)),
                          ("pro rata", "YES: the vault is short" if plan.pro_rata else "no")]
               + [("note", n) for n in plan.notes])
 
@@ -124,7 +128,7 @@ def refunds_issue(
 ) -> None:
     """Append RefundIssued events from LIQ_VAULT (idempotent: a second run pays nothing)."""
     if not execute:
-        refunds_plan(branch, data, json_out)
+        refunds_plan(branch, data, json_out, False)
         if not json_out:
             output.console.print("dry run: add --execute to append these refunds")
         return
@@ -147,6 +151,7 @@ def audit_whatif(
     = "on",
     drop_seq: Annotated[list[int] | None, typer.Option("--drop-seq", help="Inputs to drop.")]
     = None,
+    raw: RawOpt = False,
 ) -> None:
     """Re-execute a branch with guards on (or inputs dropped) and compare per account."""
     from ledger.errors import CommandInvalid
@@ -164,15 +169,17 @@ def audit_whatif(
                                                if k != "accounts"])
     rows = [a for a in report.accounts if a.liquidated_actual or a.liquidated_counterfactual
             or a.equity_actual_qq != a.equity_counterfactual_qq]
+    f = Fmt({}, raw=raw)
+    money = [f.head(n, "qq") for n in ("equity actual", "equity should", "funding actual",
+                                       "funding should")]
     output.table("accounts that differ", ["account", "liq (actual)", "liq (should)", "bogus",
-                                          "equity actual", "equity should", "funding actual",
-                                          "funding should"],
+                                          *money],
                  [(a.acct, "yes" if a.liquidated_actual else "",
                    "yes" if a.liquidated_counterfactual else "",
-                   "BOGUS" if a.bogus_liquidation else "", output.usd(a.equity_actual_qq),
-                   output.usd(a.equity_counterfactual_qq), output.usd(a.funding_actual_qq),
-                   output.usd(a.funding_counterfactual_qq)) for a in rows[:60]],
-                 right=["equity actual", "equity should", "funding actual", "funding should"])
+                   "BOGUS" if a.bogus_liquidation else "", f.usd(a.equity_actual_qq),
+                   f.usd(a.equity_counterfactual_qq), f.usd(a.funding_actual_qq),
+                   f.usd(a.funding_counterfactual_qq)) for a in rows[:60]],
+                 right=money)
 
 
 def register(app: typer.Typer) -> None:
