@@ -18,6 +18,7 @@ import typer
 from ledger.errors import CommandInvalid
 from projections.audit import EXPORTS, FORMATS, Auditor
 from projections.checkpoints import get_checkpoint
+from projections.parquet import funding_rows, write_parquet
 from projections.readmodels import ReadModels
 from projections.runner import BATCH_EVENTS
 from projections.units import Fmt, units_from_events
@@ -327,7 +328,8 @@ def state(
 
 def export(
     what: Annotated[str, typer.Argument(help=" | ".join(EXPORTS))],
-    fmt: Annotated[str, typer.Option("--format", help=" | ".join(FORMATS))] = "jsonl",
+    fmt: Annotated[str, typer.Option("--format", help=" | ".join((*FORMATS, "parquet")))]
+    = "jsonl",
     output_path: Annotated[Path | None, typer.Option("--output", "-o",
                                                      help="File (default: stdout).")] = None,
     data: DataOpt = None,
@@ -340,12 +342,22 @@ def export(
     branch: BranchOpt = None,
     catch_up: CatchOpt = True,
 ) -> None:
-    """Export rows for analysts' tools as JSON Lines or CSV."""
+    """Export rows for analysts' tools as JSON Lines, CSV or Parquet (--output FILE).
+
+    Parquet keeps integers exact (int64, or decimal128 for the 1e12-scaled
+    funding columns), adds `branch` and `height` columns, and without --market
+    exports the funding ticks of every market.
+    """
     _heights(from_height=from_height, to_height=to_height)
+    if fmt == "parquet" and output_path is None:
+        raise CommandInvalid("--format parquet needs --output FILE (Parquet is binary)")
     with _auditor(data, catch_up, True) as au:
         kw: dict[str, Any] = dict(account=account, market=market, type_name=type_name,
                                   from_height=from_height, to_height=to_height, branch=branch)
-        if output_path is None:
+        if fmt == "parquet":
+            assert output_path is not None
+            n = _export_parquet(au, what, output_path, kw, progress=not json_out)
+        elif output_path is None:
             n = au.export(what, fmt, sys.stdout, **kw)
         else:
             with output_path.open("w", newline="") as fh:
@@ -356,6 +368,18 @@ def export(
             output.dump_json(doc)
         else:
             output.kv("exported", list(doc.items()))
+
+
+def _export_parquet(au: Auditor, what: str, path: Path, kw: dict[str, Any], *,
+                    progress: bool) -> int:
+    if what == "funding" and kw["market"] is None:
+        markets = sorted(units_from_events(au.events))
+        rows = list(funding_rows(au.funding, markets, from_height=kw["from_height"],
+                                 to_height=kw["to_height"], branch=kw["branch"]))
+    else:
+        rows = list(au.rows(what, **kw))
+    return write_parquet(rows, path, what=what, branch=kw["branch"], progress=progress,
+                         total=len(rows))
 
 
 def status(data: DataOpt = None, json_out: JsonOpt = False) -> None:
