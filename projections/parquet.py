@@ -140,7 +140,7 @@ def write_parquet(rows: Iterable[dict[str, Any]], path: str | os.PathLike[str], 
             b"perpledger.branch": b"" if branch is None else str(branch).encode()}
     table = table.replace_schema_metadata(meta)
     pq.write_table(table, path, compression="zstd")
-    return table.num_rows
+    return int(table.num_rows)
 
 
 def funding_rows(funding: Any, markets: Iterable[str], **kw: Any) -> Iterator[dict[str, Any]]:
