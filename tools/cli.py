@@ -18,6 +18,7 @@ from ledger.events.record import BY_NAME
 from ledger.markets import DEMO_MARKETS, load_markets
 from ledger.sequencer import Sequencer
 from ledger.store.chain import verify_store
+from projections.catalog import branches_json, journal_json, snapshots_json
 from tools import output
 from tools.common import (
     BranchOpt,
@@ -255,13 +256,13 @@ def snapshot(data: DataOpt = None, json_out: JsonOpt = False) -> None:
 def snapshots(data: DataOpt = None, json_out: JsonOpt = False) -> None:
     """List snapshots: height, state hash, size and block time."""
     with open_store(data) as store:
-        snaps = store.snapshots()
+        snaps = snapshots_json(store)
     if json_out:
-        output.dump_json([{"height": s.height, "state_hash": s.state_hash.hex(),
-                           "size": s.size, "time": s.time} for s in snaps])
+        output.dump_json(snaps)
         return
     output.table("snapshots", ["height", "state hash", "size (bytes)", "block time"],
-                 [(s.height, output.short(s.state_hash), s.size, s.time) for s in snaps],
+                 [(s["height"], output.short(s["state_hash"]), s["size"], s["time"])
+                  for s in snaps],
                  right=["height", "size (bytes)", "block time"])
 
 
@@ -269,12 +270,7 @@ def snapshots(data: DataOpt = None, json_out: JsonOpt = False) -> None:
 def branches(data: DataOpt = None, json_out: JsonOpt = False) -> None:
     """Archived branches: heights, event counts, reason, operator, time."""
     with open_store(data) as store:
-        found = store.branches()
-    rows = [{"branch": b["branch"], "base_height": b["base_height"],
-             "first_height": b["first_height"], "last_height": b["last_height"],
-             "events": b["events"], "blocks": b["blocks"], "reason": b["reason"],
-             "operator": b["operator"], "head_time": b["head_time"],
-             "head_hash": bytes(b["head_hash"]).hex()} for b in found]
+        rows = branches_json(store)
     if json_out:
         output.dump_json(rows)
         return
@@ -289,7 +285,7 @@ def branches(data: DataOpt = None, json_out: JsonOpt = False) -> None:
 def journal(data: DataOpt = None, json_out: JsonOpt = False) -> None:
     """Operator actions: rollbacks, mode changes, guards, refunds."""
     with open_store(data) as store:
-        recs = store.journal()
+        recs = journal_json(store)
     if json_out:
         output.dump_json(recs)
         return
@@ -322,7 +318,7 @@ def _register_extensions() -> None:
     import importlib
 
     for name in ("tools.cli_sim", "tools.cli_projections", "tools.cli_operator",
-                 "tools.cli_bench", "tools.cli_demo"):
+                 "tools.cli_bench", "tools.cli_demo", "tools.cli_report"):
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as exc:
