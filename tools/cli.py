@@ -318,7 +318,8 @@ def _register_extensions() -> None:
     import importlib
 
     for name in ("tools.cli_sim", "tools.cli_projections", "tools.cli_operator",
-                 "tools.cli_bench", "tools.cli_demo", "tools.cli_report"):
+                 "tools.cli_bench", "tools.cli_demo", "tools.cli_report",
+                 "tools.cli_serve"):
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as exc:
