@@ -36,7 +36,7 @@ app = typer.Typer(
     name="ledgerctl",
     help="perpledger: an event-sourced, hash-chained ledger for a perp exchange.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
     pretty_exceptions_enable=False,
 )
 guards_app = typer.Typer(help="Data-check guards (G1-G7).", no_args_is_help=True)
@@ -200,7 +200,7 @@ def verify(
 ) -> None:
     """Walk the hash chain, events and indexes (and with --reexecute, the state machine)."""
     with open_store(data) as store:
-        report = verify_store(store, branch=branch)
+        report = _verify_with_progress(store, branch, enabled=not json_out)
         doc: dict[str, Any] = {"ok": report.ok, "height": report.height,
                                "reason": report.reason, "blocks": report.blocks,
                                "events": report.events}
@@ -219,6 +219,28 @@ def verify(
         output.kv(title, list(doc.items()))
     if not doc["ok"]:
         raise typer.Exit(3)
+
+
+def _verify_with_progress(store: Any, branch: int | None, *, enabled: bool) -> Any:
+    """verify_store with a progress bar of blocks on stderr (for people)."""
+    from projections.progress import ProgressBar
+
+    if branch is None:
+        first, last = 0, store.head.height
+    else:
+        rec = store.branch(branch)
+        first, last = int(rec["first_height"]), int(rec["last_height"])
+    bar = ProgressBar(enabled, "verify", last - first + 1, unit="blocks")
+    done = [first - 1]
+
+    def step(height: int) -> None:
+        bar.advance(height - done[0])
+        done[0] = height
+
+    try:
+        return verify_store(store, branch=branch, progress=step)
+    finally:
+        bar.close()
 
 
 @app.command()
@@ -336,11 +358,15 @@ def main() -> None:
     """Entry point: run the app, map errors to one line and an exit code.
 
     Typer runs in standalone mode: it answers usage errors with exit code 2 and
-    turns `typer.Exit(n)` into exit code n. Everything perpledger raises on
-    purpose is a `LedgerError`, rendered here as one line with its own code.
+    turns `typer.Exit(n)` into exit code n. The click command is built once and
+    its help polished (`tools.helptext`: no type noise) before it runs.
+    Everything perpledger raises on purpose is a `LedgerError`, rendered here
+    as one line with its own code.
     """
+    from tools.helptext import polish
+
     try:
-        app()
+        polish(typer.main.get_command(app))(prog_name="ledgerctl")
     except LedgerError as exc:
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:

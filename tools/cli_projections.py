@@ -360,14 +360,40 @@ def export(
         elif output_path is None:
             n = au.export(what, fmt, sys.stdout, **kw)
         else:
-            with output_path.open("w", newline="") as fh:
-                n = au.export(what, fmt, fh, **kw)
+            with output_path.open("w", newline="") as fh, _RowsProgress(
+                    fh, f"export {what}", enabled=not json_out) as counted:
+                n = au.export(what, fmt, counted, **kw)
     if output_path is not None:
         doc = {"what": what, "format": fmt, "rows": n, "output": str(output_path)}
         if json_out:
             output.dump_json(doc)
         else:
             output.kv("exported", list(doc.items()))
+
+
+class _RowsProgress:
+    """A text stream that counts the lines written through it on a rich spinner
+    (an export's row count is unknown until it is done)."""
+
+    def __init__(self, fh: Any, description: str, *, enabled: bool) -> None:
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.fh = fh
+        self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                            TextColumn("{task.completed:,} lines"), TimeElapsedColumn(),
+                            console=output.err_console, disable=not enabled, transient=True)
+        self.task = self.bar.add_task(description, total=None)
+
+    def write(self, text: str) -> int:
+        self.bar.advance(self.task, text.count("\n"))
+        return int(self.fh.write(text))
+
+    def __enter__(self) -> _RowsProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
 
 
 def _export_parquet(au: Auditor, what: str, path: Path, kw: dict[str, Any], *,
