@@ -94,9 +94,24 @@ def _steps(rows: Sequence[Mapping[str, Any]], value: str, start: tuple[int, int 
     return xs, ys
 
 
-def _ends(series: Mapping[str, Sequence[Mapping[str, Any]]], hi: int,
-          ends: Mapping[str, int] | None) -> dict[str, int]:
-    return {label: (ends or {}).get(label, hi) for label in series}
+def _step_figure(title: str, series: Mapping[str, Sequence[Mapping[str, Any]]], value: str,
+                 render: Callable[[int], str], axis_label: str, markers: Sequence[Marker], *,
+                 lo: int, hi: int, start: int | None, ends: Mapping[str, int] | None) -> bytes:
+    """Step lines of `value` per series, opened at `start` (the value at `lo`) and held
+    to each series' end height (`ends`, default `hi`); the first series drawn widest
+    underneath, so where the others follow it both stay visible."""
+    fig, ax = _figure(title)
+    for i, ((label, rows), colour) in enumerate(zip(series.items(), _SERIES_COLOURS,
+                                                    strict=False)):
+        xs, ys = _steps(rows, value, (lo, start), (ends or {}).get(label, hi))
+        if xs:
+            ax.step(xs, ys, where="post", color=colour, label=label,
+                    linewidth=2.6 if i == 0 else 1.3, zorder=2 + i)
+    _int_axis(ax, render, axis_label)
+    _markers(ax, markers)
+    ax.set_xlim(lo, hi)
+    ax.legend(fontsize=7, loc="best")
+    return _png(fig)
 
 
 def funding_figure(mkt: str, mu: units.MarketUnits | None,
@@ -105,21 +120,12 @@ def funding_figure(mkt: str, mu: units.MarketUnits | None,
                    start: int | None = None, ends: Mapping[str, int] | None = None) -> bytes:
     """A market's funding index over heights, one step line per series (applied ticks),
     from `start` (the index at `lo`) to each series' end height (default `hi`)."""
-    fig, ax = _figure(f"{mkt}: funding index")
-    last = _ends(series, hi, ends)
-    for i, ((label, rows), colour) in enumerate(zip(series.items(), _SERIES_COLOURS,
-                                                    strict=False)):
-        applied = [r for r in rows if r.get("status") == "applied"]
-        xs, ys = _steps(applied, "new_index", (lo, start), last[label])
-        if xs:
-            ax.step(xs, ys, where="post", color=colour, label=label,
-                    linewidth=2.6 if i == 0 else 1.3, zorder=2 + i)
-    _int_axis(ax, (lambda v: units.index(v, mu)) if mu else str,
-              f"index ($ per {mu.symbol})" if mu else "index (qq/bq x 1e12)")
-    _markers(ax, markers)
-    ax.set_xlim(lo, hi)
-    ax.legend(fontsize=7, loc="best")
-    return _png(fig)
+    applied = {label: [r for r in rows if r.get("status") == "applied"]
+               for label, rows in series.items()}
+    return _step_figure(f"{mkt}: funding index", applied, "new_index",
+                        (lambda v: units.index(v, mu)) if mu else str,
+                        f"index ($ per {mu.symbol})" if mu else "index (qq/bq x 1e12)",
+                        markers, lo=lo, hi=hi, start=start, ends=ends)
 
 
 def mark_figure(mkt: str, mu: units.MarketUnits | None,
@@ -127,20 +133,10 @@ def mark_figure(mkt: str, mu: units.MarketUnits | None,
                 markers: Sequence[Marker] = (), *, lo: int, hi: int,
                 start: int | None = None, ends: Mapping[str, int] | None = None) -> bytes:
     """A market's mark price after each oracle update, one step line per series."""
-    fig, ax = _figure(f"{mkt}: mark price")
-    last = _ends(series, hi, ends)
-    for i, ((label, rows), colour) in enumerate(zip(series.items(), _SERIES_COLOURS,
-                                                    strict=False)):
-        xs, ys = _steps(rows, "mark_st", (lo, start), last[label])
-        if xs:
-            ax.step(xs, ys, where="post", color=colour, label=label,
-                    linewidth=2.6 if i == 0 else 1.2, zorder=2 + i)
-    _int_axis(ax, (lambda v: units.price(v, mu)) if mu else str,
-              f"mark ($ per {mu.symbol})" if mu else "mark (st)")
-    _markers(ax, markers)
-    ax.set_xlim(lo, hi)
-    ax.legend(fontsize=7, loc="best")
-    return _png(fig)
+    return _step_figure(f"{mkt}: mark price", series, "mark_st",
+                        (lambda v: units.price(v, mu)) if mu else str,
+                        f"mark ($ per {mu.symbol})" if mu else "mark (st)",
+                        markers, lo=lo, hi=hi, start=start, ends=ends)
 
 
 def liquidations_figure(series: Mapping[str, Mapping[int, int]],

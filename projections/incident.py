@@ -95,7 +95,8 @@ def build_incident(au: Auditor, *, branch: int | None = None, from_height: int |
 
         wi = whatif(store, branch, guards_on=True)
         whatif_doc = whatif_doc or wi.to_json()
-        plan = plan or plan_refunds(store, branch, report=wi).to_json()
+        if plan is None:
+            plan = plan_refunds(store, branch, report=wi).to_json()
         if counterfactual_liquidations is None:
             cf: dict[int, int] = {}
             for h in wi.counterfactual.liquidated.values():
@@ -160,9 +161,19 @@ def _bad_ticks(mkt: str, ticks: list[dict[str, Any]], plan: Mapping[str, Any] | 
                suspect: int) -> list[dict[str, Any]]:
     corrections = (plan or {}).get("corrections")
     if corrections is not None:
-        return [{"height": c.get("height"), "seq": c["seq"], "published": c.get("published"),
-                 "used": c.get("used"), "why": "corrected in the counterfactual"}
-                for c in corrections if c.get("mkt") == mkt and "Funding" in str(c.get("type"))]
+        # a correction names the input's seq; the tick it caused sits in the same block
+        height_of = {t["seq"]: t["height"] for t in ticks}
+        by_seq = sorted(height_of.items())
+        out = []
+        for c in corrections:
+            if c.get("mkt") != mkt or "Funding" not in str(c.get("type")):
+                continue
+            h = c.get("height", height_of.get(c["seq"]))
+            if h is None:  # the IN command's seq: the first tick after it
+                h = next((ht for s, ht in by_seq if s > c["seq"]), None)
+            out.append({"height": h, "seq": c["seq"], "published": c.get("published"),
+                        "used": c.get("used"), "why": "corrected in the counterfactual"})
+        return out
     out = []
     for t in ticks:
         if t["height"] < suspect:

@@ -20,8 +20,8 @@ from projections import figures as fg
 from projections import units as un
 
 CSS = """
-body{font-family:'DejaVu Sans',Arial,sans-serif;margin:24px auto;padding:0 18px;max-width:1020px;color:#222;
-background:#fff}
+body{font-family:'DejaVu Sans',Arial,sans-serif;margin:24px auto;padding:0 18px;
+max-width:1020px;color:#222;background:#fff}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ccc}
 h3{font-size:14px;margin:16px 0 6px}
 table{border-collapse:collapse;font-size:12px;margin:6px 0 12px}

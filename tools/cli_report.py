@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -39,6 +40,9 @@ def incident(
         "--window", help="Blocks shown before the first suspect height.")] = DEFAULT_WINDOW,
     pdf: Annotated[Path | None, typer.Option(
         "--pdf", help="Also print the page to this PDF (needs chromium).")] = None,
+    plan: Annotated[Path | None, typer.Option(
+        "--plan", help="A refund or compensation plan as JSON (a plan command's --json "
+                       "output) to render instead of the branch's refund plan.")] = None,
     data: DataOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -50,10 +54,12 @@ def incident(
     from projections.audit import Auditor
 
     open_store(data).close()
+    given = None if plan is None else load_plan(plan)
     with _progress(json_out) as bar:
         task = bar.add_task("reading the incident", total=4)
         with Auditor.open(data_dir(data), progress=False) as au:
-            doc = build_incident(au, branch=branch, from_height=from_height, window=window)
+            doc = build_incident(au, branch=branch, from_height=from_height, window=window,
+                                 plan=given)
             units = units_from_events(au.events)
         bar.update(task, advance=1, description="drawing the figures")
         page = render_report(doc, units)
@@ -76,6 +82,21 @@ def incident(
         ("plan lines", len((doc["plan"] or {}).get("lines") or [])),
         ("verified", ", ".join(f"{k}: {'ok' if v['ok'] else 'FAILED'}"
                                for k, v in doc["hashes"]["verify"].items()))])
+
+
+def load_plan(path: Path) -> dict[str, Any]:
+    """A plan document from a file: the plan itself or an object holding it under "plan"."""
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CommandInvalid(f"--plan: {path} does not exist") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CommandInvalid(f"--plan: {path} is not JSON: {exc}") from None
+    if isinstance(doc, dict) and isinstance(doc.get("plan"), dict):
+        doc = doc["plan"]
+    if not isinstance(doc, dict) or not isinstance(doc.get("lines"), list):
+        raise CommandInvalid(f"--plan: {path} holds no plan (an object with a 'lines' list)")
+    return doc
 
 
 def audit_plot(

@@ -20,24 +20,14 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from typer.testing import CliRunner
 
-from tests.demo_chain import BRANCH, demo_ledger  # noqa: F401
+from tests.demo_chain import BRANCH, cli_json, demo_ledger, logs_configured  # noqa: F401
 from tools.cli import app
-from tools.logs import configure
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 Demo = tuple[Path, dict[str, Any]]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _logs() -> None:
-    configure()
-
-
-def _json(*args: str) -> Any:
-    r = runner.invoke(app, [*args, "--json"])
-    assert r.exit_code == 0, (args, r.output, r.exception)
-    return json.loads(r.stdout)
 
 
 def _digest(path: Path) -> str:
@@ -48,7 +38,7 @@ def _digest(path: Path) -> str:
 def server(demo_ledger: Demo) -> Iterator[dict[str, Any]]:  # noqa: F811
     """A real `ledgerctl serve` process on 127.0.0.1 and a free port; stopped after."""
     data = demo_ledger[0]
-    _json("audit", "status", "--data", str(data))
+    cli_json("audit", "status", "--data", str(data))
     runner.invoke(app, ["audit", "state", "--data", str(data)])  # read models caught up
     before = _digest(data / "data.mdb")
     proc = subprocess.Popen([sys.executable, "-m", "tools.cli", "serve", "--data", str(data),
@@ -97,35 +87,35 @@ def _all_pages(server: dict[str, Any], path: str, key: str, **params: Any) -> li
 def test_every_endpoint_answers_what_the_cli_answers(server: dict[str, Any]) -> None:
     d = ["--data", str(server["data"])]
     b = str(BRANCH)
-    info = _json("info", *d)
+    info = cli_json("info", *d)
     h = _get(server, "/v1/height")
     assert (h["height"], h["time"], h["seq"], h["hash"]) == (
         info["head_height"], info["head_time"], info["head_seq"], info["head_hash"])
 
     acct = _get(server, "/v1/accounts/u00183", at_height=100, branch=BRANCH)
-    assert acct == _json("audit", "account", "u00183", "--at-height", "100", "--branch", b, *d)
-    assert _get(server, "/v1/accounts/u00012") == _json("audit", "account", "u00012", *d)
+    assert acct == cli_json("audit", "account", "u00183", "--at-height", "100", "--branch", b, *d)
+    assert _get(server, "/v1/accounts/u00012") == cli_json("audit", "account", "u00012", *d)
 
     fills = _all_pages(server, "/v1/fills", "fills", account="u00012", branch=BRANCH)
-    assert fills and fills == _json("audit", "fills", "--account", "u00012", "--branch", b,
+    assert fills and fills == cli_json("audit", "fills", "--account", "u00012", "--branch", b,
                                     *d)["fills"]
 
     doc = _get(server, "/v1/funding/PAXG-PERP", branch=BRANCH, limit=1000)
-    cli = _json("audit", "funding", "--market", "PAXG-PERP", "--branch", b, *d)
+    cli = cli_json("audit", "funding", "--market", "PAXG-PERP", "--branch", b, *d)
     assert {k: v for k, v in doc.items() if k not in ("pageSize", "totalResults", "offset")} \
         == cli
     assert doc["last_index"] == 0  # the zeroed index, as the branch has it
 
     liqs = _all_pages(server, "/v1/liquidations", "liquidations", branch=BRANCH)
     assert len(liqs) == 10
-    assert liqs == _json("audit", "liquidations", "--branch", b, *d)["liquidations"]
+    assert liqs == cli_json("audit", "liquidations", "--branch", b, *d)["liquidations"]
 
     evs = _all_pages(server, "/v1/events", "events", type="Liquidated", branch=BRANCH)
-    assert evs == _json("audit", "events", "--type", "Liquidated", "--branch", b, *d)["events"]
+    assert evs == cli_json("audit", "events", "--type", "Liquidated", "--branch", b, *d)["events"]
 
-    assert _get(server, "/v1/branches")["branches"] == _json("branches", *d)
-    assert _all_pages(server, "/v1/journal", "journal") == _json("journal", *d)
-    assert _all_pages(server, "/v1/snapshots", "snapshots") == _json("snapshots", *d)
+    assert _get(server, "/v1/branches")["branches"] == cli_json("branches", *d)
+    assert _all_pages(server, "/v1/journal", "journal") == cli_json("journal", *d)
+    assert _all_pages(server, "/v1/snapshots", "snapshots") == cli_json("snapshots", *d)
 
 
 def test_metrics_name_every_family(server: dict[str, Any]) -> None:
@@ -142,14 +132,14 @@ def test_metrics_name_every_family(server: dict[str, Any]) -> None:
         assert name in text, name
     values = {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
               if ln and not ln.startswith("#")}
-    info = _json("info", "--data", str(server["data"]))
+    info = cli_json("info", "--data", str(server["data"]))
     assert values["perpledger_head_height"] == info["head_height"]
     assert values["perpledger_events_total"] == info["head_seq"]
     # the demo's writer appended every block through the sequencer's timer
     assert values["perpledger_append_latency_seconds_count"] == info["head_height"] + 12
     assert values['perpledger_readmodel_lag_blocks{projection="audit"}'] == 0
     assert values['perpledger_market_mode{market="PAXG-PERP",perpledger_market_mode="OK"}'] == 1
-    snap = _json("snapshots", "--data", str(server["data"]))[-1]
+    snap = cli_json("snapshots", "--data", str(server["data"]))[-1]
     assert values["perpledger_snapshot_age_blocks"] == info["head_height"] - snap["height"]
 
 

@@ -3,7 +3,6 @@ equal to the CLI's JSON for the same question."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,23 +13,13 @@ import pytest
 from typer.testing import CliRunner
 
 from projections.parquet import column_type
-from tests.demo_chain import BRANCH, demo_ledger  # noqa: F401
+from tests.demo_chain import BRANCH, cli_json, demo_ledger, logs_configured  # noqa: F401
 from tools.cli import app
-from tools.logs import configure
 
 runner = CliRunner()
 WHATS = ("statement", "fills", "funding", "liquidations", "events")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _logs() -> None:
-    configure()
-
-
-def _json(*args: str) -> Any:
-    r = runner.invoke(app, [*args, "--json"])
-    assert r.exit_code == 0, (args, r.output, r.exception)
-    return json.loads(r.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +30,7 @@ def exported(demo_ledger: tuple[Path, dict[str, Any]],  # noqa: F811
     files = {}
     for what in WHATS:
         files[what] = out / f"{what}.parquet"
-        doc = _json("audit", "export", what, "--format", "parquet", "--output",
+        doc = cli_json("audit", "export", what, "--format", "parquet", "--output",
                     str(files[what]), "--branch", str(BRANCH), "--data", data)
         assert doc["rows"] > 0 and doc["format"] == "parquet"
     return files
@@ -62,13 +51,13 @@ def test_no_float_column_and_height_and_branch_everywhere(exported: dict[str, Pa
     assert funding.field("new_index").type == pa.decimal128(38, 0)
 
 
-def test_duckdb_totals_equal_the_cli_json(demo_ledger: tuple[Path, dict[str, Any]],  # noqa: F811
+def test_duckdb_totals_equal_the_clicli_json(demo_ledger: tuple[Path, dict[str, Any]],  # noqa: F811
                                           exported: dict[str, Path]) -> None:
     data = str(demo_ledger[0])
     con = duckdb.connect()
     b = str(BRANCH)
 
-    fills = _json("audit", "fills", "--branch", b, "--data", data)["fills"]
+    fills = cli_json("audit", "fills", "--branch", b, "--data", data)["fills"]
     n, value, fees = con.execute(
         f"select count(*), sum(value_qq), sum(maker_fee_qq + taker_fee_qq) "
         f"from '{exported['fills']}'").fetchone()
@@ -76,7 +65,7 @@ def test_duckdb_totals_equal_the_cli_json(demo_ledger: tuple[Path, dict[str, Any
     assert int(value) == sum(r["value_qq"] for r in fills)
     assert int(fees) == sum(r["maker_fee_qq"] + r["taker_fee_qq"] for r in fills)
 
-    liqs = _json("audit", "liquidations", "--branch", b, "--data", data)["liquidations"]
+    liqs = cli_json("audit", "liquidations", "--branch", b, "--data", data)["liquidations"]
     n, deficit, accts = con.execute(
         f"select count(*), sum(deficit_qq), list(acct order by seq) "
         f"from '{exported['liquidations']}'").fetchone()
@@ -85,7 +74,7 @@ def test_duckdb_totals_equal_the_cli_json(demo_ledger: tuple[Path, dict[str, Any
     assert accts == [r["acct"] for r in liqs]
 
     for mkt in ("PAXG-PERP", "BTC-PERP"):
-        doc = _json("audit", "funding", "--market", mkt, "--branch", b, "--data", data)
+        doc = cli_json("audit", "funding", "--market", mkt, "--branch", b, "--data", data)
         n, last = con.execute(
             f"select count(*), arg_max(new_index, seq) from '{exported['funding']}' "
             f"where market = ? and status = 'applied'", [mkt]).fetchone()
@@ -93,14 +82,14 @@ def test_duckdb_totals_equal_the_cli_json(demo_ledger: tuple[Path, dict[str, Any
         assert int(last) == doc["last_index"]  # PAXG: the zeroed index, exactly 0
 
     acct = "u00012"
-    doc = _json("audit", "account", acct, "--branch", b, "--data", data)
+    doc = cli_json("audit", "account", acct, "--branch", b, "--data", data)
     st = doc["statement"]
     n, delta = con.execute(f"select count(*), sum(delta_qq) from '{exported['statement']}' "
                            f"where acct = ?", [acct]).fetchone()
     assert n == len(st["lines"])
     assert int(delta) == st["total_delta_qq"]
 
-    evs = _json("audit", "events", "--type", "Liquidated", "--branch", b, "--data", data)
+    evs = cli_json("audit", "events", "--type", "Liquidated", "--branch", b, "--data", data)
     n, deficit = con.execute(
         f"select count(*), sum(cast(json_extract(payload, '$.deficit_qq') as hugeint)) "
         f"from '{exported['events']}' where type = 'Liquidated'").fetchone()

@@ -7,19 +7,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import pytest
 from typer.testing import CliRunner
 
-from tests.demo_chain import demo_ledger  # noqa: F401
+from tests.demo_chain import demo_ledger, logs_configured  # noqa: F401
 from tools.cli import app
-from tools.logs import configure
 
 runner = CliRunner()
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _logs() -> None:
-    configure()
 
 
 def _run(*args: str) -> str:

@@ -12,19 +12,14 @@ import pytest
 from PIL import Image
 
 from projections.browser import chromium_path, dump_dom, print_pdf, screenshot
-from tests.demo_chain import BRANCH, demo_ledger  # noqa: F401
+from tests.demo_chain import BRANCH, demo_ledger, logs_configured  # noqa: F401
 from tools.cli import app
-from tools.logs import configure
 
 pytestmark = [
     pytest.mark.needs_chromium,
     pytest.mark.skipif(chromium_path() is None, reason="chromium is not installed"),
 ]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _logs() -> None:
-    configure()
 
 
 @pytest.fixture(scope="module")
