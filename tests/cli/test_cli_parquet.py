@@ -51,7 +51,7 @@ def test_no_float_column_and_height_and_branch_everywhere(exported: dict[str, Pa
     assert funding.field("new_index").type == pa.decimal128(38, 0)
 
 
-def test_duckdb_totals_equal_the_clicli_json(demo_ledger: tuple[Path, dict[str, Any]],  # noqa: F811
+def test_duckdb_totals_equal_the_cli_json(demo_ledger: tuple[Path, dict[str, Any]],  # noqa: F811
                                           exported: dict[str, Path]) -> None:
     data = str(demo_ledger[0])
     con = duckdb.connect()

@@ -62,7 +62,7 @@ def report(demo_ledger: Demo, tmp_path_factory: pytest.TempPathFactory  # noqa: 
     return doc["report"], out.read_text()
 
 
-def test_every_number_on_the_page_is_in_thecli_json(report: tuple[dict[str, Any], str]) -> None:
+def test_every_number_on_the_page_is_in_the_json(report: tuple[dict[str, Any], str]) -> None:
     doc, page = report
     p = Numbers()
     p.feed(page)
