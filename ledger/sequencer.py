@@ -18,6 +18,7 @@ from the log), rather than append anything on top of an unknown state.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ from ledger.errors import CommandInvalid, LedgerError, VerificationFailed
 from ledger.events.codec import Envelope
 from ledger.events.commands import BeginBlock, EndBlock, SetGuards
 from ledger.gcpause import gc_paused
+from ledger.latency import AppendLatency
 from ledger.markets import Listing
 from ledger.replay import replay, restore
 from ledger.store.blocks import BlockHeader, follows_in_time
@@ -62,6 +64,8 @@ class Sequencer:
         self.engine = engine
         self.check_invariants = check_invariants
         self._poisoned: str | None = None
+        #: durable append times, for `ledgerctl serve`'s metrics (ledger/latency.py)
+        self.latency = AppendLatency(store.path)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -98,6 +102,7 @@ class Sequencer:
         return cls(store, engine, check_invariants=check_invariants)
 
     def close(self) -> None:
+        self.latency.flush()
         self.store.close()
 
     def __enter__(self) -> Sequencer:
@@ -142,10 +147,12 @@ class Sequencer:
                 result = self.engine.run_block(height, cmds, admit=True)
                 if self.check_invariants:
                     self.engine.check_invariants(height)
+                t0 = time.perf_counter_ns()
                 header = self.store.append_block(result.envelopes, height=height,
                                                  time=cmds[0].time,
                                                  state_hash=result.state_hash,
                                                  journal=journal)
+                self.latency.observe(time.perf_counter_ns() - t0)
         except BaseException as exc:
             self._poisoned = f"block {height}: {exc}"
             raise

@@ -498,6 +498,16 @@ class Auditor:
             n += 1
         return n
 
+    def rows(self, what: str, *, account: str | None = None, market: str | None = None,
+             type_name: str | None = None, from_height: int | None = None,
+             to_height: int | None = None, branch: int | None = None
+             ) -> Iterator[dict[str, Any]]:
+        """The rows `export` writes for `what`, as dicts (for other writers: Parquet)."""
+        if what not in EXPORTS:
+            raise CommandInvalid(f"export what must be one of {', '.join(EXPORTS)}, was {what!r}")
+        return self._export_rows(what, account, market, type_name, from_height, to_height,
+                                 branch)
+
     def _export_rows(self, what: str, account: str | None, market: str | None,
                      type_name: str | None, from_height: int | None, to_height: int | None,
                      branch: int | None) -> Iterator[dict[str, Any]]:

@@ -18,6 +18,7 @@ from ledger.events.record import BY_NAME
 from ledger.markets import DEMO_MARKETS, load_markets
 from ledger.sequencer import Sequencer
 from ledger.store.chain import DEFAULT_MAX_ROLLBACK_DEPTH, verify_store
+from projections.catalog import branches_json, journal_json, snapshots_json
 from tools import output
 from tools.common import (
     BranchOpt,
@@ -35,7 +36,7 @@ app = typer.Typer(
     name="ledgerctl",
     help="perpledger: an event-sourced, hash-chained ledger for a perp exchange.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
     pretty_exceptions_enable=False,
 )
 guards_app = typer.Typer(help="Data-check guards (G1-G7).", no_args_is_help=True)
@@ -199,7 +200,7 @@ def verify(
 ) -> None:
     """Walk the hash chain, events and indexes (and with --reexecute, the state machine)."""
     with open_store(data) as store:
-        report = verify_store(store, branch=branch)
+        report = _verify_with_progress(store, branch, enabled=not json_out)
         doc: dict[str, Any] = {"ok": report.ok, "height": report.height,
                                "reason": report.reason, "blocks": report.blocks,
                                "events": report.events}
@@ -218,6 +219,28 @@ def verify(
         output.kv(title, list(doc.items()))
     if not doc["ok"]:
         raise typer.Exit(3)
+
+
+def _verify_with_progress(store: Any, branch: int | None, *, enabled: bool) -> Any:
+    """verify_store with a progress bar of blocks on stderr (for people)."""
+    from projections.progress import ProgressBar
+
+    if branch is None:
+        first, last = 0, store.head.height
+    else:
+        rec = store.branch(branch)
+        first, last = int(rec["first_height"]), int(rec["last_height"])
+    bar = ProgressBar(enabled, "verify", last - first + 1, unit="blocks")
+    done = [first - 1]
+
+    def step(height: int) -> None:
+        bar.advance(height - done[0])
+        done[0] = height
+
+    try:
+        return verify_store(store, branch=branch, progress=step)
+    finally:
+        bar.close()
 
 
 @app.command()
@@ -255,13 +278,13 @@ def snapshot(data: DataOpt = None, json_out: JsonOpt = False) -> None:
 def snapshots(data: DataOpt = None, json_out: JsonOpt = False) -> None:
     """List snapshots: height, state hash, size and block time."""
     with open_store(data) as store:
-        snaps = store.snapshots()
+        snaps = snapshots_json(store)
     if json_out:
-        output.dump_json([{"height": s.height, "state_hash": s.state_hash.hex(),
-                           "size": s.size, "time": s.time} for s in snaps])
+        output.dump_json(snaps)
         return
     output.table("snapshots", ["height", "state hash", "size (bytes)", "block time"],
-                 [(s.height, output.short(s.state_hash), s.size, s.time) for s in snaps],
+                 [(s["height"], output.short(s["state_hash"]), s["size"], s["time"])
+                  for s in snaps],
                  right=["height", "size (bytes)", "block time"])
 
 
@@ -269,12 +292,7 @@ def snapshots(data: DataOpt = None, json_out: JsonOpt = False) -> None:
 def branches(data: DataOpt = None, json_out: JsonOpt = False) -> None:
     """Archived branches: heights, event counts, reason, operator, time."""
     with open_store(data) as store:
-        found = store.branches()
-    rows = [{"branch": b["branch"], "base_height": b["base_height"],
-             "first_height": b["first_height"], "last_height": b["last_height"],
-             "events": b["events"], "blocks": b["blocks"], "reason": b["reason"],
-             "operator": b["operator"], "head_time": b["head_time"],
-             "head_hash": bytes(b["head_hash"]).hex()} for b in found]
+        rows = branches_json(store)
     if json_out:
         output.dump_json(rows)
         return
@@ -289,7 +307,7 @@ def branches(data: DataOpt = None, json_out: JsonOpt = False) -> None:
 def journal(data: DataOpt = None, json_out: JsonOpt = False) -> None:
     """Operator actions: rollbacks, mode changes, guards, refunds."""
     with open_store(data) as store:
-        recs = store.journal()
+        recs = journal_json(store)
     if json_out:
         output.dump_json(recs)
         return
@@ -322,7 +340,8 @@ def _register_extensions() -> None:
     import importlib
 
     for name in ("tools.cli_sim", "tools.cli_projections", "tools.cli_operator",
-                 "tools.cli_bench", "tools.cli_demo"):
+                 "tools.cli_bench", "tools.cli_demo", "tools.cli_report",
+                 "tools.cli_serve"):
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -339,11 +358,15 @@ def main() -> None:
     """Entry point: run the app, map errors to one line and an exit code.
 
     Typer runs in standalone mode: it answers usage errors with exit code 2 and
-    turns `typer.Exit(n)` into exit code n. Everything perpledger raises on
-    purpose is a `LedgerError`, rendered here as one line with its own code.
+    turns `typer.Exit(n)` into exit code n. The click command is built once and
+    its help polished (`tools.helptext`: no type noise) before it runs.
+    Everything perpledger raises on purpose is a `LedgerError`, rendered here
+    as one line with its own code.
     """
+    from tools.helptext import polish
+
     try:
-        app()
+        polish(typer.main.get_command(app))(prog_name="ledgerctl")
     except LedgerError as exc:
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:

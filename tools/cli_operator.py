@@ -20,9 +20,10 @@ from projections.compensation import plan_compensation
 from projections.counterfactual import parse_override
 from projections.refunds import plan_refunds
 from projections.remedy import RULE, RemedyPlan
+from projections.units import Fmt
 from projections.whatif import whatif
 from tools import output
-from tools.common import DataOpt, JsonOpt, data_dir, open_store
+from tools.common import DataOpt, JsonOpt, RawOpt, data_dir, open_store
 
 mode_app = typer.Typer(help="Exchange modes (OK, POST_ONLY, CANCEL_ONLY, HALTED).",
                        no_args_is_help=True)
@@ -142,18 +143,20 @@ def rollback(
                              "to carry it out")
 
 
-def show_plan(plan: RemedyPlan, title: str, *, limit: int = 60) -> None:
+def show_plan(plan: RemedyPlan, title: str, *, raw: bool = False, limit: int = 60) -> None:
     """A remedy plan for people: lines by cause, then totals and notes."""
+    f = Fmt({}, raw=raw)
+    usd = f.usd
     doc = plan.to_json()
     causes = [k for k, v in doc["harm_by_cause"].items() if v] or ["trading"]
     rows = sorted(plan.lines, key=lambda ln: (-ln.harm_qq, ln.acct))[:limit]
     output.table(f"{title}: {len(plan.lines)} accounts owed ({RULE})",
-                 ["account", "harm", *causes, "pay", "paid", "bogus liq"],
-                 [(ln.acct, output.usd(ln.harm_qq),
-                   *(output.usd(ln.harm_by_cause.get(k, 0)) for k in causes),
-                   output.usd(ln.amount_qq), output.usd(ln.already_paid_qq),
+                 ["account", f.head("harm", "qq"), *causes, "pay", "paid", "bogus liq"],
+                 [(ln.acct, usd(ln.harm_qq),
+                   *(usd(ln.harm_by_cause.get(k, 0)) for k in causes),
+                   usd(ln.amount_qq), usd(ln.already_paid_qq),
                    "yes" if ln.bogus_liquidation else "") for ln in rows],
-                 right=["harm", *causes, "pay", "paid"])
+                 right=[f.head("harm", "qq"), *causes, "pay", "paid"])
     if len(plan.lines) > limit:
         output.console.print(f"... {len(plan.lines) - limit} more lines in --json")
     if plan.cf.corrections:
@@ -167,12 +170,12 @@ def show_plan(plan: RemedyPlan, title: str, *, limit: int = 60) -> None:
         ("marks at height", plan.marks_height),
         ("accounts owed", len(plan.lines)),
         ("accounts better off (pay nothing, owe nothing)", plan.better_off),
-        ("total harm", output.usd(plan.total_harm_qq)),
-        *((f"  by {k}", output.usd(v)) for k, v in doc["harm_by_cause"].items() if v),
-        ("to pay", output.usd(plan.total_qq)),
-        ("already paid", output.usd(plan.already_paid_qq)),
-        ("outstanding", output.usd(plan.outstanding_qq)),
-        ("LIQ_VAULT can pay", output.usd(plan.vault_available_qq)),
+        ("total harm", usd(plan.total_harm_qq)),
+        *((f"  by {k}", usd(v)) for k, v in doc["harm_by_cause"].items() if v),
+        ("to pay", usd(plan.total_qq)),
+        ("already paid", usd(plan.already_paid_qq)),
+        ("outstanding", usd(plan.outstanding_qq)),
+        ("LIQ_VAULT can pay", usd(plan.vault_available_qq)),
         ("pro rata", "YES: the vault is short" if plan.pro_rata else "no"),
         ("flows flagged (applied as facts)", len(plan.cf.flagged_flows))]
         + [("note", n) for n in plan.notes])
@@ -184,6 +187,7 @@ def refunds_plan(
     json_out: JsonOpt = False,
     correct: CorrectOpt = None,
     corrections: CorrectionsOpt = None,
+    raw: RawOpt = False,
 ) -> None:
     """Every account the rollback of a branch left worse off, by how much and why."""
     with open_store(data) as store:
@@ -191,7 +195,7 @@ def refunds_plan(
     if json_out:
         output.dump_json(plan.to_json())
     else:
-        show_plan(plan, f"refund plan for branch {branch}")
+        show_plan(plan, f"refund plan for branch {branch}", raw=raw)
 
 
 def _show_payout(payout: recovery.Payout, json_out: bool) -> None:
@@ -218,7 +222,7 @@ def refunds_issue(
 ) -> None:
     """Pay the refund plan from LIQ_VAULT (idempotent: a second run pays nothing)."""
     if not execute:
-        refunds_plan(branch, data, json_out, correct, corrections)
+        refunds_plan(branch, data, json_out, correct, corrections, False)
         if not json_out:
             output.console.print("dry run: add --execute --operator NAME to pay these refunds")
         return
@@ -241,6 +245,7 @@ def compensate_plan(
     snapshot: SnapshotOpt = None,
     correct: CorrectOpt = None,
     corrections: CorrectionsOpt = None,
+    raw: RawOpt = False,
 ) -> None:
     """Every account an incident left worse off on the chain as it stands, by cause."""
     with open_store(data) as store:
@@ -249,7 +254,7 @@ def compensate_plan(
     if json_out:
         output.dump_json(plan.to_json())
     else:
-        show_plan(plan, f"compensation plan from height {from_height}")
+        show_plan(plan, f"compensation plan from height {from_height}", raw=raw)
 
 
 def compensate_issue(
@@ -265,7 +270,7 @@ def compensate_issue(
 ) -> None:
     """Pay the compensation plan from LIQ_VAULT (idempotent by its ref)."""
     if not execute:
-        compensate_plan(from_height, data, json_out, snapshot, correct, corrections)
+        compensate_plan(from_height, data, json_out, snapshot, correct, corrections, False)
         if not json_out:
             output.console.print("dry run: add --execute --operator NAME --reason TEXT to pay")
         return
@@ -355,6 +360,7 @@ def audit_whatif(
     json_out: JsonOpt = False,
     correct: CorrectOpt = None,
     corrections: CorrectionsOpt = None,
+    raw: RawOpt = False,
 ) -> None:
     """The branch against its corrected counterfactual, account by account (bogus liquidations)."""
     with open_store(data) as store:
@@ -368,15 +374,17 @@ def audit_whatif(
                if k != "accounts"])
     rows = [a for a in report.accounts if a.liquidated_actual or a.liquidated_counterfactual
             or a.equity_actual_qq != a.equity_counterfactual_qq]
+    f = Fmt({}, raw=raw)
+    money = [f.head(n, "qq") for n in ("equity actual", "equity should", "funding actual",
+                                       "funding should")]
     output.table("accounts that differ (equity at the branch's final marks)",
-                 ["account", "liq (actual)", "liq (should)", "bogus", "equity actual",
-                  "equity should", "funding actual", "funding should"],
+                 ["account", "liq (actual)", "liq (should)", "bogus", *money],
                  [(a.acct, "yes" if a.liquidated_actual else "",
                    "yes" if a.liquidated_counterfactual else "",
-                   "BOGUS" if a.bogus_liquidation else "", output.usd(a.equity_actual_qq),
-                   output.usd(a.equity_counterfactual_qq), output.usd(a.funding_actual_qq),
-                   output.usd(a.funding_counterfactual_qq)) for a in rows[:60]],
-                 right=["equity actual", "equity should", "funding actual", "funding should"])
+                   "BOGUS" if a.bogus_liquidation else "", f.usd(a.equity_actual_qq),
+                   f.usd(a.equity_counterfactual_qq), f.usd(a.funding_actual_qq),
+                   f.usd(a.funding_counterfactual_qq)) for a in rows[:60]],
+                 right=money)
 
 
 def register(app: typer.Typer) -> None:
