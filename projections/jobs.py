@@ -34,6 +34,7 @@ import structlog
 
 from ledger.errors import CommandInvalid
 from ledger.store.chain import ChainStore
+from ledger.store.reader import ChainReader
 from projections.audit_models import AuditProjection
 from projections.exchange_state import (
     FROM_GENESIS,
@@ -53,7 +54,7 @@ JOB_KEY = b"job:rebuild"
 log = structlog.get_logger("projections.jobs")
 
 
-def catch_up(store: ChainStore, rm: ReadModels, *, to_height: int | None = None,
+def catch_up(store: ChainReader, rm: ReadModels, *, to_height: int | None = None,
              progress: bool = False, wait: bool = True,
              exchange: bool = True) -> list[RunResult]:
     """Fold new blocks into the audit read models, then (with `exchange`) into the

@@ -20,19 +20,15 @@ from __future__ import annotations
 import multiprocessing
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ledger.core.engine import Engine
 from ledger.errors import CommandInvalid, VerificationFailed
 from ledger.events.codec import Envelope, decode_verified, encode_trusted, envelope_json
 from ledger.store.blocks import BlockHeader, check_events
-from ledger.store.chain import ChainStore
-from ledger.store.reads import block_bytes
-from ledger.store.reads import blocks as read_blocks
+from ledger.store.reader import ChainReader, open_chain
 from projections.exchange_state import apply_checked
 from projections.progress import ProgressBar
-from projections.readmodels import Txn, run_read
 
 #: IN events have type codes below this (ledger.events.record).
 FIRST_OUT_CODE = 64
@@ -50,7 +46,7 @@ class IntervalResult:
     divergence: dict[str, Any] | None = field(default=None)
 
 
-def reexecute(store: ChainStore, *, from_height: int | None = None,
+def reexecute(store: ChainReader, *, from_height: int | None = None,
               to_height: int | None = None, jobs: int = 1,
               progress: bool = False) -> dict[str, Any]:
     """Re-execute blocks [from_height, to_height] (default: the whole chain).
@@ -80,7 +76,7 @@ def reexecute(store: ChainStore, *, from_height: int | None = None,
                 bar.advance(r.events)
         else:
             ctx = multiprocessing.get_context("spawn")
-            args = [(str(store.path), s, max(s + 1, lo), e) for s, e in intervals]
+            args = [(store.spec, s, max(s + 1, lo), e) for s, e in intervals]
             with ctx.Pool(min(jobs, len(intervals))) as pool:
                 for r in pool.imap_unordered(_worker, args):
                     results.append(r)
@@ -101,7 +97,7 @@ def reexecute(store: ChainStore, *, from_height: int | None = None,
     return doc
 
 
-def plan_intervals(store: ChainStore, lo: int, hi: int) -> list[tuple[int, int]]:
+def plan_intervals(store: ChainReader, lo: int, hi: int) -> list[tuple[int, int]]:
     """(start, end] pieces covering blocks lo..hi, each starting at a snapshot (or -1)."""
     snaps = [s.height for s in store.snapshots()]
     starts = [max([s for s in snaps if s <= lo - 1], default=-1)]
@@ -110,18 +106,24 @@ def plan_intervals(store: ChainStore, lo: int, hi: int) -> list[tuple[int, int]]
     return list(zip(starts, ends, strict=True))
 
 
-_STORES: dict[str, ChainStore] = {}
+_STORES: dict[str, ChainReader] = {}
 
 
 def _worker(args: tuple[str, int, int, int]) -> IntervalResult:
-    path, start, first, end = args
-    store = _STORES.get(path)
+    spec, start, first, end = args
+    return run_interval(worker_store(spec), start, first, end)
+
+
+def worker_store(spec: str) -> ChainReader:
+    """This process's read-only store for `spec`, opened once and kept (a pool worker
+    or a Dask worker serves many intervals)."""
+    store = _STORES.get(spec)
     if store is None:
-        store = _STORES[path] = ChainStore.open(Path(path))
-    return run_interval(store, start, first, end)
+        store = _STORES[spec] = open_chain(spec)
+    return store
 
 
-def run_interval(store: ChainStore, start: int, first: int, end: int) -> IntervalResult:
+def run_interval(store: ChainReader, start: int, first: int, end: int) -> IntervalResult:
     """Re-execute blocks [first, end] from the snapshot at `start` (-1: genesis); blocks
     between the snapshot and `first` are only folded (state hash checked)."""
     result = IntervalResult(start, first, end)
@@ -145,14 +147,9 @@ def run_interval(store: ChainStore, start: int, first: int, end: int) -> Interva
     return result
 
 
-def _blocks(store: ChainStore, lo: int, hi: int) -> list[tuple[BlockHeader, list[bytes]]]:
-    """Headers and stored bytes of blocks [lo, hi] in one MVCC snapshot, hash-checked."""
-
-    def read(txn: Txn) -> list[tuple[BlockHeader, list[bytes]]]:
-        return block_bytes(txn, store.dbs, list(read_blocks(txn, store.dbs, lo, hi, None)),
-                           None)
-
-    blocks = run_read(store.shared_env, read)
+def _blocks(store: ChainReader, lo: int, hi: int) -> list[tuple[BlockHeader, list[bytes]]]:
+    """Headers and stored bytes of blocks [lo, hi] in one consistent read, hash-checked."""
+    blocks = store.read_blocks(lo, hi, max_events=1 << 62) if lo <= hi else []
     for hdr, datas in blocks:
         check_events(hdr, datas)
     return blocks

@@ -40,9 +40,8 @@ from typing import Any, Protocol, runtime_checkable
 import structlog
 
 from ledger.errors import NotFound, StoreError, VerificationFailed
-from ledger.store import reads
 from ledger.store.blocks import BlockHeader, check_events, genesis_prev_hash
-from ledger.store.chain import ChainStore
+from ledger.store.reader import ChainReader
 from projections.checkpoints import (
     NOTHING,
     Checkpoint,
@@ -62,7 +61,6 @@ from projections.readmodels import (
     Txn,
     ckpt_key,
     pack,
-    run_read,
     state_prefix,
     u64,
 )
@@ -117,7 +115,7 @@ class ChainStartable(Protocol):
 
     use_chain_snapshots: bool
 
-    def start_from_chain(self, store: ChainStore, at_or_below: int, above: int) -> int | None:
+    def start_from_chain(self, store: ChainReader, at_or_below: int, above: int) -> int | None:
         """If the newest chain snapshot <= at_or_below is above `above`, become its state and
         return its height; else change nothing and return None."""
 
@@ -162,7 +160,7 @@ class _ChainMoved(Exception):
 class Runner:
     """Folds the chain (or an archived branch) into projections (see module docstring)."""
 
-    def __init__(self, store: ChainStore, rm: ReadModels, *, batch_events: int = BATCH_EVENTS,
+    def __init__(self, store: ChainReader, rm: ReadModels, *, batch_events: int = BATCH_EVENTS,
                  progress: bool = False, verify_hashes: bool = True,
                  under_parent: int | None = None) -> None:
         """`under_parent`: the pid of a job process holding the runner lock for this one
@@ -464,20 +462,10 @@ class Runner:
         Raises `_ChainMoved` if a batch does not link to `prev_hash`.
         """
         store = self.store
-        dbs = store.dbs
         check = self.verify_hashes
         while lo <= hi:
-            def read(txn: Txn, a: int = lo) -> list[tuple[BlockHeader, list[bytes]]]:
-                group: list[BlockHeader] = []
-                total = 0
-                for hdr in reads.blocks(txn, dbs, a, hi, branch):
-                    group.append(hdr)
-                    total += hdr.count
-                    if total >= self.batch_events or hdr.height in stop_at:
-                        break
-                return reads.block_bytes(txn, dbs, group, branch)
-
-            batch = run_read(store.shared_env, read)
+            batch = store.read_blocks(lo, hi, branch=branch, max_events=self.batch_events,
+                                      stop_at=stop_at)
             if not batch or batch[0][0].height != lo:
                 raise _ChainMoved(lo)
             for hdr, chunk in batch:

@@ -9,17 +9,24 @@ cursors start at the first orphaned key; nothing below it is read.
 from __future__ import annotations
 
 import datetime as _dt
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgpack
 
 from ledger.errors import NotFound
-from ledger.events.codec import index_positions
 from ledger.store.blocks import decode_header
-from ledger.store.layout import Dbs, Txn, meta_get, read_u64, u32, u64
-
-if TYPE_CHECKING:
-    from ledger.store.chain import Head
+from ledger.store.layout import (
+    Dbs,
+    Head,
+    Txn,
+    event_index_keys,
+    meta_get,
+    read_head,
+    read_u64,
+    u32,
+    u64,
+    write_head,
+)
 
 
 def _pack(obj: Any) -> bytes:
@@ -34,10 +41,7 @@ def _unpack(data: bytes) -> Any:
 def truncate(txn: Txn, dbs: Dbs, height: int, *, reason: str, operator: str,
              details: dict[str, Any]) -> tuple[int, Head]:
     """Archive everything above `height`; return (branch id, new head)."""
-    from ledger.store.chain import Head  # local: chain imports this module
-
-    head = _unpack(meta_get(txn, dbs, b"head"))
-    head_height, head_seq, head_hash, head_time = head
+    head_height, head_seq, head_hash, head_time = read_head(txn, dbs)
     if height < 0 or height >= head_height:
         raise NotFound(f"cannot truncate to height {height}: the head is {head_height}, "
                        "so there is nothing above it to archive")
@@ -66,19 +70,16 @@ def truncate(txn: Txn, dbs: Dbs, height: int, *, reason: str, operator: str,
     acct_keys: dict[str, None] = {}
     mkt_keys: dict[str, None] = {}
     counts: dict[int, int] = {}
-    unpack = msgpack.unpackb
     cur = txn.cursor(dbs.events)
     if cur.set_range(u64(first_seq)):
         for key, value in cur:
             moved.append((bpre + key, value))
-            arr = unpack(value, use_list=False, raw=False)
-            code = arr[0]
+            code, accts, mkts = event_index_keys(value)
             counts[code] = counts.get(code, 0) + 1
-            accts, mkts = index_positions(code)
-            for i in accts:
-                acct_keys[arr[4 + i]] = None
-            for i in mkts:
-                mkt_keys[arr[4 + i]] = None
+            for a in accts:
+                acct_keys[a] = None
+            for m in mkts:
+                mkt_keys[m] = None
     txn.cursor(dbs.arch_events).putmulti(moved, append=True)
     cur = txn.cursor(dbs.events)
     if cur.set_range(u64(first_seq)):
@@ -138,12 +139,13 @@ def truncate(txn: Txn, dbs: Dbs, height: int, *, reason: str, operator: str,
     }
     txn.put(bpre, _pack(record), db=dbs.branches)
     txn.put(b"next_branch", _pack(branch + 1), db=dbs.meta)
-    txn.put(b"head", _pack([height, first_seq - 1, base.hash, base.time]), db=dbs.meta)
+    new_head = Head(height, first_seq - 1, base.hash, base.time)
+    write_head(txn, dbs, new_head)
     journal_put(txn, dbs, "truncate", operator=operator, reason=reason,
                 details={**details, "branch": branch, "to_height": height,
                          "from_head_height": head_height, "from_head_hash": head_hash.hex(),
                          "new_head_hash": base.hash.hex(), "events_archived": len(moved)})
-    return branch, Head(height, first_seq - 1, base.hash, base.time)
+    return branch, new_head
 
 
 def journal_put(txn: Txn, dbs: Dbs, action: str, *, operator: str, reason: str,
@@ -155,15 +157,15 @@ def journal_put(txn: Txn, dbs: Dbs, action: str, *, operator: str, reason: str,
     """
     cur = txn.cursor(dbs.journal)
     next_id = read_u64(cur.key()) + 1 if cur.last() else 1
-    head = _unpack(meta_get(txn, dbs, b"head"))
+    head = read_head(txn, dbs)
     record = {
         "id": next_id,
         "action": action,
         "operator": operator,
         "reason": reason,
-        "head_height": head[0],
-        "head_hash": bytes(head[2]).hex(),
-        "block_time": head[3],
+        "head_height": head.height,
+        "head_hash": head.hash.hex(),
+        "block_time": head.time,
         "recorded_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "details": details,
     }

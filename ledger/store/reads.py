@@ -174,7 +174,7 @@ def events_by(txn: Txn, dbs: Dbs, *, account: str | None, market: str | None,
         if raw is None:
             raise NotFound(f"index entry for seq {seq} points at no event")
         env = decode(raw, seq)
-        if not _matches(env, account, market, type_code):
+        if not matches(env, account, market, type_code):
             continue
         result.append(env)
         if limit is not None and len(result) >= limit:
@@ -214,8 +214,9 @@ def _indexed_seqs(cur: Cursor, key: bytes, lo: int, hi: int) -> Iterator[int]:
                 yield seq
 
 
-def _matches(env: Envelope, account: str | None, market: str | None,
-             type_code: int | None) -> bool:
+def matches(env: Envelope, account: str | None, market: str | None,
+            type_code: int | None) -> bool:
+    """True if an event is of `type_code` and names `account` and `market` (None: any)."""
     cls = type(env.event)
     if type_code is not None and type_code != cls.TYPE_CODE:
         return False
