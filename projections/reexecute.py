@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ledger.core.engine import Engine
@@ -27,7 +27,7 @@ from ledger.errors import CommandInvalid, VerificationFailed
 from ledger.events.codec import Envelope, decode_verified, encode_trusted, envelope_json
 from ledger.store.blocks import BlockHeader, check_events
 from ledger.store.reader import ChainReader, open_chain
-from projections.exchange_state import apply_checked
+from projections.exchange_state import StateHashMismatch, apply_checked
 from projections.progress import ProgressBar
 
 #: IN events have type codes below this (ledger.events.record).
@@ -48,8 +48,14 @@ class IntervalResult:
 
 def reexecute(store: ChainReader, *, from_height: int | None = None,
               to_height: int | None = None, jobs: int = 1,
-              progress: bool = False) -> dict[str, Any]:
+              progress: bool = False, scheduler: str | None = None,
+              worker_store: str | None = None) -> dict[str, Any]:
     """Re-execute blocks [from_height, to_height] (default: the whole chain).
+
+    Intervals run in this process (`jobs` 1), in a pool of `jobs` processes,
+    or with `scheduler` ("local" or "tcp://host:port") on a Dask cluster;
+    pool and Dask workers read the log from `worker_store` (a data directory
+    or a PostgreSQL replica URL; default: this store's own spec).
 
     Returns `{"ok", "height", "reason", ...stats}`; on a divergence, `height`
     is the first divergent block and `divergence` says what differs. Raises
@@ -68,15 +74,23 @@ def reexecute(store: ChainReader, *, from_height: int | None = None,
     total = store.block(hi).last_seq - (store.block(lo - 1).last_seq if lo > 0 else 0)
     bar = ProgressBar(progress, "re-execute", total)
     results: list[IntervalResult] = []
+    spec = worker_store or store.spec
     try:
-        if jobs == 1 or len(intervals) == 1:
+        if scheduler is not None:
+            from projections.dask_jobs import run_tasks
+
+            args = [(spec, s, max(s + 1, lo), e) for s, e in intervals]
+            for res in run_tasks(scheduler, interval_task, args, workers=jobs,
+                                 on_result=lambda d: bar.advance(d["events"])):
+                results.append(IntervalResult(**res))
+        elif jobs == 1 or len(intervals) == 1:
             for start, end in intervals:
                 r = run_interval(store, start, max(start + 1, lo), end)
                 results.append(r)
                 bar.advance(r.events)
         else:
             ctx = multiprocessing.get_context("spawn")
-            args = [(store.spec, s, max(s + 1, lo), e) for s, e in intervals]
+            args = [(spec, s, max(s + 1, lo), e) for s, e in intervals]
             with ctx.Pool(min(jobs, len(intervals))) as pool:
                 for r in pool.imap_unordered(_worker, args):
                     results.append(r)
@@ -88,6 +102,7 @@ def reexecute(store: ChainReader, *, from_height: int | None = None,
     doc: dict[str, Any] = {"ok": True, "height": None, "reason": "ok", "from_height": lo,
                            "to_height": hi, "blocks": sum(r.blocks for r in results),
                            "events": events, "intervals": len(intervals), "jobs": jobs,
+                           "scheduler": scheduler,
                            "seconds": round(seconds, 3),
                            "events_per_s": round(events / seconds) if seconds > 0 else 0}
     bad = [r.divergence for r in results if r.divergence is not None]
@@ -114,6 +129,13 @@ def _worker(args: tuple[str, int, int, int]) -> IntervalResult:
     return run_interval(worker_store(spec), start, first, end)
 
 
+def interval_task(spec: str, start: int, first: int, end: int) -> dict[str, Any]:
+    """A Dask task: `run_interval` on the worker's store for `spec`, as plain data."""
+    from projections.dask_jobs import guarded
+
+    return guarded(lambda: asdict(run_interval(worker_store(spec), start, first, end)))
+
+
 def worker_store(spec: str) -> ChainReader:
     """This process's read-only store for `spec`, opened once and kept (a pool worker
     or a Dask worker serves many intervals)."""
@@ -127,13 +149,7 @@ def run_interval(store: ChainReader, start: int, first: int, end: int) -> Interv
     """Re-execute blocks [first, end] from the snapshot at `start` (-1: genesis); blocks
     between the snapshot and `first` are only folded (state hash checked)."""
     result = IntervalResult(start, first, end)
-    if start < 0:
-        engine = Engine()
-    else:
-        engine = Engine.from_snapshot(store.snapshot(start).data)
-        if engine.state_hash() != store.block(start).state_hash:
-            raise VerificationFailed(start, "snapshot does not restore to the header's "
-                                     "state hash")
+    engine = interval_start(store, start)
     for hdr, datas in _blocks(store, start + 1, end):
         if hdr.height < first:
             apply_checked(engine, hdr, datas)
@@ -145,6 +161,43 @@ def run_interval(store: ChainReader, start: int, first: int, end: int) -> Interv
             result.divergence = divergence
             break
     return result
+
+
+def interval_start(store: ChainReader, start: int) -> Engine:
+    """The engine at the snapshot an interval starts from (-1: genesis), its state hash
+    checked against the header (`VerificationFailed` if it differs)."""
+    if start < 0:
+        return Engine()
+    engine = Engine.from_snapshot(store.snapshot(start).data)
+    if engine.state_hash() != store.block(start).state_hash:
+        raise VerificationFailed(start, "snapshot does not restore to the header's "
+                                 "state hash")
+    return engine
+
+
+def fold_interval_task(spec: str, start: int, end: int, want_state: bool) -> dict[str, Any]:
+    """A Dask task of a rebuild: fold blocks (start, end] from the snapshot at `start`,
+    every state hash checked; the first mismatch, or the blocks and events folded (with
+    the engine's snapshot bytes at `end` when `want_state`)."""
+    from projections.dask_jobs import guarded
+
+    def body() -> dict[str, Any]:
+        store = worker_store(spec)
+        engine = interval_start(store, start)
+        events = blocks = 0
+        for hdr, datas in store.iter_block_bytes(start + 1, end):
+            try:
+                apply_checked(engine, hdr, datas)
+            except StateHashMismatch as exc:
+                return {"start": start, "end": end, "mismatch": {
+                    "height": exc.height, "state_hash": exc.got.hex(),
+                    "header_state_hash": exc.expected.hex(), "reason": exc.reason}}
+            events += hdr.count
+            blocks += 1
+        return {"start": start, "end": end, "events": events, "blocks": blocks,
+                "state": engine.snapshot_bytes() if want_state else None}
+
+    return guarded(body)
 
 
 def _blocks(store: ChainReader, lo: int, hi: int) -> list[tuple[BlockHeader, list[bytes]]]:

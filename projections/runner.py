@@ -277,6 +277,20 @@ class Runner:
             return self._fold_range(proj, branch, ck, last, branch=branch, t0=t0,
                                     stored=stored)
 
+    def adopt(self, proj: Projection, height: int) -> RunResult:
+        """Make `proj`'s current state (built elsewhere, e.g. by a Dask job) its canonical
+        checkpoint at `height`, if that block is canonical; the projection must not retain
+        read-model entries (only its state is saved)."""
+        if proj.retain_states:
+            raise StoreError(f"projection {proj.name} has read-model entries; it can only "
+                             "be folded, not adopted")
+        hdr = self.store.block(height)
+        with self, RunnerLock(self.rm, proj.name):
+            ck = self.rm.read(lambda txn: read_checkpoint(txn, self.rm, proj.name, CANONICAL))
+            new = Checkpoint(height, hdr.hash, hdr.last_seq, ck.events)
+            self._commit(proj, CANONICAL, ck, new, retained=set())
+        return RunResult(proj.name, CANONICAL, ck.height, height, hdr.hash, 0, 0, 0.0)
+
     # -- canonical runs ------------------------------------------------------------------
 
     def _run_canonical(self, proj: Projection, to_height: int | None) -> RunResult:

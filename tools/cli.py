@@ -17,17 +17,20 @@ from ledger.events.codec import envelope_json
 from ledger.events.record import BY_NAME
 from ledger.markets import DEMO_MARKETS, load_markets
 from ledger.sequencer import Sequencer
-from ledger.store.chain import verify_store
 from tools import output
 from tools.common import (
     BranchOpt,
     DataOpt,
     FromOpt,
     JsonOpt,
+    SchedulerOpt,
+    StoreOpt,
     ToOpt,
+    WorkerStoreOpt,
     check_height,
     data_dir,
     open_store,
+    store_spec,
 )
 from tools.logs import configure
 
@@ -196,21 +199,16 @@ def verify(
     to_height: ToOpt = None,
     jobs: Annotated[int, typer.Option("--jobs", help="Parallel processes for --reexecute.")]
     = 1,
+    store: StoreOpt = None,
+    scheduler: SchedulerOpt = None,
+    worker_store: WorkerStoreOpt = None,
 ) -> None:
     """Walk the hash chain, events and indexes (and with --reexecute, the state machine)."""
-    with open_store(data) as store:
-        report = verify_store(store, branch=branch)
-        doc: dict[str, Any] = {"ok": report.ok, "height": report.height,
-                               "reason": report.reason, "blocks": report.blocks,
-                               "events": report.events}
-        if report.ok and reexecute:
-            from projections.reexecute import reexecute as run_reexecute
+    from projections.verification import verify as run_verify
 
-            rx = run_reexecute(store, from_height=from_height, to_height=to_height,
-                               jobs=jobs, progress=not json_out)
-            doc["reexecute"] = rx
-            if not rx["ok"]:
-                doc.update(ok=False, height=rx["height"], reason=rx["reason"])
+    doc = run_verify(store_spec(store, data), branch=branch, reexecute=reexecute,
+                     from_height=from_height, to_height=to_height, jobs=jobs,
+                     scheduler=scheduler, worker_store=worker_store, progress=not json_out)
     if json_out:
         output.dump_json(doc)
     else:
@@ -322,7 +320,8 @@ def _register_extensions() -> None:
     import importlib
 
     for name in ("tools.cli_sim", "tools.cli_projections", "tools.cli_operator",
-                 "tools.cli_bench", "tools.cli_demo"):
+                 "tools.cli_bench", "tools.cli_demo",
+                 "tools.cli_replicate"):
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as exc:

@@ -192,7 +192,7 @@ class PgCluster:
         if check and proc.returncode != 0:
             raise StoreError(f"{cmd[0]} failed (exit {proc.returncode}): "
                              f"{(proc.stderr or proc.stdout).strip()[-2000:]}")
-        return proc.stdout
+        return str(proc.stdout)
 
 
 def _pg_ids() -> tuple[int, int]:

@@ -79,8 +79,8 @@ def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     for line in text.splitlines():
         line = line.strip()
-        if line.startswith("connection to server") and ":" in line and "failed:" in line:
-            line = line.split("failed:", 1)[1].strip()
+        if "failed:" in line:  # libpq: "connection to server on socket ... failed: why"
+            line = line.rsplit("failed:", 1)[1].strip()
         if line:
             return line
     return type(exc).__name__
