@@ -19,9 +19,10 @@ from typing import Any, TypeVar
 
 from psycopg import Cursor
 
+from ledger.store.pg import copybin
 from ledger.store.pg.chain import PgChain
 from ledger.store.pg.schema import SCHEMA
-from ledger.store.pg.writer import copy_rows
+from ledger.store.pg.writer import copy_stream
 from projections.audit_models import (
     Staged,
     StatementLine,
@@ -38,34 +39,35 @@ T = TypeVar("T")
 
 _STMT_COPY = (f"COPY {SCHEMA}.stmt_lines (ns, acct, height, seq, k, kind, delta_qq, "
               "balance_qq, mkt, value) FROM STDIN (FORMAT BINARY)")
-_STMT_TYPES = ["int4", "text", "int8", "int8", "int2", "text", "numeric", "numeric", "text",
-               "bytea"]
 _TICK_COPY = (f"COPY {SCHEMA}.funding_ticks (ns, mkt, height, seq, status, value) FROM STDIN "
               "(FORMAT BINARY)")
-_TICK_TYPES = ["int4", "text", "int8", "int8", "text", "bytea"]
 _LIQ_COPY = (f"COPY {SCHEMA}.liquidations (ns, height, seq, acct, value) FROM STDIN "
              "(FORMAT BINARY)")
-_LIQ_TYPES = ["int4", "int8", "int8", "text", "bytea"]
 
 
 def write_staged(cur: Cursor[Any], staged: Staged) -> None:
     """Write a fold's staged entries (LMDB-layout keys) as rows, in the caller's txn."""
+    b = copybin
     lines = []
     for key, value in staged.lines:
         ns, acct, height, seq, k = split_stmt_key(key)
         kind, delta, balance, mkt = unpack(value)[:4]
-        lines.append((ns, acct, height, seq, k, kind, delta, balance, mkt, value))
-    copy_rows(cur, _STMT_COPY, _STMT_TYPES, lines)
+        lines.append(b.row(b.int4(ns), b.text(acct), b.int8(height), b.int8(seq), b.int2(k),
+                           b.text(kind), b.numeric(delta), b.numeric(balance), b.text(mkt),
+                           b.raw(value)))
+    copy_stream(cur, _STMT_COPY, lines)
     ticks = []
     for key, value in staged.ticks:
         ns, mkt, height, seq = split_funding_key(key)
-        ticks.append((ns, mkt, height, seq, unpack(value)["status"], value))
-    copy_rows(cur, _TICK_COPY, _TICK_TYPES, ticks)
+        ticks.append(b.row(b.int4(ns), b.text(mkt), b.int8(height), b.int8(seq),
+                           b.text(unpack(value)["status"]), b.raw(value)))
+    copy_stream(cur, _TICK_COPY, ticks)
     liqs = []
     for key, value in staged.liqs:
         ns, height, seq = split_liq_key(key)
-        liqs.append((ns, height, seq, unpack(value)["acct"], value))
-    copy_rows(cur, _LIQ_COPY, _LIQ_TYPES, liqs)
+        liqs.append(b.row(b.int4(ns), b.int8(height), b.int8(seq),
+                          b.text(unpack(value)["acct"]), b.raw(value)))
+    copy_stream(cur, _LIQ_COPY, liqs)
 
 
 def archive_models_above(cur: Cursor[Any], height: int, branch: int) -> dict[str, int]:

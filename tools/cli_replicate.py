@@ -121,6 +121,25 @@ def status(
                             "behind (bytes)"])
 
 
+def bench_replicate(
+    json_out: JsonOpt = False,
+    events: Annotated[int, typer.Option("--events", help="Events in the chain.")] = 1_000_000,
+    lag_blocks: Annotated[int, typer.Option("--lag-blocks", help="Blocks simulate appends "
+                                            "while lag is sampled.")] = 300,
+    dsn: Annotated[str | None, typer.Option("--dsn", help="An empty database to use instead "
+                                            "of a private server (no lag figures).")] = None,
+) -> None:
+    """Replicator events/s vs raw binary COPY, catch-up time, replica lag, PG vs LMDB queries."""
+    from tools.bench_replicate import run
+    from tools.cli_bench import _run
+
+    _run(json_out, "bench replicate", lambda say: run(events, lag_blocks=lag_blocks, dsn=dsn,
+                                                     say=say))
+
+
 def register(app: typer.Typer) -> None:
-    """Add `replicate` (and `replicate status`) to the ledgerctl app."""
+    """Add `replicate` (and `replicate status`) to the ledgerctl app, and `bench replicate`."""
+    from tools.cli_bench import bench_app
+
     app.add_typer(replicate_app, name="replicate")
+    bench_app.command("replicate")(bench_replicate)

@@ -258,11 +258,20 @@ class PgChain:
             out: list[Envelope] = []
             for i in range(0, len(seqs), _FETCH):
                 part = seqs[i:i + _FETCH]
-                raws = self.event_bytes(part, branch=branch)
+                # The other filters go to the server on the filter columns, so only the
+                # events that can match travel and are decoded; `matches` still decides.
+                rows = self._rows(
+                    f"SELECT seq, data FROM {SCHEMA}.events WHERE branch = %s AND "
+                    "seq = ANY(%s) AND (%s::int2 IS NULL OR type_code = %s) AND "
+                    "(%s::text IS NULL OR %s = ANY(accounts)) AND "
+                    "(%s::text IS NULL OR %s = ANY(markets))",
+                    (branch or 0, part, type_code, type_code, account, account, market,
+                     market))
+                raws = {int(s): bytes(d) for s, d in rows}
                 for seq in part:
                     raw = raws.get(seq)
                     if raw is None:
-                        raise NotFound(f"index entry for seq {seq} points at no event")
+                        continue
                     env = decode(raw, seq)
                     if not matches(env, account, market, type_code):
                         continue

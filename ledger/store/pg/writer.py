@@ -11,6 +11,7 @@ sees half of one.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from ledger.errors import IntegrityError
 from ledger.store.blocks import BlockHeader, encode_header
 from ledger.store.chain import Snapshot
 from ledger.store.layout import Head, event_index_keys, index_items, read_u64
+from ledger.store.pg import copybin
 from ledger.store.pg.schema import SCHEMA
 
 #: `index_chunks.idx` of each LMDB index.
@@ -30,10 +32,12 @@ INDEX_IDS = {"account": IDX_ACCOUNT, "market": IDX_MARKET, "type": IDX_TYPE}
 
 _EVENT_COPY = (f"COPY {SCHEMA}.events (branch, seq, height, type_code, accounts, markets, "
                "data) FROM STDIN (FORMAT BINARY)")
-_EVENT_TYPES = ["int4", "int8", "int8", "int2", "text[]", "text[]", "bytea"]
 _INDEX_COPY = (f"COPY {SCHEMA}.index_chunks (branch, idx, key, first_seq, chunk) FROM STDIN "
                "(FORMAT BINARY)")
-_INDEX_TYPES = ["int4", "int2", "bytea", "int8", "bytea"]
+# The fixed-width head of an events row (7 fields: branch, seq, height, type code) and
+# of an index row (5 fields: branch, idx), each with its length prefixes.
+_EVENT_HEAD = struct.Struct(">hiiiqiqih").pack
+_INDEX_HEAD = struct.Struct(">hiiih").pack
 
 
 def pack(obj: Any) -> bytes:
@@ -55,7 +59,7 @@ def block_rows(hdr: BlockHeader, datas: Sequence[bytes], branch: int
     seq = hdr.first_seq
     for data in datas:
         code, accts, mkts = event_index_keys(data)
-        events.append((branch, seq, height, code, list(accts), list(mkts), data))
+        events.append((branch, seq, height, code, accts, mkts, data))
         for a in accts:
             acct_g.setdefault(a.encode(), []).append(seq)
         for m in mkts:
@@ -75,20 +79,23 @@ def copy_block(cur: Cursor[Any], hdr: BlockHeader, datas: Sequence[bytes], branc
                 "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (branch, hdr.height, hdr.time, hdr.first_seq, hdr.count, hdr.prev_hash,
                  hdr.events_hash, hdr.state_hash, hdr.hash, encode_header(hdr)))
-    copy_rows(cur, _EVENT_COPY, _EVENT_TYPES, events)
-    copy_rows(cur, _INDEX_COPY, _INDEX_TYPES, index)
+    arr = copybin.text_array
+    raw = copybin.raw
+    copy_stream(cur, _EVENT_COPY, [
+        b"".join((_EVENT_HEAD(7, 4, b, 8, seq, 8, h, 2, code), arr(accts), arr(mkts), raw(data)))
+        for b, seq, h, code, accts, mkts, data in events])
+    copy_stream(cur, _INDEX_COPY, [
+        b"".join((_INDEX_HEAD(5, 4, b, 2, idx), raw(key), copybin.int8(first), raw(chunk)))
+        for b, idx, key, first, chunk in index])
     return 1 + len(events) + len(index)
 
 
-def copy_rows(cur: Cursor[Any], sql: str, types: list[str], rows: Sequence[Sequence[Any]]
-              ) -> None:
-    """Binary COPY of `rows` (nothing if there are none)."""
-    if not rows:
+def copy_stream(cur: Cursor[Any], sql: str, encoded_rows: Sequence[bytes]) -> None:
+    """Binary COPY of rows already encoded (`copybin`); nothing if there are none."""
+    if not encoded_rows:
         return
     with cur.copy(sql) as cp:
-        cp.set_types(types)
-        for row in rows:
-            cp.write_row(row)
+        cp.write(copybin.rows(encoded_rows))
 
 
 def put_snapshot(cur: Cursor[Any], snap: Snapshot) -> None:
