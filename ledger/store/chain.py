@@ -39,11 +39,13 @@ from ledger.store.blocks import (
     HASH_LEN,
     ZERO_HASH,
     BlockHeader,
+    batches,
     check_events,
     decode_header,
     encode_header,
     genesis_prev_hash,
     make_header,
+    take_run,
 )
 from ledger.store.env import INITIAL_MAP_SIZE, SharedEnv, WriterLock, close_env, open_env
 from ledger.store.layout import (
@@ -460,20 +462,11 @@ class ChainStore:
         """
         if branch is not None:
             self.branch(branch)
-        headers = self.blocks(from_height, to_height, branch=branch)
-        i = 0
-        while i < len(headers):
-            j = i + 1
-            total = headers[i].count
-            while j < len(headers) and total < batch_events:
-                total += headers[j].count
-                j += 1
-            group = headers[i:j]
+        for group in batches(self.blocks(from_height, to_height, branch=branch), batch_events):
             chunks = self._read(lambda txn, g=group: reads.block_bytes(txn, self.dbs, g, branch))
             for hdr, datas in chunks:
                 check_events(hdr, datas)
                 yield hdr, datas
-            i = j
 
     def iter_blocks(self, from_height: int | None = None, to_height: int | None = None, *,
                     branch: int | None = None, batch_events: int = 8192,
@@ -543,13 +536,8 @@ class ChainStore:
         """
 
         def fn(txn: Txn) -> list[tuple[BlockHeader, list[bytes]]]:
-            group: list[BlockHeader] = []
-            total = 0
-            for hdr in reads.blocks(txn, self.dbs, from_height, to_height, branch):
-                group.append(hdr)
-                total += hdr.count
-                if total >= max_events or hdr.height in stop_at:
-                    break
+            group = take_run(reads.blocks(txn, self.dbs, from_height, to_height, branch),
+                             max_events, stop_at)
             return reads.block_bytes(txn, self.dbs, group, branch)
 
         return self._read(fn)

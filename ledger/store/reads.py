@@ -13,7 +13,7 @@ from itertools import islice
 
 from ledger.errors import NotFound
 from ledger.events.codec import Envelope, decode
-from ledger.store.blocks import BlockHeader, decode_header
+from ledger.store.blocks import BlockHeader, decode_header, split_by_block
 from ledger.store.layout import (
     Cursor,
     Dbs,
@@ -128,13 +128,8 @@ def block_bytes(txn: Txn, dbs: Dbs, headers: list[BlockHeader],
     if not headers:
         return []
     lo = headers[0].first_seq
-    raw = values_from(txn, dbs, lo, headers[-1].last_seq - lo + 1, branch)
-    out = []
-    pos = 0
-    for hdr in headers:
-        out.append((hdr, raw[pos:pos + hdr.count]))
-        pos += hdr.count
-    return out
+    return split_by_block(headers, values_from(txn, dbs, lo, headers[-1].last_seq - lo + 1,
+                                               branch))
 
 
 def events_by_seq(txn: Txn, dbs: Dbs, lo: int, hi: int,

@@ -24,7 +24,14 @@ from psycopg import IsolationLevel
 
 from ledger.errors import NotFound, StoreError
 from ledger.events.codec import Envelope, decode
-from ledger.store.blocks import BlockHeader, check_events, decode_header
+from ledger.store.blocks import (
+    BlockHeader,
+    batches,
+    check_events,
+    decode_header,
+    split_by_block,
+    take_run,
+)
 from ledger.store.chain import Snapshot, SnapshotInfo
 from ledger.store.layout import MAX_CHUNK_SPAN, Head, chunk_seqs, index_key
 from ledger.store.pg.connect import connect, describe, pg_errors
@@ -156,44 +163,26 @@ class PgChain:
                ) -> list[tuple[BlockHeader, list[bytes]]]:
         if not headers:
             return []
-        raw = self._datas(branch, headers[0].first_seq, headers[-1].last_seq)
-        out = []
-        pos = 0
-        for hdr in headers:
-            out.append((hdr, raw[pos:pos + hdr.count]))
-            pos += hdr.count
-        return out
+        return split_by_block(headers, self._datas(branch, headers[0].first_seq,
+                                                   headers[-1].last_seq))
 
     def read_blocks(self, from_height: int, to_height: int, *, branch: int | None = None,
                     max_events: int = 8192, stop_at: Collection[int] = ()
                     ) -> list[tuple[BlockHeader, list[bytes]]]:
         """Whole blocks from `from_height` on, in one snapshot (see ChainStore.read_blocks)."""
         with self.pinned():
-            group: list[BlockHeader] = []
-            total = 0
-            for hdr in self.blocks(from_height, to_height, branch=branch):
-                group.append(hdr)
-                total += hdr.count
-                if total >= max_events or hdr.height in stop_at:
-                    break
+            group = take_run(self.blocks(from_height, to_height, branch=branch), max_events,
+                             stop_at)
             return self._split(group, branch)
 
     def iter_block_bytes(self, from_height: int | None = None, to_height: int | None = None,
                          *, branch: int | None = None, batch_events: int = 8192,
                          ) -> Iterator[tuple[BlockHeader, list[bytes]]]:
         """Whole blocks as stored bytes, each block's events hash checked."""
-        headers = self.blocks(from_height, to_height, branch=branch)
-        i = 0
-        while i < len(headers):
-            j = i + 1
-            total = headers[i].count
-            while j < len(headers) and total < batch_events:
-                total += headers[j].count
-                j += 1
-            for hdr, datas in self._split(headers[i:j], branch):
+        for group in batches(self.blocks(from_height, to_height, branch=branch), batch_events):
+            for hdr, datas in self._split(group, branch):
                 check_events(hdr, datas)
                 yield hdr, datas
-            i = j
 
     def iter_events(self, from_height: int | None = None, to_height: int | None = None, *,
                     branch: int | None = None) -> Iterator[Envelope]:
