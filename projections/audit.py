@@ -20,13 +20,18 @@ market or type name, `NotFound` for an account that does not exist at the
 height asked.
 
 Sources: statement lines, funding history and the liquidation register come
-from the read models (`projections.audit_models`), read in one MVCC snapshot
-of the read-model environment and answered as of its checkpoint
-(`as_of_height`); the read model's checkpoint hash is checked against the
-chain after the read, so a rollback in between is noticed and the query re-run.
-States at a height come from the exchange-state projection (`state_at`).
-Fills and events come straight from the chain's indexes. All of it works
-while the sequencer appends in another process.
+from the audit read models (`projections.audit_models`), read through
+`projections.audit_source.AuditModels`: in `<data>/readmodels` beside an
+LMDB ledger, or in a PostgreSQL replica's tables. Each read is one snapshot
+answered as of its checkpoint (`as_of_height`); the checkpoint's block hash
+is checked against the chain after the read, so a rollback in between is
+noticed and the query re-run. States at a height come from the
+exchange-state projection (`state_at`). Fills and events come straight from
+the chain's indexes. The chain is read only through
+`ledger.store.reader.ChainReader`, so the same queries answer the same from
+`Auditor.open("ledger-data")` and `Auditor.open("postgresql://...")`; on
+PostgreSQL each public query runs in one REPEATABLE READ snapshot. All of it
+works while the sequencer (or the replicator) appends in another process.
 """
 
 from __future__ import annotations
