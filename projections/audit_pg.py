@@ -22,7 +22,7 @@ from psycopg import Cursor
 from ledger.store.pg import copybin
 from ledger.store.pg.chain import PgChain
 from ledger.store.pg.schema import SCHEMA
-from ledger.store.pg.writer import copy_stream
+from ledger.store.pg.writer import copy_payload
 from projections.audit_models import (
     Staged,
     StatementLine,
@@ -45,8 +45,9 @@ _LIQ_COPY = (f"COPY {SCHEMA}.liquidations (ns, height, seq, acct, value) FROM ST
              "(FORMAT BINARY)")
 
 
-def write_staged(cur: Cursor[Any], staged: Staged) -> None:
-    """Write a fold's staged entries (LMDB-layout keys) as rows, in the caller's txn."""
+def encode_staged(staged: Staged) -> tuple[bytes, bytes, bytes]:
+    """A fold's staged entries (LMDB-layout keys) as binary COPY streams of rows:
+    statement lines, funding ticks, liquidations."""
     b = copybin
     lines = []
     for key, value in staged.lines:
@@ -55,19 +56,28 @@ def write_staged(cur: Cursor[Any], staged: Staged) -> None:
         lines.append(b.row(b.int4(ns), b.text(acct), b.int8(height), b.int8(seq), b.int2(k),
                            b.text(kind), b.numeric(delta), b.numeric(balance), b.text(mkt),
                            b.raw(value)))
-    copy_stream(cur, _STMT_COPY, lines)
     ticks = []
     for key, value in staged.ticks:
         ns, mkt, height, seq = split_funding_key(key)
         ticks.append(b.row(b.int4(ns), b.text(mkt), b.int8(height), b.int8(seq),
                            b.text(unpack(value)["status"]), b.raw(value)))
-    copy_stream(cur, _TICK_COPY, ticks)
     liqs = []
     for key, value in staged.liqs:
         ns, height, seq = split_liq_key(key)
         liqs.append(b.row(b.int4(ns), b.int8(height), b.int8(seq),
                           b.text(unpack(value)["acct"]), b.raw(value)))
-    copy_stream(cur, _LIQ_COPY, liqs)
+    return b.rows(lines), b.rows(ticks), b.rows(liqs)
+
+
+def write_encoded(cur: Cursor[Any], encoded: tuple[bytes, bytes, bytes]) -> None:
+    """Write `encode_staged`'s streams (inside the caller's transaction)."""
+    for sql, payload in zip((_STMT_COPY, _TICK_COPY, _LIQ_COPY), encoded, strict=True):
+        copy_payload(cur, sql, payload)
+
+
+def write_staged(cur: Cursor[Any], staged: Staged) -> None:
+    """Write a fold's staged entries as rows, in the caller's transaction."""
+    write_encoded(cur, encode_staged(staged))
 
 
 def archive_models_above(cur: Cursor[Any], height: int, branch: int) -> dict[str, int]:

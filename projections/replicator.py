@@ -33,35 +33,46 @@ serve the auditors. Here:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 import structlog
 
 from ledger.errors import IntegrityError, LedgerLocked, StoreError
 from ledger.store.blocks import BlockHeader, check_events, genesis_prev_hash
-from ledger.store.chain import ChainStore
+from ledger.store.chain import ChainStore, Snapshot
 from ledger.store.layout import SCHEMA_VERSION as LMDB_SCHEMA_VERSION
 from ledger.store.layout import Head
 from ledger.store.pg.chain import PgChain
 from ledger.store.pg.connect import connect, describe, pg_errors
 from ledger.store.pg.schema import LOCK_NS, REPLICATOR_LOCK, SCHEMA, migrate
 from ledger.store.pg.writer import (
+    EncodedBlock,
     advance,
     archive_above,
     copy_block,
+    encode_block,
     init_tracking,
     put_branch,
     put_journal,
     put_meta,
     put_snapshot,
+    write_block,
 )
 from projections.audit_models import AuditProjection
-from projections.audit_pg import archive_models_above, write_staged
+from projections.audit_pg import (
+    archive_models_above,
+    encode_staged,
+    write_encoded,
+    write_staged,
+)
 from projections.progress import ProgressBar
 
 log = structlog.get_logger("projections.replicator")
@@ -73,6 +84,23 @@ BATCH_EVENTS = 20_000
 
 class _ChainMoved(Exception):
     """A rollback happened on the chain while a batch was read: plan again."""
+
+
+class _Unlinked(NamedTuple):
+    """A block of a batch that does not link to the one before it."""
+
+    hdr: BlockHeader
+
+
+class _Prepared(NamedTuple):
+    """A block folded and encoded, ready for its transaction."""
+
+    hdr: BlockHeader
+    block: EncodedBlock
+    staged: tuple[bytes, bytes, bytes]
+    snap: Snapshot | None
+    journal: list[dict[str, Any]]
+    fold_blob: bytes | None
 
 
 @dataclass
@@ -183,7 +211,7 @@ class Replicator:
             if not self._broken and not self.conn.closed and self._saved_at != \
                     self.tracking.height and self.tracking.height >= 0:
                 with self._errors("saving the fold state"), self.conn.transaction():
-                    self._save_fold(self.conn.cursor(), self.tracking)
+                    self._save_fold(self.conn.cursor(), self.tracking, self.proj.dump())
         finally:
             if not self.conn.closed:
                 self.conn.close()
@@ -218,11 +246,11 @@ class Replicator:
         every = int(self.store.config.get("snapshot_every", 0) or 0)
         return (every > 0 and height % every == 0) or height in self._lmdb_snaps
 
-    def _save_fold(self, cur: psycopg.Cursor[Any], at: Head) -> None:
+    def _save_fold(self, cur: psycopg.Cursor[Any], at: Head, blob: bytes) -> None:
         depth = int(self.store.config.get("max_rollback_depth", 10_000) or 10_000)
         cur.execute(f"INSERT INTO {SCHEMA}.fold_states (height, hash, blob) VALUES (%s, %s, %s) "
                     "ON CONFLICT (height) DO UPDATE SET hash = EXCLUDED.hash, blob = "
-                    "EXCLUDED.blob", (at.height, at.hash, self.proj.dump()))
+                    "EXCLUDED.blob", (at.height, at.hash, blob))
         cur.execute(f"DELETE FROM {SCHEMA}.fold_states WHERE height < %s",
                     (at.height - depth,))
         self._saved_at = at.height
@@ -325,29 +353,84 @@ class Replicator:
                 raise _ChainMoved
             if not batch or batch[0][0].height != lo:
                 raise _ChainMoved
-            journal = self._new_journal()
-            for hdr, datas in batch:
-                check_events(hdr, datas)
-                if hdr.prev_hash != self.tracking.hash:
+            copied += self._copy_batch(batch, owner, n0, report, bar, stop)
+        return copied
+
+    def _copy_batch(self, batch: list[tuple[BlockHeader, list[bytes]]], owner: int | None,
+                    n0: int, report: ReplicationReport, bar: ProgressBar,
+                    stop: Callable[[], bool]) -> int:
+        """Write a batch, one transaction per block, in a two-stage pipeline: a thread
+        checks, folds and encodes block N+1 (Python work) while this one waits for the
+        server to take block N. Only this thread writes; a block is committed whole or
+        not at all. If the pipeline stops early, the fold state (which may have run ahead
+        of the commits) is rebuilt at the replica's head."""
+        store = self.store
+        ready: queue.Queue[Any] = queue.Queue(maxsize=4)
+        abort = threading.Event()
+        journal = self._new_journal()
+
+        def produce() -> None:
+            prev = self.tracking.hash
+            first = True
+            try:
+                for hdr, datas in batch:
+                    if abort.is_set():
+                        return
+                    check_events(hdr, datas)
+                    if hdr.prev_hash != prev:
+                        ready.put(_Unlinked(hdr))
+                        return
+                    prev = hdr.hash
+                    snap = None
+                    if owner is None and hdr.height in self._lmdb_snaps:
+                        try:
+                            snap = store.snapshot(hdr.height)
+                        except StoreError:
+                            snap = None
+                    ready.put(self._prepare(hdr, datas, snap, journal if first else []))
+                    first = False
+                ready.put(None)
+            except BaseException as exc:  # handed to the writing thread, raised there
+                ready.put(exc)
+
+        worker = threading.Thread(target=produce, name="replicator-prepare", daemon=True)
+        worker.start()
+        copied = prepared_ahead = 0
+        try:
+            while True:
+                item = ready.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, _Unlinked):
                     if store.next_branch_id() != n0:
                         raise _ChainMoved
-                    raise IntegrityError(f"block {hdr.height} of the chain does not link to "
-                                         f"the replica's block {self.tracking.height}; the "
+                    raise IntegrityError(f"block {item.hdr.height} of the chain does not link "
+                                         f"to the replica's block {self.tracking.height}; the "
                                          "database was fed from another copy of this ledger")
-                snap = None
-                if owner is None and hdr.height in self._lmdb_snaps:
-                    try:
-                        snap = store.snapshot(hdr.height)
-                    except StoreError:
-                        snap = None
-                self._write_block(hdr, datas, snap, journal)
-                journal = []
+                self._commit(item)
                 copied += 1
                 report.blocks += 1
-                report.events += hdr.count
-                bar.advance(hdr.count)
+                report.events += item.hdr.count
+                bar.advance(item.hdr.count)
                 if stop():
+                    prepared_ahead = 1
                     break
+        except BaseException:
+            prepared_ahead = 1
+            raise
+        finally:
+            abort.set()
+            while worker.is_alive():  # unblock a producer waiting on a full queue
+                with contextlib.suppress(queue.Empty):
+                    ready.get(timeout=0.05)
+            worker.join()
+            if prepared_ahead and not self._broken and not self.conn.closed:
+                try:
+                    self.proj = self._fold_at(self.tracking.height)
+                except Exception:
+                    self._broken = True
         return copied
 
     def _new_journal(self) -> list[dict[str, Any]]:
@@ -358,25 +441,33 @@ class Replicator:
             put_journal(cur, journal)
             self._journal_max = max(int(r["id"]) for r in journal)
 
-    def _write_block(self, hdr: BlockHeader, datas: list[bytes], snap: Any,
-                     journal: list[dict[str, Any]]) -> None:
+    def _prepare(self, hdr: BlockHeader, datas: list[bytes], snap: Snapshot | None,
+                 journal: list[dict[str, Any]]) -> _Prepared:
+        """Fold one block and encode all its rows (no I/O to the server)."""
+        enc = encode_block(hdr, datas, 0)
+        self.proj.fold(hdr, datas, True)
+        staged = encode_staged(self.proj.take_staged())
+        blob = self.proj.dump() if self._retain(hdr.height) else None
+        return _Prepared(hdr, enc, staged, snap, journal, blob)
+
+    def _commit(self, p: _Prepared) -> None:
         """ONE transaction: the block, its read-model rows, what arrived beside it, tracking."""
+        hdr = p.hdr
         new = Head(hdr.height, hdr.last_seq, hdr.hash, hdr.time)
         with self._errors(f"writing block {hdr.height}"), self.conn.transaction():
             cur = self.conn.cursor()
-            copy_block(cur, hdr, datas, 0)
-            self.proj.fold(hdr, datas, True)
-            write_staged(cur, self.proj.take_staged())
-            if snap is not None:
-                put_snapshot(cur, snap)
-            self._put_journal(cur, journal)
+            write_block(cur, p.block)
+            write_encoded(cur, p.staged)
+            if p.snap is not None:
+                put_snapshot(cur, p.snap)
+            self._put_journal(cur, p.journal)
             if hdr.height == 0:
                 put_meta(cur, "genesis_hash", hdr.hash.hex())
-            if self._retain(hdr.height):
-                self._save_fold(cur, new)
+            if p.fold_blob is not None:
+                self._save_fold(cur, new, p.fold_blob)
             advance(cur, self.tracking, new)
         self.tracking = new
-        if snap is not None:
+        if p.snap is not None:
             self._pg_snaps.add(hdr.height)
 
     def _sync_side(self) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 from psycopg import Cursor
@@ -38,6 +38,7 @@ _INDEX_COPY = (f"COPY {SCHEMA}.index_chunks (branch, idx, key, first_seq, chunk)
 # of an index row (5 fields: branch, idx), each with its length prefixes.
 _EVENT_HEAD = struct.Struct(">hiiiqiqih").pack
 _INDEX_HEAD = struct.Struct(">hiiih").pack
+_EMPTY_STREAM = len(copybin.rows([]))
 
 
 def pack(obj: Any) -> bytes:
@@ -71,31 +72,58 @@ def block_rows(hdr: BlockHeader, datas: Sequence[bytes], branch: int
     return events, index
 
 
-def copy_block(cur: Cursor[Any], hdr: BlockHeader, datas: Sequence[bytes], branch: int) -> int:
-    """Write one block's header, events and index chunks; the rows written."""
+class EncodedBlock(NamedTuple):
+    """One block's rows, encoded for the server (CPU work done before the transaction)."""
+
+    header: tuple[Any, ...]
+    events: bytes
+    index_rows: bytes
+    rows: int
+
+
+def encode_block(hdr: BlockHeader, datas: Sequence[bytes], branch: int) -> EncodedBlock:
+    """A block's header row and its events and index rows as binary COPY streams."""
     events, index = block_rows(hdr, datas, branch)
-    cur.execute(f"INSERT INTO {SCHEMA}.blocks (branch, height, time, first_seq, count, "
-                "prev_hash, events_hash, state_hash, hash, header) VALUES "
-                "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (branch, hdr.height, hdr.time, hdr.first_seq, hdr.count, hdr.prev_hash,
-                 hdr.events_hash, hdr.state_hash, hdr.hash, encode_header(hdr)))
     arr = copybin.text_array
     raw = copybin.raw
-    copy_stream(cur, _EVENT_COPY, [
-        b"".join((_EVENT_HEAD(7, 4, b, 8, seq, 8, h, 2, code), arr(accts), arr(mkts), raw(data)))
-        for b, seq, h, code, accts, mkts, data in events])
-    copy_stream(cur, _INDEX_COPY, [
-        b"".join((_INDEX_HEAD(5, 4, b, 2, idx), raw(key), copybin.int8(first), raw(chunk)))
-        for b, idx, key, first, chunk in index])
-    return 1 + len(events) + len(index)
+    return EncodedBlock(
+        (branch, hdr.height, hdr.time, hdr.first_seq, hdr.count, hdr.prev_hash,
+         hdr.events_hash, hdr.state_hash, hdr.hash, encode_header(hdr)),
+        copybin.rows([b"".join((_EVENT_HEAD(7, 4, b, 8, seq, 8, h, 2, code), arr(accts),
+                                arr(mkts), raw(data)))
+                      for b, seq, h, code, accts, mkts, data in events]),
+        copybin.rows([b"".join((_INDEX_HEAD(5, 4, b, 2, idx), raw(key), copybin.int8(first),
+                                raw(chunk)))
+                      for b, idx, key, first, chunk in index]),
+        1 + len(events) + len(index))
+
+
+def write_block(cur: Cursor[Any], enc: EncodedBlock) -> None:
+    """Write an encoded block (inside the caller's transaction)."""
+    cur.execute(f"INSERT INTO {SCHEMA}.blocks (branch, height, time, first_seq, count, "
+                "prev_hash, events_hash, state_hash, hash, header) VALUES "
+                "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", enc.header)
+    copy_payload(cur, _EVENT_COPY, enc.events)
+    copy_payload(cur, _INDEX_COPY, enc.index_rows)
+
+
+def copy_block(cur: Cursor[Any], hdr: BlockHeader, datas: Sequence[bytes], branch: int) -> int:
+    """Write one block's header, events and index chunks; the rows written."""
+    enc = encode_block(hdr, datas, branch)
+    write_block(cur, enc)
+    return enc.rows
+
+
+def copy_payload(cur: Cursor[Any], sql: str, payload: bytes) -> None:
+    """Binary COPY of a whole encoded stream (`copybin.rows`); nothing if it has no rows."""
+    if len(payload) > _EMPTY_STREAM:
+        with cur.copy(sql) as cp:
+            cp.write(payload)
 
 
 def copy_stream(cur: Cursor[Any], sql: str, encoded_rows: Sequence[bytes]) -> None:
-    """Binary COPY of rows already encoded (`copybin`); nothing if there are none."""
-    if not encoded_rows:
-        return
-    with cur.copy(sql) as cp:
-        cp.write(copybin.rows(encoded_rows))
+    """Binary COPY of rows each already encoded (`copybin.row`)."""
+    copy_payload(cur, sql, copybin.rows(encoded_rows))
 
 
 def put_snapshot(cur: Cursor[Any], snap: Snapshot) -> None:
