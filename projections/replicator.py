@@ -136,6 +136,7 @@ class Replicator:
                             autocommit=True)
         self._broken = False
         self._lmdb_snaps: set[int] = set()
+        self._until: int | None = None
         try:
             with self._errors("checking the target"):
                 self._check_writable()
@@ -263,6 +264,8 @@ class Replicator:
         chain until `stop()` is true. Raises the ledger's errors (`StoreUnavailable`
         if the server goes away; nothing half-written is then visible)."""
         report = ReplicationReport(height=self.tracking.height)
+        # Without `follow`, catch up to the head as it is now, even if the writer goes on.
+        self._until = None if follow else self.store.head.height
         t0 = time.perf_counter()
         bar = ProgressBar(self.progress, "replicate",
                           max(0, self.store.head.seq - self.tracking.seq))
@@ -305,7 +308,9 @@ class Replicator:
                 return True
             self._check_link(n0)
             self._sync_side()
-            return self._extend(n0 - 1, store.head.height, branches, n0, report, bar, stop) > 0
+            head = store.head.height if self._until is None else min(self._until,
+                                                                       store.head.height)
+            return self._extend(n0 - 1, head, branches, n0, report, bar, stop) > 0
         except _ChainMoved:
             log.info("the chain was rolled back during a read; planning again")
             return True

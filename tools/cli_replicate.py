@@ -44,7 +44,8 @@ def replicate(
     to: ToOpt = None,
     data: DataOpt = None,
     json_out: JsonOpt = False,
-    once: Annotated[bool, typer.Option("--once", help="Catch up to the head and exit.")]
+    once: Annotated[bool, typer.Option("--once", help="Catch up to the head (as it is at "
+                                       "the start) and exit.")]
     = False,
     poll: Annotated[float, typer.Option("--poll", help="Seconds between looks at the "
                                         "chain's head when caught up.")] = 0.2,
