@@ -72,6 +72,11 @@ class NotFound(StoreError):
     """A height, branch, snapshot or record that does not exist."""
 
 
+class StoreUnavailable(StoreError):
+    """A store that cannot be reached now (a PostgreSQL server down, refusing, or gone
+    mid-transaction); nothing half-written is visible, and a retry may succeed."""
+
+
 class VerificationFailed(LedgerError):
     """The chain, an index, a snapshot or a replay does not check out."""
 

@@ -13,10 +13,10 @@ from collections.abc import Callable
 from ledger.core.engine import Engine
 from ledger.core.refold import apply_block_bytes
 from ledger.errors import VerificationFailed
-from ledger.store.chain import ChainStore
+from ledger.store.reader import ChainReader
 
 
-def restore(store: ChainStore, *, at_or_below: int) -> tuple[Engine, int]:
+def restore(store: ChainReader, *, at_or_below: int) -> tuple[Engine, int]:
     """An engine restored from the newest snapshot at or below a height, and that height.
 
     The snapshot's own hash, the hash of the state it decodes to, and the block
@@ -38,7 +38,7 @@ def restore(store: ChainStore, *, at_or_below: int) -> tuple[Engine, int]:
     return engine, info.height
 
 
-def replay(store: ChainStore, engine: Engine, from_height: int, to_height: int, *,
+def replay(store: ChainReader, engine: Engine, from_height: int, to_height: int, *,
            branch: int | None = None, check: bool = True,
            progress: Callable[[int, int], None] | None = None) -> int:
     """Fold blocks [from_height, to_height] into `engine`; returns events applied.

@@ -20,92 +20,107 @@ market or type name, `NotFound` for an account that does not exist at the
 height asked.
 
 Sources: statement lines, funding history and the liquidation register come
-from the read models (`projections.audit_models`), read in one MVCC snapshot
-of the read-model environment and answered as of its checkpoint
-(`as_of_height`); the read model's checkpoint hash is checked against the
-chain after the read, so a rollback in between is noticed and the query re-run.
-States at a height come from the exchange-state projection (`state_at`).
-Fills and events come straight from the chain's indexes. All of it works
-while the sequencer appends in another process.
+from the audit read models (`projections.audit_models`), read through
+`projections.audit_source.AuditModels`: in `<data>/readmodels` beside an
+LMDB ledger, or in a PostgreSQL replica's tables. Each read is one snapshot
+answered as of its checkpoint (`as_of_height`); the checkpoint's block hash
+is checked against the chain after the read, so a rollback in between is
+noticed and the query re-run. States at a height come from the
+exchange-state projection (`state_at`). Fills and events come straight from
+the chain's indexes. The chain is read only through
+`ledger.store.reader.ChainReader`, so the same queries answer the same from
+`Auditor.open("ledger-data")` and `Auditor.open("postgresql://...")`; on
+PostgreSQL each public query runs in one REPEATABLE READ snapshot. All of it
+works while the sequencer (or the replicator) appends in another process.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 from collections.abc import Callable, Iterator
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypeVar, cast
 
 from ledger.errors import CommandInvalid, NotFound
 from ledger.events import outcomes as o
 from ledger.events.codec import Envelope, decode, envelope_json, to_jsonable
 from ledger.events.enums import Side
 from ledger.events.record import BY_NAME
-from ledger.store.chain import ChainStore
-from ledger.store.layout import u64 as chain_u64
-from projections import jobs
-from projections.audit_models import (
-    FILL,
-    AuditProjection,
-    StatementLine,
-    code,
-    decode_line,
-    funding_key,
-    liq_key,
-)
-from projections.checkpoints import Checkpoint, read_checkpoint
+from ledger.store.reader import ChainReader, is_pg_spec
+from projections.audit_models import FILL, StatementLine, code
+from projections.audit_source import AuditModels, AuditView, LmdbAuditModels
+from projections.checkpoints import Checkpoint
 from projections.exchange_state import state_at
-from projections.readmodels import (
-    CANONICAL,
-    ReadModels,
-    Txn,
-    read_u64,
-    run_read,
-    s8,
-    u32,
-    u64,
-    unpack,
-)
-from projections.runner import Runner
+from projections.readmodels import CANONICAL, ReadModels
 from projections.summaries import account_state, exchange_summary
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 EXPORTS = ("statement", "fills", "funding", "liquidations", "events")
 FORMATS = ("jsonl", "csv")
-_AUDIT = AuditProjection.name
+
+
+def _pinned(method: F) -> F:
+    """Answer a query from one consistent view of the store (one PostgreSQL snapshot; a
+    no-op on LMDB, whose reads each are one and are re-checked where they combine)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Auditor, *args: Any, **kwargs: Any) -> Any:
+        with self.store.pinned():
+            return method(self, *args, **kwargs)
+
+    return cast(F, wrapper)
 
 
 class Auditor:
     """Audit queries over one ledger (see module docstring)."""
 
-    def __init__(self, store: ChainStore, rm: ReadModels, *, catch_up: bool = True,
-                 progress: bool = False) -> None:
+    def __init__(self, store: ChainReader, models: AuditModels | ReadModels, *,
+                 catch_up: bool = True, progress: bool = False) -> None:
         self.store = store
-        self.rm = rm
+        self.models: AuditModels = (LmdbAuditModels(store, models)
+                                    if isinstance(models, ReadModels) else models)
         self._progress = progress
         self._owned = False
         if catch_up:
             self.catch_up()
 
     @classmethod
-    def open(cls, data_dir: str | os.PathLike[str], *, catch_up: bool = True,
+    def open(cls, store: str | os.PathLike[str], *, catch_up: bool = True,
              progress: bool = False) -> Auditor:
-        """Open the ledger read-only and its read models; catch them up unless told not to."""
-        store = ChainStore.open(data_dir)
-        rm = ReadModels.open(data_dir)
+        """Open a ledger read-only with its audit read models: a data directory (the read
+        models there are caught up first unless told not to) or a PostgreSQL replica
+        URL (`postgresql://...`), whose read models the replicator keeps current."""
+        chain: ChainReader
+        models: AuditModels
+        if is_pg_spec(store):
+            from projections.audit_pg import open_pg_auditor_parts
+
+            chain, models = open_pg_auditor_parts(str(store))
+        else:
+            from ledger.store.chain import ChainStore
+
+            lmdb_chain = ChainStore.open(store)
+            try:
+                models = LmdbAuditModels(lmdb_chain, ReadModels.open(store))
+            except BaseException:
+                lmdb_chain.close()
+                raise
+            chain = lmdb_chain
         try:
-            au = cls(store, rm, catch_up=catch_up, progress=progress)
+            au = cls(chain, models, catch_up=catch_up, progress=progress)
         except BaseException:
-            rm.close()
-            store.close()
+            models.close()
+            chain.close()
             raise
         au._owned = True
         return au
 
     def close(self) -> None:
         if self._owned:
-            self.rm.close()
+            self.models.close()
             self.store.close()
             self._owned = False
 
@@ -116,14 +131,15 @@ class Auditor:
         self.close()
 
     def catch_up(self) -> None:
-        """Fold new blocks into the read models and the exchange-state projection
-        (skipped if another runner is busy)."""
-        jobs.catch_up(self.store, self.rm, progress=self._progress, wait=False)
+        """Fold new blocks into the read models where they are folded on demand (LMDB:
+        the audit read models and the exchange-state projection, skipped if another
+        runner is busy; a replica's are kept current by its replicator)."""
+        self.models.catch_up(progress=self._progress)
 
     @property
     def as_of(self) -> Checkpoint:
         """The canonical read models' checkpoint (height -1: nothing folded yet)."""
-        return self.rm.read(lambda txn: read_checkpoint(txn, self.rm, _AUDIT, CANONICAL))
+        return self.models.read(lambda view: view.checkpoint())
 
     # -- argument checks ---------------------------------------------------------------
 
@@ -176,7 +192,7 @@ class Auditor:
             self._require_ancestry(branch, rec)
             out.append((CANONICAL, lo, min(hi, base)))
         if hi > base:
-            Runner(self.store, self.rm).run_branch(AuditProjection(), branch)
+            self.models.ensure_branch(branch)
             out.append((branch, max(lo, base + 1), hi))
         return out
 
@@ -190,12 +206,11 @@ class Auditor:
             raise NotFound(f"branch {branch}: its base block {base} is no longer on the "
                            "canonical chain, so its shared history cannot be read from it")
 
-    def _read(self, fn: Callable[[Txn], T]) -> tuple[Checkpoint, T]:
+    def _read(self, fn: Callable[[AuditView], T]) -> tuple[Checkpoint, T]:
         """Run `fn` in one read-model snapshot; re-run it if a rollback moved the chain
         under the read (the checkpoint's block is then no longer canonical)."""
         for _ in range(3):
-            ck, out = self.rm.read(lambda txn: (
-                read_checkpoint(txn, self.rm, _AUDIT, CANONICAL), fn(txn)))
+            ck, out = self.models.read(lambda view: (view.checkpoint(), fn(view)))
             if ck.height < 0 or self._canonical(ck):
                 return ck, out
             self.catch_up()
@@ -210,6 +225,7 @@ class Auditor:
 
     # -- statement lines -------------------------------------------------------------
 
+    @_pinned
     def statement(self, acct: str, *, from_height: int | None = None,
                   to_height: int | None = None, branch: int | None = None,
                   limit: int | None = None) -> dict[str, Any]:
@@ -221,17 +237,15 @@ class Auditor:
         """
         lo, hi = self._range(from_height, to_height, branch)
         segs = self._segments(lo, hi, branch)
-        rec = self.check_branch(branch)
-        # Below a branch's part, its history is the canonical one up to its base.
-        fallback = None if rec is None else (CANONICAL, int(rec["base_height"]) + 1)
+        shared = self._shared_below(branch)
 
-        def read(txn: Txn) -> tuple[list[StatementLine], int]:
+        def read(view: AuditView) -> tuple[list[StatementLine], int]:
             first_ns, first_lo, _ = segs[0]
-            opening = _balance_before(txn, self.rm, first_ns, acct, first_lo,
-                                      fallback=None if first_ns == CANONICAL else fallback)
+            opening = view.balance_before(first_ns, acct, first_lo,
+                                          None if first_ns == CANONICAL else shared)
             got: list[StatementLine] = []
             for ns, a, b in segs:
-                got.extend(_lines(txn, self.rm, ns, acct, a, b))
+                got.extend(view.lines(ns, acct, a, b))
             return got, opening
 
         ck, (lines, open_bal) = self._read(read)
@@ -248,39 +262,41 @@ class Auditor:
                 "closing_balance_qq": closing, "total_delta_qq": closing - open_bal,
                 "lines": rows}
 
+    def _shared_below(self, branch: int | None) -> int | None:
+        """For a branch: one above its base, the bound of the canonical history it shares
+        (canonical lines above the base belong to the chain that replaced it)."""
+        rec = self.check_branch(branch)
+        return None if rec is None else int(rec["base_height"]) + 1
+
     def _events_at(self, lines: list[StatementLine], branch: int | None) -> dict[int, Any]:
         """The events at the lines' seqs (canonical or, above a branch's base, archived)."""
         if not lines:
             return {}
         rec = self.check_branch(branch)
         base = -1 if rec is None else int(rec["base_height"])
-        dbs = self.store.dbs
+        own = [ln.seq for ln in lines if rec is not None and ln.height > base]
+        shared = [ln.seq for ln in lines if rec is None or ln.height <= base]
+        raws = self.store.event_bytes(shared)
+        if own:
+            raws.update(self.store.event_bytes(own, branch=branch))
+        kinds = {ln.seq: ln.kind for ln in lines}
+        out = {}
+        for seq, raw in raws.items():
+            ev = decode(raw, seq).event
+            # A rollback between the two reads could put another event there.
+            if isinstance(ev, o.Filled if kinds[seq] == FILL else o.FundingSettled):
+                out[seq] = ev
+        return out
 
-        def fn(txn: Txn) -> dict[int, Any]:
-            out = {}
-            for ln in lines:
-                if rec is not None and ln.height > base:
-                    raw = txn.get(u32(branch or 0) + chain_u64(ln.seq), db=dbs.arch_events)
-                else:
-                    raw = txn.get(chain_u64(ln.seq), db=dbs.events)
-                if raw is not None:
-                    ev = decode(raw, ln.seq).event
-                    # A rollback between the two reads could put another event there.
-                    if isinstance(ev, o.Filled if ln.kind == FILL else o.FundingSettled):
-                        out[ln.seq] = ev
-            return out
-
-        return run_read(self.store.shared_env, fn)
-
+    @_pinned
     def balance_at(self, acct: str, height: int, branch: int | None = None) -> int | None:
         """The statement's balance after `height` (None if the read models are behind it)."""
         segs = self._segments(0, height, branch)
-        ns, lo, hi = segs[-1]
+        ns, _, hi = segs[-1]
+        shared = self._shared_below(branch) if len(segs) > 1 else None
 
-        def fn(txn: Txn) -> int:
-            # A branch's part starts at base + 1 (= lo): below it, the canonical history.
-            return _balance_before(txn, self.rm, ns, acct, hi + 1, fallback=(segs[0][0], lo)
-                                   if len(segs) > 1 else None)
+        def fn(view: AuditView) -> int:
+            return view.balance_before(ns, acct, hi + 1, shared)
 
         ck, bal = self._read(fn)
         if branch is None and height > ck.height:
@@ -289,6 +305,7 @@ class Auditor:
 
     # -- account ---------------------------------------------------------------------
 
+    @_pinned
     def account(self, acct: str, *, at_height: int | None = None,
                 from_height: int | None = None, to_height: int | None = None,
                 branch: int | None = None, limit: int | None = None) -> dict[str, Any]:
@@ -301,7 +318,7 @@ class Auditor:
         Raises `NotFound` if the account does not exist at that height.
         """
         h = self._at(at_height, branch)
-        engine = state_at(self.store, h, branch, rm=self.rm)
+        engine = state_at(self.store, h, branch, rm=self.models.readmodels)
         if acct not in set(engine.accounts()):
             raise NotFound(f"account {acct!r} does not exist at height {h}"
                            + ("" if branch is None else f" of branch {branch}"))
@@ -315,6 +332,7 @@ class Auditor:
 
     # -- fills, events -----------------------------------------------------------------
 
+    @_pinned
     def events(self, *, account: str | None = None, market: str | None = None,
                type_name: str | None = None, from_height: int | None = None,
                to_height: int | None = None, branch: int | None = None,
@@ -355,6 +373,7 @@ class Auditor:
                                             limit=left))
         return out
 
+    @_pinned
     def fills(self, *, account: str | None = None, market: str | None = None,
               from_height: int | None = None, to_height: int | None = None,
               branch: int | None = None, limit: int | None = None) -> list[dict[str, Any]]:
@@ -378,6 +397,7 @@ class Auditor:
 
     # -- funding ---------------------------------------------------------------------
 
+    @_pinned
     def funding(self, market: str, *, from_height: int | None = None,
                 to_height: int | None = None, branch: int | None = None) -> dict[str, Any]:
         """A market's funding history: every tick (index before and after, rate, premium,
@@ -388,22 +408,8 @@ class Auditor:
             raise CommandInvalid(f"unknown market {market!r}")
         segs = self._segments(lo, hi, branch)
 
-        def read(txn: Txn) -> list[dict[str, Any]]:
-            ticks = []
-            for ns, a, b in segs:
-                cur = txn.cursor(self.rm.funding)
-                pre = u32(ns) + s8(market)
-                if not cur.set_range(funding_key(ns, market, a, 0)):
-                    continue
-                for key, value in cur:
-                    if not key.startswith(pre):
-                        break
-                    height = read_u64(key, len(pre))
-                    if height > b:
-                        break
-                    ticks.append({"height": height, "seq": read_u64(key, len(pre) + 8),
-                                  **unpack(value)})
-            return ticks
+        def read(view: AuditView) -> list[dict[str, Any]]:
+            return [t for ns, a, b in segs for t in view.funding_ticks(ns, market, a, b)]
 
         ck, ticks = self._read(read)
         by_acct: dict[str, int] = {}
@@ -430,6 +436,7 @@ class Auditor:
 
     # -- liquidations ------------------------------------------------------------------
 
+    @_pinned
     def liquidations(self, *, account: str | None = None, market: str | None = None,
                      from_height: int | None = None, to_height: int | None = None,
                      branch: int | None = None) -> list[dict[str, Any]]:
@@ -439,35 +446,28 @@ class Auditor:
         lo, hi = self._range(from_height, to_height, branch)
         segs = self._segments(lo, hi, branch)
 
-        def read(txn: Txn) -> list[dict[str, Any]]:
-            out = []
-            for ns, a, b in segs:
-                cur = txn.cursor(self.rm.liqs)
-                if not cur.set_range(liq_key(ns, a, 0)):
-                    continue
-                for key, value in cur:
-                    if key[:4] != u32(ns) or read_u64(key, 4) > b:
-                        break
-                    out.append(unpack(value))
-            return out
+        def read(view: AuditView) -> list[dict[str, Any]]:
+            return [r for ns, a, b in segs for r in view.liquidations(ns, a, b)]
 
         _, recs = self._read(read)
         return [r for r in recs if _liq_matches(r, account, market)]
 
     # -- state -----------------------------------------------------------------------
 
+    @_pinned
     def state(self, *, at_height: int | None = None, branch: int | None = None
               ) -> dict[str, Any]:
         """The exchange at a height: per market open interest, oracle, mark, index, modes;
         vault and fee balances; totals (balances, external flows, dust, bad debt)."""
         h = self._at(at_height, branch)
-        engine = state_at(self.store, h, branch, rm=self.rm)
+        engine = state_at(self.store, h, branch, rm=self.models.readmodels)
         doc = {"height": h, "branch": branch, "state_hash": engine.state_hash().hex()}
         doc.update(exchange_summary(engine))
         return doc
 
     # -- export ------------------------------------------------------------------------
 
+    @_pinned
     def export(self, what: str, fmt: str, out: IO[str], *, account: str | None = None,
                market: str | None = None, type_name: str | None = None,
                from_height: int | None = None, to_height: int | None = None,
@@ -541,19 +541,8 @@ class Auditor:
         lo, hi = self._range(from_height, to_height, branch)
         segs = self._segments(lo, hi, branch)
 
-        def read(txn: Txn) -> list[StatementLine]:
-            got = []
-            for ns, a, b in segs:
-                cur = txn.cursor(self.rm.stmt)
-                pre = u32(ns)
-                if not cur.set_range(pre):
-                    continue
-                for key, value in cur:
-                    if not key.startswith(pre):
-                        break
-                    ln = decode_line(key, value)
-                    if a <= ln.height <= b:
-                        got.append(ln)
+        def read(view: AuditView) -> list[StatementLine]:
+            got = [ln for ns, a, b in segs for ln in view.all_lines(ns, a, b)]
             got.sort(key=lambda ln: (ln.height, ln.seq, ln.acct))
             return got
 
@@ -563,40 +552,7 @@ class Auditor:
             yield ln.to_json(events.get(ln.seq))
 
 
-# -- read-model helpers ---------------------------------------------------------------
-
-
-def _lines(txn: Txn, rm: ReadModels, ns: int, acct: str, lo: int,
-           hi: int) -> list[StatementLine]:
-    """Lines of one account in [lo, hi] of a namespace: one cursor range, O(result)."""
-    pre = u32(ns) + s8(acct)
-    cur = txn.cursor(rm.stmt)
-    out: list[StatementLine] = []
-    if not cur.set_range(pre + u64(lo)):
-        return out
-    for key, value in cur:
-        if not key.startswith(pre) or read_u64(key, len(pre)) > hi:
-            break
-        out.append(decode_line(key, value))
-    return out
-
-
-def _balance_before(txn: Txn, rm: ReadModels, ns: int, acct: str, height: int,
-                    fallback: tuple[int, int] | None) -> int:
-    """The balance after the last line of `acct` below `height` in a namespace, else 0.
-
-    `fallback` is (namespace, height): where to look next when the namespace has no
-    line, and below which height; for a branch, the canonical history below its
-    base + 1 (the canonical lines above the base belong to another branch's story).
-    """
-    for space, below in ((ns, height),) if fallback is None else ((ns, height), fallback):
-        pre = u32(space) + s8(acct)
-        cur = txn.cursor(rm.stmt)
-        found = cur.set_range(pre + u64(below))
-        moved = cur.prev() if found else cur.last()
-        if moved and cur.key().startswith(pre):
-            return decode_line(cur.key(), cur.value()).balance_qq
-    return 0
+# -- helpers ---------------------------------------------------------------------------
 
 
 def _liq_matches(rec: dict[str, Any], account: str | None, market: str | None) -> bool:

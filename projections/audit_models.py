@@ -145,15 +145,48 @@ def decode_line(key: bytes, value: bytes) -> StatementLine:
     Stored value: `(kind, delta, balance, mkt, *detail)`, where detail is
     `role, position` for a fill, `position` for funding, else one dict.
     """
+    _ns, acct, height, seq, _k = split_stmt_key(key)
+    return line_from(acct, height, seq, value)
+
+
+def split_stmt_key(key: bytes) -> tuple[int, str, int, int, int]:
+    """(namespace, account, height, seq, k) of a statement line's key (`stmt_key`)."""
     n = key[4]
-    acct = key[5:5 + n].decode()
     p = 5 + n
-    height = int.from_bytes(key[p:p + 8], "big")
-    seq = int.from_bytes(key[p + 8:p + 16], "big")
+    return (int.from_bytes(key[:4], "big"), key[5:p].decode(),
+            int.from_bytes(key[p:p + 8], "big"), int.from_bytes(key[p + 8:p + 16], "big"),
+            int.from_bytes(key[p + 16:p + 20], "big"))
+
+
+def split_funding_key(key: bytes) -> tuple[int, str, int, int]:
+    """(namespace, market, height, seq) of a funding tick's key (`funding_key`)."""
+    n = key[4]
+    p = 5 + n
+    return (int.from_bytes(key[:4], "big"), key[5:p].decode(),
+            int.from_bytes(key[p:p + 8], "big"), int.from_bytes(key[p + 8:p + 16], "big"))
+
+
+def split_liq_key(key: bytes) -> tuple[int, int, int]:
+    """(namespace, height, seq) of a liquidation register record's key (`liq_key`)."""
+    return (int.from_bytes(key[:4], "big"), int.from_bytes(key[4:12], "big"),
+            int.from_bytes(key[12:20], "big"))
+
+
+def line_from(acct: str, height: int, seq: int, value: bytes) -> StatementLine:
+    """A statement line from its key parts and its stored value (any store)."""
     arr = unpack(value)
     kind = arr[0]
     detail = arr[4:] if kind in _FLAT_KINDS else arr[4]
     return StatementLine(acct, height, seq, kind, arr[1], arr[2], arr[3], detail)
+
+
+class Staged(NamedTuple):
+    """The read-model entries a fold staged since the last flush, as (key, value) pairs
+    of the LMDB layout: what a store other than the read-model environment writes."""
+
+    lines: list[tuple[bytes, bytes]]
+    ticks: list[tuple[bytes, bytes]]
+    liqs: list[tuple[bytes, bytes]]
 
 
 _packer = msgpack.Packer(use_bin_type=True)
@@ -277,19 +310,26 @@ class AuditProjection:
     def flush(self, txn: Txn, rm: ReadModels, ns: int, *, touch: bool = True) -> None:
         """Write the staged entries (inside the checkpoint's transaction); `touch` also
         records which accounts got lines (what a rewind needs)."""
-        liqs = [(k, _pack(rec)) for k, rec in self._liqs.items()]
-        put_entries(txn, rm, T_STMT, self._lines)
-        put_entries(txn, rm, T_FUNDING, self._ticks)
-        put_entries(txn, rm, T_LIQS, liqs)
-        put_hx(txn, rm, self._hx)
-        if touch and self._akeys and self._first_h is not None:
-            rm.add_touch(txn, ns, self._first_h, self._last_h, self._akeys.values())
+        hx, akeys, first_h, last_h = self._hx, self._akeys, self._first_h, self._last_h
+        staged = self.take_staged()
+        put_entries(txn, rm, T_STMT, staged.lines)
+        put_entries(txn, rm, T_FUNDING, staged.ticks)
+        put_entries(txn, rm, T_LIQS, staged.liqs)
+        put_hx(txn, rm, hx)
+        if touch and akeys and first_h is not None:
+            rm.add_touch(txn, ns, first_h, last_h, akeys.values())
+
+    def take_staged(self) -> Staged:
+        """Hand over the entries staged since the last flush and forget them."""
+        staged = Staged(self._lines, self._ticks,
+                        [(k, _pack(rec)) for k, rec in self._liqs.items()])
         self._lines = []
         self._ticks = []
         self._liqs = {}
         self._hx = []
         self._akeys = {}
         self._first_h = None
+        return staged
 
     # -- helpers ---------------------------------------------------------------
 

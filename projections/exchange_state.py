@@ -27,7 +27,7 @@ from ledger.core.refold import apply_block_bytes
 from ledger.errors import CommandInvalid, NotFound, VerificationFailed
 from ledger.replay import replay, restore
 from ledger.store.blocks import BlockHeader
-from ledger.store.chain import ChainStore
+from ledger.store.reader import ChainReader
 from projections.checkpoints import get_checkpoint, saved_state
 from projections.readmodels import ReadModels, Txn
 
@@ -71,7 +71,7 @@ class RebuildReport:
                 "events_per_s": round(self.events / self.seconds) if self.seconds > 0 else 0}
 
 
-def check_height(store: ChainStore, height: int, branch: int | None = None) -> int:
+def check_height(store: ChainReader, height: int, branch: int | None = None) -> int:
     """Return `height` if the chain (or branch) has a block there, else `CommandInvalid`."""
     if branch is None:
         head = store.head.height
@@ -98,7 +98,7 @@ def apply_checked(engine: Engine, hdr: BlockHeader, datas: Sequence[bytes]) -> b
     return got
 
 
-def rebuild(store: ChainStore, from_: str = FROM_SNAPSHOT,
+def rebuild(store: ChainReader, from_: str = FROM_SNAPSHOT,
             to_height: int | None = None) -> RebuildReport:
     """Rebuild the exchange state in memory, from genesis or the nearest snapshot.
 
@@ -129,7 +129,7 @@ def rebuild(store: ChainStore, from_: str = FROM_SNAPSHOT,
                          time.perf_counter() - t0)
 
 
-def state_at(store: ChainStore, height: int, branch: int | None = None, *,
+def state_at(store: ChainReader, height: int, branch: int | None = None, *,
              rm: ReadModels | None = None) -> Engine:
     """The exchange state after block `height` of the canonical chain or an archived branch.
 
@@ -168,7 +168,7 @@ def state_at(store: ChainStore, height: int, branch: int | None = None, *,
     return engine
 
 
-def _projection_state(store: ChainStore, rm: ReadModels,
+def _projection_state(store: ChainReader, rm: ReadModels,
                       height: int) -> tuple[Engine, int] | None:
     """The exchange-state projection's saved engine, if at or below `height` and canonical."""
     ck = get_checkpoint(rm, ExchangeStateProjection.name)
@@ -218,7 +218,7 @@ class ExchangeStateProjection:
     def flush(self, txn: Txn, rm: ReadModels, ns: int) -> None:
         return None
 
-    def start_from_chain(self, store: ChainStore, at_or_below: int, above: int) -> int | None:
+    def start_from_chain(self, store: ChainReader, at_or_below: int, above: int) -> int | None:
         """Restore the newest chain snapshot <= at_or_below if it is above `above`."""
         info = store.nearest_snapshot(at_or_below)
         if info is None or info.height <= above:

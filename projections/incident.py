@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ledger.errors import CommandInvalid, NotFound
-from ledger.store.chain import verify_store
+from ledger.store.chain import ChainStore
 from projections.audit import Auditor
 from projections.catalog import branches_json, journal_json, snapshots_json
 from projections.series import funding_series, liquidation_counts, mark_series
@@ -46,9 +46,9 @@ def counts_json(counts: Mapping[int, int]) -> list[dict[str, int]]:
 
 def verify_json(store: Any, branch: int | None = None) -> dict[str, Any]:
     """What `ledgerctl verify [--branch B] --json` prints (without --reexecute)."""
-    r = verify_store(store, branch=branch)
-    return {"ok": r.ok, "height": r.height, "reason": r.reason, "blocks": r.blocks,
-            "events": r.events}
+    from projections.verification import structure_json
+
+    return structure_json(store, branch=branch)
 
 
 def build_incident(au: Auditor, *, branch: int | None = None, from_height: int | None = None,
@@ -64,6 +64,9 @@ def build_incident(au: Auditor, *, branch: int | None = None, from_height: int |
     if window < 0:
         raise CommandInvalid(f"--window must be 0 or more, was {window}")
     store = au.store
+    if not isinstance(store, ChainStore):
+        raise CommandInvalid("report incident reads the ledger's own data directory (--data): "
+                             "its refund and compensation plans re-execute the chain")
     head = store.head.height
     rec: dict[str, Any] | None = None
     if branch is not None:

@@ -34,6 +34,7 @@ import structlog
 
 from ledger.errors import CommandInvalid
 from ledger.store.chain import ChainStore
+from ledger.store.reader import ChainReader
 from projections.audit_models import AuditProjection
 from projections.exchange_state import (
     FROM_GENESIS,
@@ -46,6 +47,7 @@ from projections.exchange_state import (
     rebuild as rebuild_in_memory,
 )
 from projections.readmodels import CANONICAL, ReadModels, Txn
+from projections.reexecute import fold_interval_task, plan_intervals
 from projections.runner import BATCH_EVENTS, Runner, RunResult, get_checkpoint
 from projections.worker import AuditWorker, worth_a_worker
 
@@ -53,7 +55,7 @@ JOB_KEY = b"job:rebuild"
 log = structlog.get_logger("projections.jobs")
 
 
-def catch_up(store: ChainStore, rm: ReadModels, *, to_height: int | None = None,
+def catch_up(store: ChainReader, rm: ReadModels, *, to_height: int | None = None,
              progress: bool = False, wait: bool = True,
              exchange: bool = True) -> list[RunResult]:
     """Fold new blocks into the audit read models, then (with `exchange`) into the
@@ -81,14 +83,20 @@ def catch_up(store: ChainStore, rm: ReadModels, *, to_height: int | None = None,
 
 def rebuild(store: ChainStore, rm: ReadModels, *, from_: str = FROM_SNAPSHOT,
             to_height: int | None = None, progress: bool = False,
-            batch_events: int = BATCH_EVENTS, parallel: bool | None = None) -> dict[str, Any]:
+            batch_events: int = BATCH_EVENTS, parallel: bool | None = None,
+            scheduler: str | None = None, worker_store: str | None = None,
+            workers: int = 2) -> dict[str, Any]:
     """Run the rebuild job (see module docstring); return its report.
 
     `parallel`: fold the audit read models in a worker process while this one
     folds the exchange state (default: when there is enough to fold and a
-    second core, `worth_a_worker`). Raises `CommandInvalid` for a bad `from_`
-    or height, `VerificationFailed` if stored events fail their block's
-    events hash.
+    second core, `worth_a_worker`). `scheduler` ("local" or "tcp://host:port"):
+    fold the exchange state's snapshot intervals on a Dask cluster instead,
+    every state hash checked by the workers, which read the log from
+    `worker_store` (default: this data directory); the last interval's state
+    becomes the projection's checkpoint. Raises `CommandInvalid` for a bad
+    `from_` or height, `VerificationFailed` if stored events fail their
+    block's events hash.
     """
     if from_ not in (FROM_GENESIS, FROM_SNAPSHOT):
         raise CommandInvalid(f"--from must be genesis or snapshot, was {from_!r}")
@@ -111,7 +119,11 @@ def rebuild(store: ChainStore, rm: ReadModels, *, from_: str = FROM_SNAPSHOT,
             parallel = worth_a_worker(todo)
         worker = AuditWorker(store.path, target, batch_events) if parallel else None
         try:
-            if from_ == FROM_SNAPSHOT and ex_ck.height > target:
+            if scheduler is not None:
+                report.update(_exchange_on_dask(store, runner, exchange, from_, target,
+                                                scheduler, worker_store or store.spec,
+                                                workers))
+            elif from_ == FROM_SNAPSHOT and ex_ck.height > target:
                 mem = rebuild_in_memory(store, FROM_SNAPSHOT, target)
                 report.update(height=mem.height, state_hash=mem.state_hash.hex(),
                               header_state_hash=mem.header_state_hash.hex(), match=mem.match,
@@ -141,6 +153,39 @@ def rebuild(store: ChainStore, rm: ReadModels, *, from_: str = FROM_SNAPSHOT,
         if from_ == FROM_GENESIS:
             rm.write(lambda txn: txn.delete(JOB_KEY, db=rm.meta))
     return _finish(report, runs, t0)
+
+
+def _exchange_on_dask(store: ChainStore, runner: Runner, exchange: ExchangeStateProjection,
+                      from_: str, target: int, scheduler: str, spec: str,
+                      workers: int) -> dict[str, Any]:
+    """Fold the exchange state's snapshot intervals up to `target` on Dask (see `rebuild`);
+    raises `StateHashMismatch` at the first height a worker found one."""
+    from projections.dask_jobs import run_tasks
+
+    lo = 0 if from_ == FROM_GENESIS else target
+    intervals = plan_intervals(store, lo, target)
+    t0 = time.perf_counter()
+    results = run_tasks(scheduler, fold_interval_task,
+                        [(spec, s, e, e == target) for s, e in intervals], workers=workers)
+    bad = [r["mismatch"] for r in results if "mismatch" in r]
+    if bad:
+        first = min(bad, key=lambda m: int(m["height"]))
+        raise StateHashMismatch(int(first["height"]), bytes.fromhex(first["state_hash"]),
+                                bytes.fromhex(first["header_state_hash"]))
+    last = next(r for r in results if r["end"] == target)
+    exchange.load(last["state"])
+    runner.adopt(exchange, target)
+    got = exchange.engine.state_hash()
+    header = store.block(target).state_hash
+    events = sum(int(r["events"]) for r in results)
+    seconds = time.perf_counter() - t0
+    return {"height": target, "state_hash": got.hex(), "header_state_hash": header.hex(),
+            "match": got == header,
+            "exchange": {"scheduler": scheduler, "worker_store": spec,
+                         "intervals": len(intervals), "events": events,
+                         "blocks": sum(int(r["blocks"]) for r in results),
+                         "seconds": round(seconds, 3),
+                         "events_per_s": round(events / seconds) if seconds > 0 else 0}}
 
 
 def _finish(report: dict[str, Any], runs: list[RunResult], t0: float) -> dict[str, Any]:

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ledger.core.engine import Engine
@@ -28,12 +27,9 @@ from ledger.errors import CommandInvalid, VerificationFailed
 from ledger.events.codec import Envelope, decode_verified, encode_trusted, envelope_json
 from ledger.events.record import field_names
 from ledger.store.blocks import BlockHeader, check_events
-from ledger.store.chain import ChainStore
-from ledger.store.reads import block_bytes
-from ledger.store.reads import blocks as read_blocks
-from projections.exchange_state import apply_checked
+from ledger.store.reader import ChainReader, open_chain
+from projections.exchange_state import StateHashMismatch, apply_checked
 from projections.progress import ProgressBar
-from projections.readmodels import Txn, run_read
 
 #: IN events have type codes below this (ledger.events.record).
 FIRST_OUT_CODE = 64
@@ -51,10 +47,16 @@ class IntervalResult:
     divergence: dict[str, Any] | None = field(default=None)
 
 
-def reexecute(store: ChainStore, *, from_height: int | None = None,
+def reexecute(store: ChainReader, *, from_height: int | None = None,
               to_height: int | None = None, jobs: int = 1,
-              progress: bool = False) -> dict[str, Any]:
+              progress: bool = False, scheduler: str | None = None,
+              worker_store: str | None = None) -> dict[str, Any]:
     """Re-execute blocks [from_height, to_height] (default: the whole chain).
+
+    Intervals run in this process (`jobs` 1), in a pool of `jobs` processes,
+    or with `scheduler` ("local" or "tcp://host:port") on a Dask cluster;
+    pool and Dask workers read the log from `worker_store` (a data directory
+    or a PostgreSQL replica URL; default: this store's own spec).
 
     Returns `{"ok", "height", "reason", ...stats}`; on a divergence, `height`
     is the first divergent block and `divergence` says what differs. Raises
@@ -73,15 +75,23 @@ def reexecute(store: ChainStore, *, from_height: int | None = None,
     total = store.block(hi).last_seq - (store.block(lo - 1).last_seq if lo > 0 else 0)
     bar = ProgressBar(progress, "re-execute", total)
     results: list[IntervalResult] = []
+    spec = worker_store or store.spec
     try:
-        if jobs == 1 or len(intervals) == 1:
+        if scheduler is not None:
+            from projections.dask_jobs import run_tasks
+
+            args = [(spec, s, max(s + 1, lo), e) for s, e in intervals]
+            for res in run_tasks(scheduler, interval_task, args, workers=jobs,
+                                 on_result=lambda d: bar.advance(d["events"])):
+                results.append(IntervalResult(**res))
+        elif jobs == 1 or len(intervals) == 1:
             for start, end in intervals:
                 r = run_interval(store, start, max(start + 1, lo), end)
                 results.append(r)
                 bar.advance(r.events)
         else:
             ctx = multiprocessing.get_context("spawn")
-            args = [(str(store.path), s, max(s + 1, lo), e) for s, e in intervals]
+            args = [(spec, s, max(s + 1, lo), e) for s, e in intervals]
             with ctx.Pool(min(jobs, len(intervals))) as pool:
                 for r in pool.imap_unordered(_worker, args):
                     results.append(r)
@@ -93,6 +103,7 @@ def reexecute(store: ChainStore, *, from_height: int | None = None,
     doc: dict[str, Any] = {"ok": True, "height": None, "reason": "ok", "from_height": lo,
                            "to_height": hi, "blocks": sum(r.blocks for r in results),
                            "events": events, "intervals": len(intervals), "jobs": jobs,
+                           "scheduler": scheduler,
                            "seconds": round(seconds, 3),
                            "events_per_s": round(events / seconds) if seconds > 0 else 0}
     bad = [r.divergence for r in results if r.divergence is not None]
@@ -102,7 +113,7 @@ def reexecute(store: ChainStore, *, from_height: int | None = None,
     return doc
 
 
-def plan_intervals(store: ChainStore, lo: int, hi: int) -> list[tuple[int, int]]:
+def plan_intervals(store: ChainReader, lo: int, hi: int) -> list[tuple[int, int]]:
     """(start, end] pieces covering blocks lo..hi, each starting at a snapshot (or -1)."""
     snaps = [s.height for s in store.snapshots()]
     starts = [max([s for s in snaps if s <= lo - 1], default=-1)]
@@ -111,28 +122,35 @@ def plan_intervals(store: ChainStore, lo: int, hi: int) -> list[tuple[int, int]]
     return list(zip(starts, ends, strict=True))
 
 
-_STORES: dict[str, ChainStore] = {}
+_STORES: dict[str, ChainReader] = {}
 
 
 def _worker(args: tuple[str, int, int, int]) -> IntervalResult:
-    path, start, first, end = args
-    store = _STORES.get(path)
+    spec, start, first, end = args
+    return run_interval(worker_store(spec), start, first, end)
+
+
+def interval_task(spec: str, start: int, first: int, end: int) -> dict[str, Any]:
+    """A Dask task: `run_interval` on the worker's store for `spec`, as plain data."""
+    from projections.dask_jobs import guarded
+
+    return guarded(lambda: asdict(run_interval(worker_store(spec), start, first, end)))
+
+
+def worker_store(spec: str) -> ChainReader:
+    """This process's read-only store for `spec`, opened once and kept (a pool worker
+    or a Dask worker serves many intervals)."""
+    store = _STORES.get(spec)
     if store is None:
-        store = _STORES[path] = ChainStore.open(Path(path))
-    return run_interval(store, start, first, end)
+        store = _STORES[spec] = open_chain(spec)
+    return store
 
 
-def run_interval(store: ChainStore, start: int, first: int, end: int) -> IntervalResult:
+def run_interval(store: ChainReader, start: int, first: int, end: int) -> IntervalResult:
     """Re-execute blocks [first, end] from the snapshot at `start` (-1: genesis); blocks
     between the snapshot and `first` are only folded (state hash checked)."""
     result = IntervalResult(start, first, end)
-    if start < 0:
-        engine = Engine()
-    else:
-        engine = Engine.from_snapshot(store.snapshot(start).data)
-        if engine.state_hash() != store.block(start).state_hash:
-            raise VerificationFailed(start, "snapshot does not restore to the header's "
-                                     "state hash")
+    engine = interval_start(store, start)
     for hdr, datas in _blocks(store, start + 1, end):
         if hdr.height < first:
             apply_checked(engine, hdr, datas)
@@ -146,14 +164,46 @@ def run_interval(store: ChainStore, start: int, first: int, end: int) -> Interva
     return result
 
 
-def _blocks(store: ChainStore, lo: int, hi: int) -> list[tuple[BlockHeader, list[bytes]]]:
-    """Headers and stored bytes of blocks [lo, hi] in one MVCC snapshot, hash-checked."""
+def interval_start(store: ChainReader, start: int) -> Engine:
+    """The engine at the snapshot an interval starts from (-1: genesis), its state hash
+    checked against the header (`VerificationFailed` if it differs)."""
+    if start < 0:
+        return Engine()
+    engine = Engine.from_snapshot(store.snapshot(start).data)
+    if engine.state_hash() != store.block(start).state_hash:
+        raise VerificationFailed(start, "snapshot does not restore to the header's "
+                                 "state hash")
+    return engine
 
-    def read(txn: Txn) -> list[tuple[BlockHeader, list[bytes]]]:
-        return block_bytes(txn, store.dbs, list(read_blocks(txn, store.dbs, lo, hi, None)),
-                           None)
 
-    blocks = run_read(store.shared_env, read)
+def fold_interval_task(spec: str, start: int, end: int, want_state: bool) -> dict[str, Any]:
+    """A Dask task of a rebuild: fold blocks (start, end] from the snapshot at `start`,
+    every state hash checked; the first mismatch, or the blocks and events folded (with
+    the engine's snapshot bytes at `end` when `want_state`)."""
+    from projections.dask_jobs import guarded
+
+    def body() -> dict[str, Any]:
+        store = worker_store(spec)
+        engine = interval_start(store, start)
+        events = blocks = 0
+        for hdr, datas in store.iter_block_bytes(start + 1, end):
+            try:
+                apply_checked(engine, hdr, datas)
+            except StateHashMismatch as exc:
+                return {"start": start, "end": end, "mismatch": {
+                    "height": exc.height, "state_hash": exc.got.hex(),
+                    "header_state_hash": exc.expected.hex(), "reason": exc.reason}}
+            events += hdr.count
+            blocks += 1
+        return {"start": start, "end": end, "events": events, "blocks": blocks,
+                "state": engine.snapshot_bytes() if want_state else None}
+
+    return guarded(body)
+
+
+def _blocks(store: ChainReader, lo: int, hi: int) -> list[tuple[BlockHeader, list[bytes]]]:
+    """Headers and stored bytes of blocks [lo, hi] in one consistent read, hash-checked."""
+    blocks = store.read_blocks(lo, hi, max_events=1 << 62) if lo <= hi else []
     for hdr, datas in blocks:
         check_events(hdr, datas)
     return blocks

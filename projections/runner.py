@@ -40,9 +40,9 @@ from typing import Any, Protocol, runtime_checkable
 import structlog
 
 from ledger.errors import NotFound, StoreError, VerificationFailed
-from ledger.store import reads
 from ledger.store.blocks import BlockHeader, check_events, genesis_prev_hash
-from ledger.store.chain import ChainStore, max_rollback_depth
+from ledger.store.chain import max_rollback_depth
+from ledger.store.reader import ChainReader
 from projections.checkpoints import (
     NOTHING,
     Checkpoint,
@@ -62,7 +62,6 @@ from projections.readmodels import (
     Txn,
     ckpt_key,
     pack,
-    run_read,
     state_prefix,
     u64,
 )
@@ -117,7 +116,7 @@ class ChainStartable(Protocol):
 
     use_chain_snapshots: bool
 
-    def start_from_chain(self, store: ChainStore, at_or_below: int, above: int) -> int | None:
+    def start_from_chain(self, store: ChainReader, at_or_below: int, above: int) -> int | None:
         """If the newest chain snapshot <= at_or_below is above `above`, become its state and
         return its height; else change nothing and return None."""
 
@@ -162,7 +161,7 @@ class _ChainMoved(Exception):
 class Runner:
     """Folds the chain (or an archived branch) into projections (see module docstring)."""
 
-    def __init__(self, store: ChainStore, rm: ReadModels, *, batch_events: int = BATCH_EVENTS,
+    def __init__(self, store: ChainReader, rm: ReadModels, *, batch_events: int = BATCH_EVENTS,
                  progress: bool = False, verify_hashes: bool = True,
                  under_parent: int | None = None) -> None:
         """`under_parent`: the pid of a job process holding the runner lock for this one
@@ -278,6 +277,20 @@ class Runner:
             proj.set_namespace(branch)
             return self._fold_range(proj, branch, ck, last, branch=branch, t0=t0,
                                     stored=stored)
+
+    def adopt(self, proj: Projection, height: int) -> RunResult:
+        """Make `proj`'s current state (built elsewhere, e.g. by a Dask job) its canonical
+        checkpoint at `height`, if that block is canonical; the projection must not retain
+        read-model entries (only its state is saved)."""
+        if proj.retain_states:
+            raise StoreError(f"projection {proj.name} has read-model entries; it can only "
+                             "be folded, not adopted")
+        hdr = self.store.block(height)
+        with self, RunnerLock(self.rm, proj.name):
+            ck = self.rm.read(lambda txn: read_checkpoint(txn, self.rm, proj.name, CANONICAL))
+            new = Checkpoint(height, hdr.hash, hdr.last_seq, ck.events)
+            self._commit(proj, CANONICAL, ck, new, retained=set())
+        return RunResult(proj.name, CANONICAL, ck.height, height, hdr.hash, 0, 0, 0.0)
 
     # -- canonical runs ------------------------------------------------------------------
 
@@ -464,20 +477,10 @@ class Runner:
         Raises `_ChainMoved` if a batch does not link to `prev_hash`.
         """
         store = self.store
-        dbs = store.dbs
         check = self.verify_hashes
         while lo <= hi:
-            def read(txn: Txn, a: int = lo) -> list[tuple[BlockHeader, list[bytes]]]:
-                group: list[BlockHeader] = []
-                total = 0
-                for hdr in reads.blocks(txn, dbs, a, hi, branch):
-                    group.append(hdr)
-                    total += hdr.count
-                    if total >= self.batch_events or hdr.height in stop_at:
-                        break
-                return reads.block_bytes(txn, dbs, group, branch)
-
-            batch = run_read(store.shared_env, read)
+            batch = store.read_blocks(lo, hi, branch=branch, max_events=self.batch_events,
+                                      stop_at=stop_at)
             if not batch or batch[0][0].height != lo:
                 raise _ChainMoved(lo)
             for hdr, chunk in batch:

@@ -34,3 +34,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for nodeid in _skipped[:20]:
             reporter.write_line(f"  {nodeid}", red=True)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# The PostgreSQL fixtures (a private cluster per session, a database per test).
+from tests.pg import pg_cluster, pg_dsn  # noqa: E402, F401

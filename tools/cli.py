@@ -17,7 +17,7 @@ from ledger.events.codec import envelope_json
 from ledger.events.record import BY_NAME
 from ledger.markets import DEMO_MARKETS, load_markets
 from ledger.sequencer import Sequencer
-from ledger.store.chain import DEFAULT_MAX_ROLLBACK_DEPTH, verify_store
+from ledger.store.chain import DEFAULT_MAX_ROLLBACK_DEPTH
 from projections.catalog import branches_json, journal_json, snapshots_json
 from tools import output
 from tools.common import (
@@ -25,10 +25,14 @@ from tools.common import (
     DataOpt,
     FromOpt,
     JsonOpt,
+    SchedulerOpt,
+    StoreOpt,
     ToOpt,
+    WorkerStoreOpt,
     check_height,
     data_dir,
     open_store,
+    store_spec,
 )
 from tools.logs import configure
 
@@ -197,21 +201,16 @@ def verify(
     to_height: ToOpt = None,
     jobs: Annotated[int, typer.Option("--jobs", help="Parallel processes for --reexecute.")]
     = 1,
+    store: StoreOpt = None,
+    scheduler: SchedulerOpt = None,
+    worker_store: WorkerStoreOpt = None,
 ) -> None:
     """Walk the hash chain, events and indexes (and with --reexecute, the state machine)."""
-    with open_store(data) as store:
-        report = _verify_with_progress(store, branch, enabled=not json_out)
-        doc: dict[str, Any] = {"ok": report.ok, "height": report.height,
-                               "reason": report.reason, "blocks": report.blocks,
-                               "events": report.events}
-        if report.ok and reexecute:
-            from projections.reexecute import reexecute as run_reexecute
+    from projections.verification import verify as run_verify
 
-            rx = run_reexecute(store, from_height=from_height, to_height=to_height,
-                               jobs=jobs, progress=not json_out)
-            doc["reexecute"] = rx
-            if not rx["ok"]:
-                doc.update(ok=False, height=rx["height"], reason=rx["reason"])
+    doc = run_verify(store_spec(store, data), branch=branch, reexecute=reexecute,
+                     from_height=from_height, to_height=to_height, jobs=jobs,
+                     scheduler=scheduler, worker_store=worker_store, progress=not json_out)
     if json_out:
         output.dump_json(doc)
     else:
@@ -219,28 +218,6 @@ def verify(
         output.kv(title, list(doc.items()))
     if not doc["ok"]:
         raise typer.Exit(3)
-
-
-def _verify_with_progress(store: Any, branch: int | None, *, enabled: bool) -> Any:
-    """verify_store with a progress bar of blocks on stderr (for people)."""
-    from projections.progress import ProgressBar
-
-    if branch is None:
-        first, last = 0, store.head.height
-    else:
-        rec = store.branch(branch)
-        first, last = int(rec["first_height"]), int(rec["last_height"])
-    bar = ProgressBar(enabled, "verify", last - first + 1, unit="blocks")
-    done = [first - 1]
-
-    def step(height: int) -> None:
-        bar.advance(height - done[0])
-        done[0] = height
-
-    try:
-        return verify_store(store, branch=branch, progress=step)
-    finally:
-        bar.close()
 
 
 @app.command()
@@ -341,7 +318,7 @@ def _register_extensions() -> None:
 
     for name in ("tools.cli_sim", "tools.cli_projections", "tools.cli_operator",
                  "tools.cli_bench", "tools.cli_demo", "tools.cli_report",
-                 "tools.cli_serve"):
+                 "tools.cli_serve", "tools.cli_replicate"):
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as exc:

@@ -29,9 +29,13 @@ from tools.common import (
     FromOpt,
     JsonOpt,
     RawOpt,
+    SchedulerOpt,
+    StoreOpt,
     ToOpt,
+    WorkerStoreOpt,
     check_height,
     data_dir,
+    store_spec,
 )
 from tools.common import open_store as _open_store
 
@@ -48,9 +52,10 @@ CatchOpt = Annotated[bool, typer.Option("--catch-up/--no-catch-up",
                                         help="Fold new blocks into the read models first.")]
 
 
-def _auditor(data: Path | None, catch_up: bool, json_out: bool) -> Auditor:
-    _open_store(data).close()  # the error that says what to do if there is no ledger
-    return Auditor.open(data_dir(data), catch_up=catch_up, progress=not json_out)
+def _auditor(data: Path | None, catch_up: bool, json_out: bool,
+             store: str | None = None) -> Auditor:
+    """The Auditor over --store (a replica URL or a data directory), else over --data."""
+    return Auditor.open(store_spec(store, data), catch_up=catch_up, progress=not json_out)
 
 
 def _heights(**named: int | None) -> None:
@@ -82,6 +87,10 @@ def rebuild(
     parallel: Annotated[str, typer.Option(
         "--parallel", help="auto|on|off: fold the audit read models in a second process "
         "beside the exchange state (auto: when there are 200K+ events to fold).")] = "auto",
+    scheduler: SchedulerOpt = None,
+    worker_store: WorkerStoreOpt = None,
+    workers: Annotated[int, typer.Option("--workers", help="Dask workers for "
+                                         "--scheduler local.")] = 2,
 ) -> None:
     """Rebuild every projection (exchange state, audit read models) with checkpoints.
 
@@ -98,7 +107,8 @@ def rebuild(
         raise CommandInvalid(f"--parallel must be auto, on or off, was {parallel!r}")
     with _open_store(data) as store, ReadModels.open(store.path) as rm:
         doc = run_rebuild(store, rm, from_=from_, to_height=to_height, progress=not json_out,
-                          batch_events=batch_events, parallel=modes[parallel])
+                          batch_events=batch_events, parallel=modes[parallel],
+                          scheduler=scheduler, worker_store=worker_store, workers=workers)
     if json_out:
         output.dump_json(doc)
     else:
@@ -122,11 +132,12 @@ def account(
     limit: LimitOpt = None,
     catch_up: CatchOpt = True,
     raw: RawOpt = False,
+    store: StoreOpt = None,
 ) -> None:
     """An account at a height (time travel) and its statement lines in a height range."""
     _heights(at_height=at_height, from_height=from_height, to_height=to_height)
     _limit(limit)
-    with _auditor(data, catch_up, json_out) as au:
+    with _auditor(data, catch_up, json_out, store) as au:
         doc = au.account(acct, at_height=at_height, from_height=from_height,
                          to_height=to_height, branch=branch, limit=limit)
         f = _fmt(au, raw)
@@ -176,11 +187,12 @@ def fills(
     branch: BranchOpt = None,
     limit: LimitOpt = None,
     raw: RawOpt = False,
+    store: StoreOpt = None,
 ) -> None:
     """Fills with price, size, fees and realized P&L per side."""
     _heights(from_height=from_height, to_height=to_height)
     _limit(limit)
-    with _auditor(data, False, json_out) as au:
+    with _auditor(data, False, json_out, store) as au:
         rows = au.fills(account=account, market=market, from_height=from_height,
                         to_height=to_height, branch=branch, limit=limit)
         f = _fmt(au, raw)
@@ -206,10 +218,11 @@ def funding(
     branch: BranchOpt = None,
     catch_up: CatchOpt = True,
     raw: RawOpt = False,
+    store: StoreOpt = None,
 ) -> None:
     """A market's funding ticks (index, rate, premium) and the settlements they moved."""
     _heights(from_height=from_height, to_height=to_height)
-    with _auditor(data, catch_up, json_out) as au:
+    with _auditor(data, catch_up, json_out, store) as au:
         doc = au.funding(market, from_height=from_height, to_height=to_height, branch=branch)
         f = _fmt(au, raw)
     if json_out:
@@ -240,10 +253,11 @@ def liquidations(
     branch: BranchOpt = None,
     catch_up: CatchOpt = True,
     raw: RawOpt = False,
+    store: StoreOpt = None,
 ) -> None:
     """The liquidation register: liquidations with fee, deficit, deltas and their ADL."""
     _heights(from_height=from_height, to_height=to_height)
-    with _auditor(data, catch_up, json_out) as au:
+    with _auditor(data, catch_up, json_out, store) as au:
         recs = au.liquidations(account=account, market=market, from_height=from_height,
                                to_height=to_height, branch=branch)
         f = _fmt(au, raw)
@@ -268,11 +282,12 @@ def events(
     to_height: ToOpt = None,
     branch: BranchOpt = None,
     limit: LimitOpt = None,
+    store: StoreOpt = None,
 ) -> None:
     """Events filtered by account, market and type (index-driven)."""
     _heights(from_height=from_height, to_height=to_height)
     _limit(limit)
-    with _auditor(data, False, json_out) as au:
+    with _auditor(data, False, json_out, store) as au:
         rows = au.events(account=account, market=market, type_name=type_name,
                          from_height=from_height, to_height=to_height, branch=branch,
                          limit=limit)
@@ -296,10 +311,11 @@ def state(
     branch: BranchOpt = None,
     catch_up: CatchOpt = True,
     raw: RawOpt = False,
+    store: StoreOpt = None,
 ) -> None:
     """The exchange at a height: per market OI, index, mark, mode; vault, fees, totals."""
     _heights(at_height=at_height)
-    with _auditor(data, catch_up, json_out) as au:
+    with _auditor(data, catch_up, json_out, store) as au:
         doc = au.state(at_height=at_height, branch=branch)
         f = _fmt(au, raw)
     if json_out:
@@ -341,6 +357,7 @@ def export(
     to_height: ToOpt = None,
     branch: BranchOpt = None,
     catch_up: CatchOpt = True,
+    store: StoreOpt = None,
 ) -> None:
     """Export rows for analysts' tools as JSON Lines, CSV or Parquet (--output FILE).
 
@@ -351,7 +368,7 @@ def export(
     _heights(from_height=from_height, to_height=to_height)
     if fmt == "parquet" and output_path is None:
         raise CommandInvalid("--format parquet needs --output FILE (Parquet is binary)")
-    with _auditor(data, catch_up, True) as au:
+    with _auditor(data, catch_up, True, store) as au:
         kw: dict[str, Any] = dict(account=account, market=market, type_name=type_name,
                                   from_height=from_height, to_height=to_height, branch=branch)
         if fmt == "parquet":

@@ -17,8 +17,11 @@ from tools.common import DataOpt, JsonOpt, data_dir
 def serve(
     data: DataOpt = None,
     store: Annotated[str | None, typer.Option(
-        "--store", help="Where the ledger is: a data directory, or a PostgreSQL DSN "
-                        "(postgresql://...) once replicas exist (issue 12).")] = None,
+        "--store", help="Where the ledger is: a data directory, or a PostgreSQL "
+                        "replica (postgresql://...).")] = None,
+    replicator_target: Annotated[list[str] | None, typer.Option(
+        "--replicator-target", help="A replica the replicator feeds (postgresql://...): "
+                                    "its lag is a metric. Repeatable.")] = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port (0: any free port).")] = 8014,
     json_out: JsonOpt = False,
@@ -32,6 +35,7 @@ def serve(
 
     from projections.audit import Auditor
     from tools.api import create_app
+    from tools.metrics import Metrics, replica_positions_from
 
     if data is not None and store is not None:
         raise CommandInvalid("pass --data DIR or --store LOCATION, not both")
@@ -41,14 +45,11 @@ def serve(
     if not where.startswith(("postgresql://", "postgres://")) and not (
             Path(where) / "data.mdb").exists():
         raise LedgerNotFound(f"no ledger at {where} (pass --data DIR or --store LOCATION)")
-    try:
-        au = Auditor.open(where, progress=not json_out)
-    except LedgerNotFound:
-        if where.startswith(("postgresql://", "postgres://")):
-            raise CommandInvalid("this build's Auditor opens LMDB data directories; "
-                                 "PostgreSQL stores arrive with the replicas of issue 12"
-                                 ) from None
-        raise
+    for target in replicator_target or []:
+        if not target.startswith(("postgresql://", "postgres://")):
+            raise CommandInvalid(f"--replicator-target must be a postgresql:// URL, was "
+                                 f"{target!r}")
+    au = Auditor.open(where, progress=not json_out)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -58,7 +59,8 @@ def serve(
         raise CommandInvalid(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     bound = sock.getsockname()[1]
     with au:
-        app = create_app(au)
+        app = create_app(au, metrics=Metrics(
+            au, replicas=replica_positions_from(replicator_target or [])))
         url = f"http://{host}:{bound}"
         if json_out:
             output.dump_json({"host": host, "port": bound, "url": url, "store": where})

@@ -10,6 +10,7 @@ import typer
 
 from ledger.errors import CommandInvalid, LedgerNotFound
 from ledger.store.chain import ChainStore, ledger_exists
+from ledger.store.reader import is_pg_spec
 
 DEFAULT_DATA = "./ledger-data"
 
@@ -21,6 +22,19 @@ DataOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine output: JSON (or JSON Lines).")]
 BranchOpt = Annotated[
     int | None, typer.Option("--branch", help="Ask an archived branch instead of the chain.")]
+StoreOpt = Annotated[
+    str | None,
+    typer.Option("--store", help="Where to read: a data directory or a PostgreSQL replica "
+                 "(postgresql://user@host/db); default: --data.", show_default=False),
+]
+SchedulerOpt = Annotated[
+    str | None,
+    typer.Option("--scheduler", help="Run snapshot intervals on Dask: 'local' (a "
+                 "LocalCluster here) or a scheduler address tcp://host:port.")]
+WorkerStoreOpt = Annotated[
+    str | None,
+    typer.Option("--worker-store", help="What Dask or pool workers read: a PostgreSQL "
+                 "replica URL or a shared copy of the data directory (default: the store).")]
 FromOpt = Annotated[int | None, typer.Option("--from-height", help="First height (inclusive).")]
 ToOpt = Annotated[int | None, typer.Option("--to-height", help="Last height (inclusive).")]
 RawOpt = Annotated[bool, typer.Option("--raw", help="Show fixed-point quanta in tables "
@@ -33,6 +47,19 @@ def data_dir(data: Path | None) -> Path:
         return data
     env = os.environ.get("PERPLEDGER_DATA")
     return Path(env) if env else Path(DEFAULT_DATA)
+
+
+def store_spec(store: str | None, data: Path | None) -> str:
+    """The store a read command reads: --store if given, else the data directory."""
+    if store is not None:
+        if is_pg_spec(store):
+            return store
+        data = Path(store)
+    path = data_dir(data)
+    if not ledger_exists(path):
+        raise LedgerNotFound(f"no ledger at {path} (run `ledgerctl init --data {path}` "
+                             "or pass --data / --store)")
+    return str(path)
 
 
 def open_store(data: Path | None, *, write: bool = False) -> ChainStore:

@@ -10,9 +10,9 @@
   in the writer (`ledger/latency.py`), cumulative over writer processes.
 - `perpledger_readmodel_lag_blocks{projection}` (gauge): head height minus the
   `exchange` and `audit` projections' checkpoints.
-- `perpledger_replicator_lag_blocks{replica}` (gauge): head height minus a
-  replica's replicated height, when a replicator records its position
-  (`replica_positions`); absent until then.
+- `perpledger_replicator_lag_blocks{replica}` (gauge): head height minus the
+  replicated height of each replica given to `serve --replicator-target` (its
+  tracking row); absent without one.
 - `perpledger_snapshot_age_blocks`, `perpledger_snapshot_age_seconds` (gauges):
   blocks and block-time seconds since the newest snapshot.
 - `perpledger_guard_rejections_total{guard}` (counter): events the data-check
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -47,26 +47,40 @@ from prometheus_client.registry import Collector
 
 from ledger.events.enums import Mode
 from ledger.latency import BUCKETS_S, read_latency
+from ledger.store.chain import ChainStore
 from projections.audit import Auditor
 from projections.checkpoints import get_checkpoint
 
-#: the name under which a replicator records its position in the chain store's
-#: checkpoints: `{"height": H, "replica": NAME}` (the contract for stream 12)
-REPLICATOR_CHECKPOINT = "replicator"
 RATE_WINDOW_S = 60.0
 GUARD_EVENTS = ("FundingTickRejected", "MarketHalted", "ModeChanged")
 
 
-def replica_positions(au: Auditor) -> dict[str, int]:
-    """Replicated height per replica, from the replicator's tracking record when one
-    is reachable; empty until a replicator records one."""
-    try:
-        rec = au.store.get_checkpoint(REPLICATOR_CHECKPOINT)
-    except Exception:  # noqa: BLE001 - a store without the record has no replica
-        return {}
-    if not isinstance(rec, dict) or not isinstance(rec.get("height"), int):
-        return {}
-    return {str(rec.get("replica", "default")): int(rec["height"])}
+def replica_positions_from(targets: Sequence[str]) -> Callable[[Auditor], dict[str, int]]:
+    """Replicated height per replicator target (its tracking row), for the lag gauge.
+
+    A target that cannot be read is left out (the scrape must not fail); `replicate
+    status` says why.
+    """
+    def positions(au: Auditor) -> dict[str, int]:
+        from ledger.errors import LedgerError
+        from ledger.store.pg.connect import describe
+        from projections.replica_status import replication_status
+
+        out: dict[str, int] = {}
+        for dsn in targets:
+            try:
+                doc = replication_status(dsn)
+            except LedgerError:
+                continue
+            if isinstance(doc.get("replica_height"), int):
+                out[describe(dsn)] = int(doc["replica_height"])
+        return out
+
+    return positions
+
+
+def no_replicas(au: Auditor) -> dict[str, int]:
+    return {}
 
 
 class _Chain(Collector):
@@ -81,7 +95,7 @@ class Metrics:
     """The registry `/metrics` renders (see module docstring)."""
 
     def __init__(self, au: Auditor,
-                 replicas: Callable[[Auditor], dict[str, int]] = replica_positions) -> None:
+                 replicas: Callable[[Auditor], dict[str, int]] = no_replicas) -> None:
         self.au = au
         self.replicas = replicas
         self.registry = CollectorRegistry(auto_describe=False)
@@ -171,7 +185,7 @@ class Metrics:
                               f"Events appended per second over the last {RATE_WINDOW_S:.0f} s")
         g.add_metric([], eps)
         yield g
-        lat = read_latency(au.store.path)
+        lat = read_latency(au.store.path) if isinstance(au.store, ChainStore) else None
         h = HistogramMetricFamily("perpledger_append_latency_seconds",
                                   "Durable block append time in the writer")
         if lat is not None:
@@ -185,9 +199,12 @@ class Metrics:
         g = GaugeMetricFamily("perpledger_readmodel_lag_blocks",
                               "Head height minus the projection's checkpoint",
                               labels=["projection"])
-        for name in ("exchange", "audit"):
-            ck = get_checkpoint(au.rm, name)
-            g.add_metric([name], head.height - ck.height)
+        rm = au.models.readmodels
+        if rm is not None:
+            for name in ("exchange", "audit"):
+                g.add_metric([name], head.height - get_checkpoint(rm, name).height)
+        else:  # a replica's read models move with its blocks
+            g.add_metric(["audit"], head.height - au.as_of.height)
         yield g
         g = GaugeMetricFamily("perpledger_replicator_lag_blocks",
                               "Head height minus the replica's replicated height",

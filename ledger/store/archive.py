@@ -8,17 +8,24 @@ cursors start at the first orphaned key; nothing below it is read.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgpack
 
 from ledger.errors import NotFound
-from ledger.events.codec import index_positions
 from ledger.store.blocks import decode_header
-from ledger.store.layout import Dbs, Txn, meta_get, read_u64, u32, u64
-
-if TYPE_CHECKING:
-    from ledger.store.chain import Head
+from ledger.store.layout import (
+    Dbs,
+    Head,
+    Txn,
+    event_index_keys,
+    meta_get,
+    read_head,
+    read_u64,
+    u32,
+    u64,
+    write_head,
+)
 
 
 def _pack(obj: Any) -> bytes:
@@ -37,10 +44,7 @@ def truncate(txn: Txn, dbs: Dbs, height: int, *, reason: str, operator: str,
     The caller journals the truncation in the same transaction (chain.truncate_to),
     after any block it appends on the new head.
     """
-    from ledger.store.chain import Head  # local: chain imports this module
-
-    head = _unpack(meta_get(txn, dbs, b"head"))
-    head_height, head_seq, head_hash, head_time = head
+    head_height, head_seq, head_hash, head_time = read_head(txn, dbs)
     if height < 0 or height >= head_height:
         raise NotFound(f"cannot truncate to height {height}: the head is {head_height}, "
                        "so there is nothing above it to archive")
@@ -69,19 +73,16 @@ def truncate(txn: Txn, dbs: Dbs, height: int, *, reason: str, operator: str,
     acct_keys: dict[str, None] = {}
     mkt_keys: dict[str, None] = {}
     counts: dict[int, int] = {}
-    unpack = msgpack.unpackb
     cur = txn.cursor(dbs.events)
     if cur.set_range(u64(first_seq)):
         for key, value in cur:
             moved.append((bpre + key, value))
-            arr = unpack(value, use_list=False, raw=False)
-            code = arr[0]
+            code, accts, mkts = event_index_keys(value)
             counts[code] = counts.get(code, 0) + 1
-            accts, mkts = index_positions(code)
-            for i in accts:
-                acct_keys[arr[4 + i]] = None
-            for i in mkts:
-                mkt_keys[arr[4 + i]] = None
+            for a in accts:
+                acct_keys[a] = None
+            for m in mkts:
+                mkt_keys[m] = None
     txn.cursor(dbs.arch_events).putmulti(moved, append=True)
     cur = txn.cursor(dbs.events)
     if cur.set_range(u64(first_seq)):
@@ -141,8 +142,9 @@ def truncate(txn: Txn, dbs: Dbs, height: int, *, reason: str, operator: str,
     }
     txn.put(bpre, _pack(record), db=dbs.branches)
     txn.put(b"next_branch", _pack(branch + 1), db=dbs.meta)
-    txn.put(b"head", _pack([height, first_seq - 1, base.hash, base.time]), db=dbs.meta)
+    new_head = Head(height, first_seq - 1, base.hash, base.time)
+    write_head(txn, dbs, new_head)
     facts = {"branch": branch, "to_height": height, "from_head_height": head_height,
              "from_head_hash": head_hash.hex(), "new_head_hash": base.hash.hex(),
              "events_archived": len(moved)}
-    return branch, Head(height, first_seq - 1, base.hash, base.time), facts
+    return branch, new_head, facts

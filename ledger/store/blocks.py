@@ -10,6 +10,7 @@ chain's genesis hash commits to its identity.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from hashlib import blake2b
 from typing import NamedTuple
 
@@ -115,3 +116,40 @@ def decode_header(data: bytes) -> BlockHeader:
         if type(arr[i]) is not bytes or len(arr[i]) != HASH_LEN:
             raise CodecError(f"block header: {BlockHeader._fields[i]} must be 32 bytes")
     return BlockHeader(*arr)
+
+
+def split_by_block(headers: Sequence[BlockHeader], raw: Sequence[bytes]
+                   ) -> list[tuple[BlockHeader, list[bytes]]]:
+    """Cut the stored bytes of a run of consecutive blocks (in seq order) into blocks.
+
+    A block whose share comes back short stays short: `check_events` rejects it.
+    """
+    out = []
+    pos = 0
+    for hdr in headers:
+        out.append((hdr, list(raw[pos:pos + hdr.count])))
+        pos += hdr.count
+    return out
+
+
+def take_run(headers: Iterable[BlockHeader], max_events: int,
+             stop_at: Collection[int] = ()) -> list[BlockHeader]:
+    """The first headers of `headers` up to `max_events` events (at least one block) or
+    up to and including a height in `stop_at`: what one read of a run of blocks takes."""
+    group: list[BlockHeader] = []
+    total = 0
+    for hdr in headers:
+        group.append(hdr)
+        total += hdr.count
+        if total >= max_events or hdr.height in stop_at:
+            break
+    return group
+
+
+def batches(headers: Sequence[BlockHeader], batch_events: int) -> Iterator[list[BlockHeader]]:
+    """Consecutive runs of `headers` of about `batch_events` events each (whole blocks)."""
+    i = 0
+    while i < len(headers):
+        group = take_run(headers[i:], batch_events)
+        yield group
+        i += len(group)

@@ -13,7 +13,8 @@ A crash at any instant leaves the store as it was before or after, never a mix.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from hashlib import blake2b
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, TypeVar
@@ -39,12 +40,14 @@ from ledger.store.blocks import (
     HASH_LEN,
     ZERO_HASH,
     BlockHeader,
+    batches,
     check_events,
     decode_header,
     encode_header,
     follows_in_time,
     genesis_prev_hash,
     make_header,
+    take_run,
 )
 from ledger.store.env import INITIAL_MAP_SIZE, SharedEnv, WriterLock, close_env, open_env
 from ledger.store.journal import JournalEntry, journal_put
@@ -52,11 +55,15 @@ from ledger.store.layout import (
     MAX_ID_BYTES,
     SCHEMA_VERSION,
     Dbs,
+    Head,
     Txn,
+    encode_head,
     index_items,
     meta_get,
+    read_head,
     u32,
     u64,
+    write_head,
 )
 
 if TYPE_CHECKING:
@@ -81,15 +88,6 @@ DEFAULT_CONFIG: dict[str, Any] = {
 def max_rollback_depth(config: Mapping[str, Any]) -> int:
     """A chain's max_rollback_depth from its config (the default where unset or 0)."""
     return int(config.get("max_rollback_depth") or DEFAULT_MAX_ROLLBACK_DEPTH)
-
-
-class Head(NamedTuple):
-    """The tip of the canonical chain (height -1 and seq 0 before genesis)."""
-
-    height: int
-    seq: int
-    hash: bytes
-    time: int
 
 
 class SnapshotInfo(NamedTuple):
@@ -167,7 +165,7 @@ class ChainStore:
             txn.put(b"chain_id", _pack(chain_id), db=meta)
             txn.put(b"config", _pack(cfg), db=meta)
             txn.put(b"next_branch", _pack(1), db=meta)
-            txn.put(b"head", _pack([-1, 0, genesis_prev_hash(chain_id), 0]), db=meta)
+            txn.put(b"head", encode_head(Head(-1, 0, genesis_prev_hash(chain_id), 0)), db=meta)
 
         shared.run_write(init)
         return cls(shared, lock)
@@ -241,8 +239,7 @@ class ChainStore:
         return head
 
     def _head_in(self, txn: Txn) -> Head:
-        h = _unpack(meta_get(txn, self.dbs, b"head"))
-        return Head(h[0], h[1], h[2], h[3])
+        return read_head(txn, self.dbs)
 
     @property
     def genesis_hash(self) -> bytes | None:
@@ -491,20 +488,11 @@ class ChainStore:
         """
         if branch is not None:
             self.branch(branch)
-        headers = self.blocks(from_height, to_height, branch=branch)
-        i = 0
-        while i < len(headers):
-            j = i + 1
-            total = headers[i].count
-            while j < len(headers) and total < batch_events:
-                total += headers[j].count
-                j += 1
-            group = headers[i:j]
+        for group in batches(self.blocks(from_height, to_height, branch=branch), batch_events):
             chunks = self._read(lambda txn, g=group: reads.block_bytes(txn, self.dbs, g, branch))
             for hdr, datas in chunks:
                 check_events(hdr, datas)
                 yield hdr, datas
-            i = j
 
     def iter_blocks(self, from_height: int | None = None, to_height: int | None = None, *,
                     branch: int | None = None, batch_events: int = 8192,
@@ -561,6 +549,52 @@ class ChainStore:
         out["size_bytes"] = data.stat().st_size if data.exists() else 0
         return out
 
+    # -- the read seam (ledger.store.reader.ChainReader) ----------------------------
+
+    def read_blocks(self, from_height: int, to_height: int, *, branch: int | None = None,
+                    max_events: int = 8192, stop_at: Collection[int] = ()
+                    ) -> list[tuple[BlockHeader, list[bytes]]]:
+        """Whole blocks from `from_height` on, as stored bytes, in ONE MVCC snapshot.
+
+        The run ends at `to_height`, once it holds `max_events` events, or at a
+        height in `stop_at`; at least one block if any exists in range. The
+        events hash is NOT checked here: callers check it (`check_events`).
+        """
+
+        def fn(txn: Txn) -> list[tuple[BlockHeader, list[bytes]]]:
+            group = take_run(reads.blocks(txn, self.dbs, from_height, to_height, branch),
+                             max_events, stop_at)
+            return reads.block_bytes(txn, self.dbs, group, branch)
+
+        return self._read(fn)
+
+    def event_bytes(self, seqs: Collection[int], *, branch: int | None = None
+                    ) -> dict[int, bytes]:
+        """The stored bytes of the events at `seqs` (canonical or an archived branch) that
+        exist, in one MVCC snapshot; absent seqs are left out."""
+        db = self.dbs.events if branch is None else self.dbs.arch_events
+        pre = b"" if branch is None else branch.to_bytes(4, "big")
+
+        def fn(txn: Txn) -> dict[int, bytes]:
+            out = {}
+            for seq in seqs:
+                raw = txn.get(pre + u64(seq), db=db)
+                if raw is not None:
+                    out[seq] = raw
+            return out
+
+        return self._read(fn)
+
+    @property
+    def spec(self) -> str:
+        """What `ledger.store.reader.open_chain` opens this ledger by (its data directory)."""
+        return str(self.path)
+
+    def pinned(self) -> AbstractContextManager[None]:
+        """A consistent view for a run of reads. Every LMDB read is already one MVCC
+        snapshot and readers re-check what they combine, so this pins nothing."""
+        return nullcontext()
+
     @property
     def shared_env(self) -> SharedEnv:
         """The underlying environment (for the eventsourcing recorders and tools)."""
@@ -598,8 +632,7 @@ class PreparedBlock(NamedTuple):
         txn.cursor(dbs.by_type).putmulti(self.type_ix, dupdata=True)
         h = self.header
         txn.put(u64(h.height), encode_header(h), db=dbs.blocks, append=True)
-        nh = self.new_head
-        txn.put(b"head", _pack([nh.height, nh.seq, nh.hash, nh.time]), db=dbs.meta)
+        write_head(txn, dbs, self.new_head)
         if h.height == 0:
             txn.put(b"genesis_hash", h.hash, db=dbs.meta)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgpack
 
-from ledger.store.layout import Dbs, Txn, meta_get, read_u64, u64
+from ledger.store.layout import Dbs, Txn, read_head, read_u64, u64
 
 
 @dataclass(frozen=True)
@@ -36,15 +36,15 @@ def journal_put(txn: Txn, dbs: Dbs, entry: JournalEntry) -> int:
     """
     cur = txn.cursor(dbs.journal)
     next_id = read_u64(cur.key()) + 1 if cur.last() else 1
-    head = msgpack.unpackb(meta_get(txn, dbs, b"head"), raw=False)
+    head = read_head(txn, dbs)
     record = {
         "id": next_id,
         "action": entry.action,
         "operator": entry.operator,
         "reason": entry.reason,
-        "head_height": head[0],
-        "head_hash": bytes(head[2]).hex(),
-        "block_time": head[3],
+        "head_height": head.height,
+        "head_hash": head.hash.hex(),
+        "block_time": head.time,
         "recorded_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "details": entry.details,
     }

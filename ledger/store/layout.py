@@ -39,11 +39,13 @@ from __future__ import annotations
 
 import struct
 from bisect import bisect_right
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import lmdb
+import msgpack
 
 from ledger.errors import IntegrityError
+from ledger.events.codec import HEADER_LEN, index_positions
 from ledger.store.env import SharedEnv
 
 if TYPE_CHECKING:
@@ -190,6 +192,41 @@ def meta_get(txn: Txn, dbs: Dbs, name: bytes) -> bytes:
     return raw
 
 
+class Head(NamedTuple):
+    """The tip of the canonical chain (height -1 and seq 0 before genesis)."""
+
+    height: int
+    seq: int
+    hash: bytes
+    time: int
+
+
+def encode_head(head: Head) -> bytes:
+    """The stored head record: msgpack `[height, seq, hash, time]` (the one definition)."""
+    data: bytes = msgpack.packb([head.height, head.seq, head.hash, head.time], use_bin_type=True)
+    return data
+
+
+def decode_head(raw: bytes) -> Head:
+    """A stored head record back into a `Head` (raises `IntegrityError` if malformed)."""
+    try:
+        h = msgpack.unpackb(raw, raw=False)
+        return Head(int(h[0]), int(h[1]), bytes(h[2]), int(h[3]))
+    except (ValueError, TypeError, IndexError, msgpack.UnpackException):
+        raise IntegrityError("the ledger's head record does not decode; the store is "
+                             "damaged") from None
+
+
+def read_head(txn: Txn, dbs: Dbs) -> Head:
+    """The head record of a ledger inside a transaction."""
+    return decode_head(meta_get(txn, dbs, b"head"))
+
+
+def write_head(txn: lmdb.Transaction, dbs: Dbs, head: Head) -> None:
+    """Replace the head record inside a write transaction."""
+    txn.put(b"head", encode_head(head), db=dbs.meta)
+
+
 def index_key(name: str, value: str | int) -> bytes:
     """The index key of an account, a market or a type code."""
     if name == "type":
@@ -197,3 +234,21 @@ def index_key(name: str, value: str | int) -> bytes:
         return bytes((value,))
     assert isinstance(value, str)
     return value.encode()
+
+
+_unpackb = msgpack.unpackb
+
+
+def event_index_keys(data: bytes) -> tuple[int, tuple[str, ...], tuple[str, ...]]:
+    """(type code, accounts, markets) an event's stored bytes are indexed under.
+
+    Read from the msgpack array by field position (`codec.index_positions`),
+    without building the record; each id once, in field order, and an empty
+    id (a rejection naming no market) indexes nothing, as in `prepare_block`.
+    """
+    arr = _unpackb(data, use_list=False, raw=False)
+    code = arr[0]
+    accts, mkts = index_positions(code)
+    return (code,
+            tuple(dict.fromkeys(a for i in accts if (a := arr[HEADER_LEN + i]))),
+            tuple(dict.fromkeys(m for i in mkts if (m := arr[HEADER_LEN + i]))))

@@ -13,7 +13,7 @@ from itertools import islice
 
 from ledger.errors import NotFound
 from ledger.events.codec import Envelope, decode
-from ledger.store.blocks import BlockHeader, decode_header
+from ledger.store.blocks import BlockHeader, decode_header, split_by_block
 from ledger.store.layout import (
     Cursor,
     Dbs,
@@ -128,13 +128,8 @@ def block_bytes(txn: Txn, dbs: Dbs, headers: list[BlockHeader],
     if not headers:
         return []
     lo = headers[0].first_seq
-    raw = values_from(txn, dbs, lo, headers[-1].last_seq - lo + 1, branch)
-    out = []
-    pos = 0
-    for hdr in headers:
-        out.append((hdr, raw[pos:pos + hdr.count]))
-        pos += hdr.count
-    return out
+    return split_by_block(headers, values_from(txn, dbs, lo, headers[-1].last_seq - lo + 1,
+                                               branch))
 
 
 def events_by_seq(txn: Txn, dbs: Dbs, lo: int, hi: int,
@@ -174,7 +169,7 @@ def events_by(txn: Txn, dbs: Dbs, *, account: str | None, market: str | None,
         if raw is None:
             raise NotFound(f"index entry for seq {seq} points at no event")
         env = decode(raw, seq)
-        if not _matches(env, account, market, type_code):
+        if not matches(env, account, market, type_code):
             continue
         result.append(env)
         if limit is not None and len(result) >= limit:
@@ -214,8 +209,9 @@ def _indexed_seqs(cur: Cursor, key: bytes, lo: int, hi: int) -> Iterator[int]:
                 yield seq
 
 
-def _matches(env: Envelope, account: str | None, market: str | None,
-             type_code: int | None) -> bool:
+def matches(env: Envelope, account: str | None, market: str | None,
+            type_code: int | None) -> bool:
+    """True if an event is of `type_code` and names `account` and `market` (None: any)."""
     cls = type(env.event)
     if type_code is not None and type_code != cls.TYPE_CODE:
         return False

@@ -17,18 +17,24 @@ from collections.abc import Callable
 from itertools import pairwise
 from typing import Any, NamedTuple
 
-import msgpack
-
 from ledger.errors import CodecError, IntegrityError
 from ledger.events.codec import decode, index_keys
-from ledger.store.blocks import decode_header, events_hash, genesis_prev_hash, header_hash
+from ledger.store.blocks import (
+    BlockHeader,
+    decode_header,
+    events_hash,
+    genesis_prev_hash,
+    header_hash,
+)
 from ledger.store.layout import (
     Db,
     Dbs,
+    Head,
     Txn,
     chunk_seqs,
     index_items,
     posting_chunks,
+    read_head,
     read_u64,
     u32,
     u64,
@@ -71,21 +77,9 @@ def verify_chain(txn: Txn, dbs: Dbs, chain_id: str, *,
         except CodecError as exc:
             return VerifyReport(False, height, f"header does not decode: {exc}", n_blocks,
                                 n_events)
-        if hdr.height != height:
-            return VerifyReport(False, height, f"header says height {hdr.height}", n_blocks,
-                                n_events)
-        if expected_height is not None and height != expected_height:
-            return VerifyReport(False, expected_height, f"block missing (next is {height})",
-                                n_blocks, n_events)
-        if header_hash(*hdr[:7]) != hdr.hash:
-            return VerifyReport(False, height, "header hash does not match its contents",
-                                n_blocks, n_events)
-        if hdr.prev_hash != prev_hash:
-            return VerifyReport(False, height, "prev hash does not link to the block before",
-                                n_blocks, n_events)
-        if expected_seq is not None and hdr.first_seq != expected_seq:
-            return VerifyReport(False, height, f"first seq {hdr.first_seq}, expected "
-                                f"{expected_seq}", n_blocks, n_events)
+        fault = header_fault(hdr, height, prev_hash, expected_height, expected_seq)
+        if fault is not None:
+            return VerifyReport(False, fault[0], fault[1], n_blocks, n_events)
         encoded: list[bytes] = []
         # Index name -> key -> this block's seqs under it, as `prepare_block` groups them.
         groups: dict[str, dict[bytes, list[int]]] = {name: {} for name in owned}
@@ -135,13 +129,12 @@ def verify_chain(txn: Txn, dbs: Dbs, chain_id: str, *,
             progress(height)
         positioned = cur.next()
     if branch is None:
-        head = txn.get(b"head", db=dbs.meta)
-        if head is None:
-            return VerifyReport(False, None, "the head record is missing", n_blocks,
-                                n_events)
-        h = msgpack.unpackb(head, raw=False)
-        if h[0] != (heights[-1] if heights else -1) or (heights and h[2] != prev_hash):
-            return VerifyReport(False, h[0], "head record does not match the last block",
+        try:
+            head = read_head(txn, dbs)
+        except IntegrityError as exc:
+            return VerifyReport(False, None, str(exc), n_blocks, n_events)
+        if not head_matches(head, heights[-1] if heights else None, prev_hash):
+            return VerifyReport(False, head.height, "head record does not match the last block",
                                 n_blocks, n_events)
     # No event may lie outside the blocks (e.g. past the head's seq).
     n_stored = _count_prefixed(txn, events_db, pre) if pre else txn.stat(events_db)["entries"]
@@ -162,6 +155,34 @@ def verify_chain(txn: Txn, dbs: Dbs, chain_id: str, *,
                                 f"{owned[name]} (stray chunk from seq {stray})", n_blocks,
                                 n_events)
     return VerifyReport(True, None, "ok", n_blocks, n_events)
+
+
+def header_fault(hdr: BlockHeader, height: int, prev_hash: bytes, expected_height: int | None,
+                 expected_seq: int | None) -> tuple[int, str] | None:
+    """The first thing wrong with a decoded header stored at `height`, as (height, reason).
+
+    Checks its stated height, that no block is missing before it, its own
+    hash, its link to the block before and that its seqs continue the chain's.
+    Shared by every store's verify, so each judges a header the same way.
+    """
+    if hdr.height != height:
+        return height, f"header says height {hdr.height}"
+    if expected_height is not None and height != expected_height:
+        return expected_height, f"block missing (next is {height})"
+    if header_hash(*hdr[:7]) != hdr.hash:
+        return height, "header hash does not match its contents"
+    if hdr.prev_hash != prev_hash:
+        return height, "prev hash does not link to the block before"
+    if expected_seq is not None and hdr.first_seq != expected_seq:
+        return height, f"first seq {hdr.first_seq}, expected {expected_seq}"
+    return None
+
+
+def head_matches(head: Head, last_height: int | None, last_hash: bytes) -> bool:
+    """True if a head record names the last block walked (height -1 for an empty chain)."""
+    if last_height is None:
+        return head.height == -1
+    return head.height == last_height and head.hash == last_hash
 
 
 def _index_keys(ev: Any) -> tuple[list[bytes], list[bytes], bytes]:

@@ -21,7 +21,11 @@ from ledger.events import outcomes as o
 from ledger.markets import DEMO_MARKETS
 from ledger.sequencer import Sequencer
 from ledger.store.chain import ChainStore, verify_store
+from projections.audit import Auditor
+from projections.audit_models import split_stmt_key, stmt_key
 from projections.recovery import execute_recovery, plan_rollback
+from projections.replicator import replicate
+from tests.pg import pg_cluster, pg_dsn  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCOUNTS = 100
@@ -91,3 +95,19 @@ def test_rebuild_from_genesis_after_a_10000_flow_rollback(rolled_back: Path) -> 
     assert report["match"] is True
     acct = _cli("audit", "account", "u007", "--data", str(rolled_back))
     assert acct["statement"]["closing_balance_qq"] == AMOUNT * DEPOSITS_EACH
+
+
+def test_a_statement_key_round_trips_any_u32_line_index() -> None:
+    for k in (0, 255, 256, 32_768, 70_000, 2**32 - 1):
+        assert split_stmt_key(stmt_key(7, "u042", 12, 345, k)) == (7, "u042", 12, 345, k)
+
+
+@pytest.mark.needs_postgres
+def test_a_replica_of_the_10000_flow_rollback_answers_as_the_ledger(
+        rolled_back: Path, pg_dsn: str) -> None:  # noqa: F811
+    with ChainStore.open(rolled_back) as store:
+        replicate(store, pg_dsn)
+    with Auditor.open(rolled_back) as lmdb_au, Auditor.open(pg_dsn) as pg_au:
+        for acct in ("u000", "u042", "u099"):
+            assert pg_au.account(acct) == lmdb_au.account(acct)
+        assert pg_au.account("u042", branch=1) == lmdb_au.account("u042", branch=1)

@@ -1,0 +1,189 @@
+"""Writing a replica, one step at a time, inside the caller's PostgreSQL transaction.
+
+The replicator (`projections.replicator`) composes these into ONE transaction
+per block: `copy_block` (header, events with their filter columns, index
+chunks: binary COPY), snapshots and journal records that arrived, the audit
+read-model rows, and `advance` (compare-and-set of the tracking row). A
+rollback is mirrored by `archive_above` in one transaction too. Nothing here
+commits; a failure anywhere rolls the whole block back, so a reader never
+sees half of one.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import msgpack
+from psycopg import Cursor
+from psycopg.types.json import Jsonb
+
+from ledger.errors import IntegrityError
+from ledger.store.blocks import BlockHeader, encode_header
+from ledger.store.chain import Snapshot
+from ledger.store.layout import Head, event_index_keys, index_items, read_u64
+from ledger.store.pg import copybin
+from ledger.store.pg.schema import SCHEMA
+
+#: `index_chunks.idx` of each LMDB index.
+IDX_ACCOUNT, IDX_MARKET, IDX_TYPE = 0, 1, 2
+INDEX_IDS = {"account": IDX_ACCOUNT, "market": IDX_MARKET, "type": IDX_TYPE}
+
+_EVENT_COPY = (f"COPY {SCHEMA}.events (branch, seq, height, type_code, accounts, markets, "
+               "data) FROM STDIN (FORMAT BINARY)")
+_INDEX_COPY = (f"COPY {SCHEMA}.index_chunks (branch, idx, key, first_seq, chunk) FROM STDIN "
+               "(FORMAT BINARY)")
+# The fixed-width head of an events row (7 fields: branch, seq, height, type code) and
+# of an index row (5 fields: branch, idx), each with its length prefixes.
+_EVENT_HEAD = struct.Struct(">hiiiqiqih").pack
+_INDEX_HEAD = struct.Struct(">hiiih").pack
+_EMPTY_STREAM = len(copybin.rows([]))
+
+
+def pack(obj: Any) -> bytes:
+    data: bytes = msgpack.packb(obj, use_bin_type=True)
+    return data
+
+
+def block_rows(hdr: BlockHeader, datas: Sequence[bytes], branch: int
+               ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The events rows and index-chunk rows of one block (stored bytes unchanged).
+
+    The chunks are built from the events with the writer's own layout
+    (`layout.index_items`), exactly the chunks LMDB holds for the block.
+    """
+    events: list[tuple[Any, ...]] = []
+    groups: tuple[dict[bytes, list[int]], ...] = ({}, {}, {})
+    acct_g, mkt_g, type_g = groups
+    height = hdr.height
+    seq = hdr.first_seq
+    for data in datas:
+        code, accts, mkts = event_index_keys(data)
+        events.append((branch, seq, height, code, accts, mkts, data))
+        for a in accts:
+            acct_g.setdefault(a.encode(), []).append(seq)
+        for m in mkts:
+            mkt_g.setdefault(m.encode(), []).append(seq)
+        type_g.setdefault(bytes((code,)), []).append(seq)
+        seq += 1
+    index = [(branch, idx, key, read_u64(chunk), chunk)
+             for idx, by_key in enumerate(groups) for key, chunk in index_items(by_key)]
+    return events, index
+
+
+class EncodedBlock(NamedTuple):
+    """One block's rows, encoded for the server (CPU work done before the transaction)."""
+
+    header: tuple[Any, ...]
+    events: bytes
+    index_rows: bytes
+    rows: int
+
+
+def encode_block(hdr: BlockHeader, datas: Sequence[bytes], branch: int) -> EncodedBlock:
+    """A block's header row and its events and index rows as binary COPY streams."""
+    events, index = block_rows(hdr, datas, branch)
+    arr = copybin.text_array
+    raw = copybin.raw
+    return EncodedBlock(
+        (branch, hdr.height, hdr.time, hdr.first_seq, hdr.count, hdr.prev_hash,
+         hdr.events_hash, hdr.state_hash, hdr.hash, encode_header(hdr)),
+        copybin.rows([b"".join((_EVENT_HEAD(7, 4, b, 8, seq, 8, h, 2, code), arr(accts),
+                                arr(mkts), raw(data)))
+                      for b, seq, h, code, accts, mkts, data in events]),
+        copybin.rows([b"".join((_INDEX_HEAD(5, 4, b, 2, idx), raw(key), copybin.int8(first),
+                                raw(chunk)))
+                      for b, idx, key, first, chunk in index]),
+        1 + len(events) + len(index))
+
+
+def write_block(cur: Cursor[Any], enc: EncodedBlock) -> None:
+    """Write an encoded block (inside the caller's transaction)."""
+    cur.execute(f"INSERT INTO {SCHEMA}.blocks (branch, height, time, first_seq, count, "
+                "prev_hash, events_hash, state_hash, hash, header) VALUES "
+                "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", enc.header)
+    copy_payload(cur, _EVENT_COPY, enc.events)
+    copy_payload(cur, _INDEX_COPY, enc.index_rows)
+
+
+def copy_block(cur: Cursor[Any], hdr: BlockHeader, datas: Sequence[bytes], branch: int) -> int:
+    """Write one block's header, events and index chunks; the rows written."""
+    enc = encode_block(hdr, datas, branch)
+    write_block(cur, enc)
+    return enc.rows
+
+
+def copy_payload(cur: Cursor[Any], sql: str, payload: bytes) -> None:
+    """Binary COPY of a whole encoded stream (`copybin.rows`); nothing if it has no rows."""
+    if len(payload) > _EMPTY_STREAM:
+        with cur.copy(sql) as cp:
+            cp.write(payload)
+
+
+def copy_stream(cur: Cursor[Any], sql: str, encoded_rows: Sequence[bytes]) -> None:
+    """Binary COPY of rows each already encoded (`copybin.row`)."""
+    copy_payload(cur, sql, copybin.rows(encoded_rows))
+
+
+def put_snapshot(cur: Cursor[Any], snap: Snapshot) -> None:
+    cur.execute(f"INSERT INTO {SCHEMA}.snapshots (height, state_hash, time, size, data) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (height) DO NOTHING",
+                (snap.height, snap.state_hash, snap.time, len(snap.data), snap.data))
+
+
+def put_journal(cur: Cursor[Any], records: Sequence[dict[str, Any]]) -> None:
+    for rec in records:
+        cur.execute(f"INSERT INTO {SCHEMA}.journal (id, action, operator, reason, head_height, "
+                    "recorded_at, record) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    (rec["id"], rec["action"], rec["operator"], rec["reason"],
+                     rec["head_height"], rec["recorded_at"], pack(rec)))
+
+
+def put_branch(cur: Cursor[Any], rec: dict[str, Any]) -> None:
+    cur.execute(f"INSERT INTO {SCHEMA}.branches (branch, base_height, first_height, "
+                "last_height, reason, operator, record) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (rec["branch"], rec["base_height"], rec["first_height"], rec["last_height"],
+                 rec["reason"], rec["operator"], pack(rec)))
+
+
+def put_meta(cur: Cursor[Any], key: str, value: Any) -> None:
+    cur.execute(f"INSERT INTO {SCHEMA}.meta (key, value) VALUES (%s, %s) ON CONFLICT (key) "
+                "DO UPDATE SET value = EXCLUDED.value", (key, Jsonb(value)))
+
+
+def init_tracking(cur: Cursor[Any], head: Head) -> None:
+    """The tracking row before any block (height -1, the genesis prev hash)."""
+    cur.execute(f"INSERT INTO {SCHEMA}.tracking (id, height, seq, hash, time) VALUES "
+                "(1, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                (head.height, head.seq, head.hash, head.time))
+
+
+def advance(cur: Cursor[Any], expected: Head, new: Head) -> None:
+    """Move the tracking row from `expected` to `new`, or raise `IntegrityError`.
+
+    Compare-and-set: if another writer moved it, this transaction must not
+    commit (the replicator's advisory lock makes that a bug or a forced
+    second writer, never a race to be won).
+    """
+    cur.execute(f"UPDATE {SCHEMA}.tracking SET height = %s, seq = %s, hash = %s, time = %s, "
+                "replicated_at = now() WHERE id = 1 AND height = %s AND hash = %s",
+                (new.height, new.seq, new.hash, new.time, expected.height, expected.hash))
+    if cur.rowcount != 1:
+        raise IntegrityError(f"the replica's tracking row moved away from height "
+                             f"{expected.height} under this replicator (another writer?); "
+                             "nothing of this block was committed")
+
+
+def archive_above(cur: Cursor[Any], height: int, first_seq: int, branch: int) -> dict[str, int]:
+    """Move the canonical chain's rows above `height` (events from `first_seq`) to `branch`,
+    and drop the snapshots above it, as LMDB's truncate-with-archive does; row counts."""
+    moved = {}
+    for table, where in (("blocks", "height > %s"), ("events", "seq >= %s"),
+                         ("index_chunks", "first_seq >= %s")):
+        cur.execute(f"UPDATE {SCHEMA}.{table} SET branch = %s WHERE branch = 0 AND {where}",
+                    (branch, first_seq if table != "blocks" else height))
+        moved[table] = cur.rowcount
+    cur.execute(f"DELETE FROM {SCHEMA}.snapshots WHERE height > %s", (height,))
+    moved["snapshots_dropped"] = cur.rowcount
+    return moved

@@ -1,0 +1,554 @@
+"""The block replicator: LMDB (the system of record) into a PostgreSQL replica, block by block.
+
+dYdX v4's Indexer is the model: blocks stream from the chain into a consumer
+that writes each block into PostgreSQL in one transaction, and read replicas
+serve the auditors. Here:
+
+- Blocks are read from LMDB in read transactions (`ChainStore.read_blocks`),
+  each block's events hash checked, and written in ONE PostgreSQL
+  transaction each: header, events (stored bytes and filter columns), index
+  chunks, any snapshot and journal records that arrived, the audit
+  read-model rows (the same `AuditProjection` the LMDB runner folds), and the
+  tracking row (height, seq, block hash) by compare-and-set. A SIGKILL at any
+  instant loses nothing and doubles nothing: the next run starts after the
+  last committed block.
+- One replicator per target database: a session advisory lock, released by
+  the server when the replicator's connection dies (`LedgerLocked`).
+- Rollbacks: the chain's archived branches are mirrored in order. Branch `b`
+  archived the suffix of the chain as it stood just before rollback `b` (call
+  it K(b-1)); the replica's canonical chain is always a prefix of K(m), m its
+  newest mirrored branch. Mirroring `b` first extends the replica along K(b-1)
+  up to the branch's base (blocks now found in the canonical chain or in a
+  later branch, `_owner`), then in ONE transaction moves every row above the
+  base to branch `b` (blocks, events, index chunks, read-model rows to
+  namespace `b`), copies the branch's blocks the replica never had, drops the
+  snapshots above the base, records the branch and sets tracking to the base.
+  Readers see the old chain or the new one, never a mix, under the same
+  branch id as LMDB's.
+- The audit fold state is saved (`fold_states`) at the heights a rollback may
+  target (multiples of `snapshot_every`, snapshot heights); a restart or a
+  mirrored rollback resumes from the newest saved state on the replica's
+  canonical chain and refolds the replica's own blocks after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import psycopg
+import structlog
+
+from ledger.errors import IntegrityError, LedgerLocked, StoreError
+from ledger.store.blocks import BlockHeader, check_events, genesis_prev_hash
+from ledger.store.chain import ChainStore, Snapshot
+from ledger.store.layout import SCHEMA_VERSION as LMDB_SCHEMA_VERSION
+from ledger.store.layout import Head
+from ledger.store.pg.chain import PgChain
+from ledger.store.pg.connect import connect, describe, pg_errors
+from ledger.store.pg.schema import LOCK_NS, REPLICATOR_LOCK, SCHEMA, migrate
+from ledger.store.pg.writer import (
+    EncodedBlock,
+    advance,
+    archive_above,
+    copy_block,
+    encode_block,
+    init_tracking,
+    put_branch,
+    put_journal,
+    put_meta,
+    put_snapshot,
+    write_block,
+)
+from projections.audit_models import AuditProjection
+from projections.audit_pg import (
+    archive_models_above,
+    encode_staged,
+    write_encoded,
+    write_staged,
+)
+from projections.progress import ProgressBar
+
+log = structlog.get_logger("projections.replicator")
+
+#: Events read from LMDB per read transaction (the blocks of a batch are then
+#: written one PostgreSQL transaction each).
+BATCH_EVENTS = 20_000
+
+
+class _ChainMoved(Exception):
+    """A rollback happened on the chain while a batch was read: plan again."""
+
+
+class _Unlinked(NamedTuple):
+    """A block of a batch that does not link to the one before it."""
+
+    hdr: BlockHeader
+
+
+class _Prepared(NamedTuple):
+    """A block folded and encoded, ready for its transaction."""
+
+    hdr: BlockHeader
+    block: EncodedBlock
+    staged: tuple[bytes, bytes, bytes]
+    snap: Snapshot | None
+    journal: list[dict[str, Any]]
+    fold_blob: bytes | None
+
+
+@dataclass
+class ReplicationReport:
+    """What a run of the replicator did."""
+
+    height: int = -1
+    blocks: int = 0
+    events: int = 0
+    branches_mirrored: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"height": self.height, "blocks": self.blocks, "events": self.events,
+                "branches_mirrored": self.branches_mirrored, "seconds": round(self.seconds, 3),
+                "events_per_s": round(self.events_per_s)}
+
+
+class Replicator:
+    """Feeds one PostgreSQL database from one LMDB ledger (see module docstring)."""
+
+    def __init__(self, store: ChainStore, dsn: str, *, batch_events: int = BATCH_EVENTS,
+                 progress: bool = False) -> None:
+        self.store = store
+        self.dsn = dsn
+        self.batch_events = batch_events
+        self.progress = progress
+        self.conn = connect(dsn, application=f"perpledger-replicator pid={os.getpid()}",
+                            autocommit=True)
+        self._broken = False
+        self._lmdb_snaps: set[int] = set()
+        self._until: int | None = None
+        try:
+            with self._errors("checking the target"):
+                self._check_writable()
+                self._lock()
+                migrate(self.conn, dsn)
+                self._bind()
+                self.pg = PgChain(self.conn, dsn)
+                self.tracking = self.pg.head
+                self._pg_snaps = {s.height for s in self.pg.snapshots()}
+                self._journal_max = int(self._one(f"SELECT coalesce(max(id), 0) FROM "
+                                                  f"{SCHEMA}.journal"))
+                self.proj = self._fold_at(self.tracking.height)
+                self._saved_at = self.tracking.height
+        except BaseException:
+            self.conn.close()
+            raise
+
+    # -- setup -------------------------------------------------------------------------
+
+    def _errors(self, doing: str) -> Any:
+        return pg_errors(self.dsn, doing)
+
+    def _one(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        row = self.conn.execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+    def _check_writable(self) -> None:
+        standby, ro = self.conn.execute(
+            "SELECT pg_is_in_recovery(), current_setting('transaction_read_only')").fetchone() \
+            or (False, "off")
+        if standby or ro == "on":
+            what = "a standby (hot standby replica)" if standby else "read-only"
+            raise StoreError(f"{describe(self.dsn)} is {what}: the replicator writes, so point "
+                             "--to at the primary (replicas follow it by streaming)")
+
+    def _lock(self) -> None:
+        if self._one("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_NS, REPLICATOR_LOCK)):
+            return
+        row = self.conn.execute(
+            "SELECT a.pid, a.application_name, a.backend_start FROM pg_locks l JOIN "
+            "pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND "
+            "l.classid = %s AND l.objid = %s AND l.granted AND l.database = (SELECT oid FROM "
+            "pg_database WHERE datname = current_database())",
+            (LOCK_NS, REPLICATOR_LOCK)).fetchone()
+        who = (f"{row[1] or 'a client'} (server pid {row[0]}, since "
+               f"{row[2]:%Y-%m-%d %H:%M:%S})" if row else "another client")
+        raise LedgerLocked(f"another replicator is already feeding {describe(self.dsn)}: "
+                           f"{who}; stop it first, or give this one another database")
+
+    def _bind(self) -> None:
+        """Tie the database to this chain on first use; refuse another chain's database."""
+        store = self.store
+        meta = dict(self.conn.execute(f"SELECT key, value FROM {SCHEMA}.meta").fetchall())
+        if "chain_id" not in meta:
+            with self.conn.transaction():
+                cur = self.conn.cursor()
+                put_meta(cur, "chain_id", store.chain_id)
+                put_meta(cur, "config", store.config)
+                put_meta(cur, "ledger_schema", LMDB_SCHEMA_VERSION)
+                init_tracking(cur, Head(-1, 0, genesis_prev_hash(store.chain_id), 0))
+            return
+        gen = store.genesis_hash
+        if meta["chain_id"] != store.chain_id or (
+                meta.get("genesis_hash") and gen and meta["genesis_hash"] != gen.hex()):
+            raise IntegrityError(
+                f"{describe(self.dsn)} replicates chain {meta['chain_id']!r} (genesis "
+                f"{str(meta.get('genesis_hash'))[:16]}), not this ledger's {store.chain_id!r} "
+                f"(genesis {gen.hex()[:16] if gen else 'none'}); use another database")
+
+    def close(self) -> None:
+        """Save the fold state at the head replicated (a cheaper restart), disconnect."""
+        try:
+            if not self._broken and not self.conn.closed and self._saved_at != \
+                    self.tracking.height and self.tracking.height >= 0:
+                with self._errors("saving the fold state"), self.conn.transaction():
+                    self._save_fold(self.conn.cursor(), self.tracking, self.proj.dump())
+        finally:
+            if not self.conn.closed:
+                self.conn.close()
+
+    def __enter__(self) -> Replicator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- fold states -----------------------------------------------------------------------
+
+    def _fold_at(self, height: int) -> AuditProjection:
+        """The audit fold state after the replica's canonical block `height`: the newest
+        saved state at or below it still on the replica's chain, then its own blocks."""
+        proj = AuditProjection()
+        row = self.conn.execute(
+            f"SELECT f.height, f.blob FROM {SCHEMA}.fold_states f JOIN {SCHEMA}.blocks b ON "
+            "b.branch = 0 AND b.height = f.height AND b.hash = f.hash WHERE f.height <= %s "
+            "ORDER BY f.height DESC LIMIT 1", (height,)).fetchone()
+        start = -1
+        if row is not None:
+            proj.load(bytes(row[1]))
+            start = int(row[0])
+        if start < height:
+            for hdr, datas in self.pg.iter_block_bytes(start + 1, height):
+                proj.fold(hdr, datas, False)
+        proj.set_namespace(0)
+        return proj
+
+    def _retain(self, height: int) -> bool:
+        every = int(self.store.config.get("snapshot_every", 0) or 0)
+        return (every > 0 and height % every == 0) or height in self._lmdb_snaps
+
+    def _save_fold(self, cur: psycopg.Cursor[Any], at: Head, blob: bytes) -> None:
+        depth = int(self.store.config.get("max_rollback_depth", 10_000) or 10_000)
+        cur.execute(f"INSERT INTO {SCHEMA}.fold_states (height, hash, blob) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (height) DO UPDATE SET hash = EXCLUDED.hash, blob = "
+                    "EXCLUDED.blob", (at.height, at.hash, blob))
+        cur.execute(f"DELETE FROM {SCHEMA}.fold_states WHERE height < %s",
+                    (at.height - depth,))
+        self._saved_at = at.height
+
+    # -- running -----------------------------------------------------------------------------
+
+    def run(self, *, follow: bool = False, poll: float = 0.2,
+            stop: Callable[[], bool] = lambda: False) -> ReplicationReport:
+        """Catch up (mirroring rollbacks) and return; with `follow`, keep following the
+        chain until `stop()` is true. Raises the ledger's errors (`StoreUnavailable`
+        if the server goes away; nothing half-written is then visible)."""
+        report = ReplicationReport(height=self.tracking.height)
+        # Without `follow`, catch up to the head as it is now, even if the writer goes on.
+        self._until = None if follow else self.store.head.height
+        t0 = time.perf_counter()
+        bar = ProgressBar(self.progress, "replicate",
+                          max(0, self.store.head.seq - self.tracking.seq))
+        try:
+            while not stop():
+                done = self._step(report, bar, stop)
+                if done:
+                    continue
+                if not follow:
+                    break
+                time.sleep(poll)
+        except BaseException:
+            self._broken = True
+            raise
+        finally:
+            bar.close()
+            report.seconds = time.perf_counter() - t0
+            report.height = self.tracking.height
+        return report
+
+    def _step(self, report: ReplicationReport, bar: ProgressBar,
+              stop: Callable[[], bool]) -> bool:
+        """One move towards the chain: mirror the next branch, or copy blocks; False when
+        there was nothing to do."""
+        store = self.store
+        n0 = store.next_branch_id()
+        mirrored = int(self._one(f"SELECT coalesce(max(branch), 0) FROM {SCHEMA}.branches"))
+        if mirrored > n0 - 1:
+            raise IntegrityError(f"{describe(self.dsn)} holds archived branch {mirrored}, the "
+                                 f"chain only {n0 - 1}: it was fed from another ledger")
+        self._lmdb_snaps = {s.height for s in store.snapshots()}
+        branches = [b for b in store.branches() if b["branch"] < n0]
+        try:
+            if mirrored < n0 - 1:
+                rec = branches[mirrored]
+                base = int(rec["base_height"])
+                self._extend(mirrored, base, branches, n0, report, bar, stop)
+                if self.tracking.height >= base and not stop():
+                    self._mirror(rec, report)
+                return True
+            self._check_link(n0)
+            self._sync_side()
+            head = store.head.height if self._until is None else min(self._until,
+                                                                       store.head.height)
+            return self._extend(n0 - 1, head, branches, n0, report, bar, stop) > 0
+        except _ChainMoved:
+            log.info("the chain was rolled back during a read; planning again")
+            return True
+
+    def _check_link(self, n0: int) -> None:
+        """With every branch mirrored, the replica's head must be on the chain."""
+        t = self.tracking
+        if t.height < 0:
+            return
+        try:
+            ok = self.store.block(t.height).hash == t.hash
+        except StoreError:
+            ok = False
+        if not ok:
+            if self.store.next_branch_id() != n0:
+                raise _ChainMoved
+            raise IntegrityError(
+                f"the replica's block at height {t.height} ({t.hash.hex()[:16]}) is not the "
+                "chain's there and no archived branch explains it: the database was fed from "
+                "another copy of this ledger; replicate into a fresh database")
+
+    def _owner(self, height: int, k: int, branches: list[dict[str, Any]]) -> int | None:
+        """Where block `height` of K(k) (the chain as it stood just before rollback k+1)
+        lives now: the first later branch whose base is below it, else the canonical chain."""
+        for rec in branches[k:]:
+            if height > int(rec["base_height"]):
+                return int(rec["branch"])
+        return None
+
+    def _extend(self, k: int, to_height: int, branches: list[dict[str, Any]], n0: int,
+                report: ReplicationReport, bar: ProgressBar,
+                stop: Callable[[], bool]) -> int:
+        """Copy blocks of K(k) after the replica's head up to `to_height`, one PostgreSQL
+        transaction per block; the blocks copied."""
+        store = self.store
+        copied = 0
+        while self.tracking.height < to_height and not stop():
+            lo = self.tracking.height + 1
+            owner = self._owner(lo, k, branches)
+            # The owner only changes just above a later branch's base: the run ends there.
+            hi = min([to_height] + [int(r["base_height"]) for r in branches[k:]
+                                    if int(r["base_height"]) >= lo])
+            batch = store.read_blocks(lo, hi, branch=owner, max_events=self.batch_events)
+            if store.next_branch_id() != n0:
+                raise _ChainMoved
+            if not batch or batch[0][0].height != lo:
+                raise _ChainMoved
+            copied += self._copy_batch(batch, owner, n0, report, bar, stop)
+        return copied
+
+    def _copy_batch(self, batch: list[tuple[BlockHeader, list[bytes]]], owner: int | None,
+                    n0: int, report: ReplicationReport, bar: ProgressBar,
+                    stop: Callable[[], bool]) -> int:
+        """Write a batch, one transaction per block, in a two-stage pipeline: a thread
+        checks, folds and encodes block N+1 (Python work) while this one waits for the
+        server to take block N. Only this thread writes; a block is committed whole or
+        not at all. If the pipeline stops early, the fold state (which may have run ahead
+        of the commits) is rebuilt at the replica's head."""
+        store = self.store
+        ready: queue.Queue[Any] = queue.Queue(maxsize=4)
+        abort = threading.Event()
+        journal = self._new_journal()
+
+        def produce() -> None:
+            prev = self.tracking.hash
+            first = True
+            try:
+                for hdr, datas in batch:
+                    if abort.is_set():
+                        return
+                    check_events(hdr, datas)
+                    if hdr.prev_hash != prev:
+                        ready.put(_Unlinked(hdr))
+                        return
+                    prev = hdr.hash
+                    snap = None
+                    if owner is None and hdr.height in self._lmdb_snaps:
+                        try:
+                            snap = store.snapshot(hdr.height)
+                        except StoreError:
+                            snap = None
+                    ready.put(self._prepare(hdr, datas, snap, journal if first else []))
+                    first = False
+                ready.put(None)
+            except BaseException as exc:  # handed to the writing thread, raised there
+                ready.put(exc)
+
+        worker = threading.Thread(target=produce, name="replicator-prepare", daemon=True)
+        worker.start()
+        copied = prepared_ahead = 0
+        try:
+            while True:
+                item = ready.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, _Unlinked):
+                    if store.next_branch_id() != n0:
+                        raise _ChainMoved
+                    raise IntegrityError(f"block {item.hdr.height} of the chain does not link "
+                                         f"to the replica's block {self.tracking.height}; the "
+                                         "database was fed from another copy of this ledger")
+                self._commit(item)
+                copied += 1
+                report.blocks += 1
+                report.events += item.hdr.count
+                bar.advance(item.hdr.count)
+                if stop():
+                    prepared_ahead = 1
+                    break
+        except BaseException:
+            prepared_ahead = 1
+            raise
+        finally:
+            abort.set()
+            while worker.is_alive():  # unblock a producer waiting on a full queue
+                with contextlib.suppress(queue.Empty):
+                    ready.get(timeout=0.05)
+            worker.join()
+            if prepared_ahead and not self._broken and not self.conn.closed:
+                try:
+                    self.proj = self._fold_at(self.tracking.height)
+                except Exception:
+                    self._broken = True
+        return copied
+
+    def _new_journal(self) -> list[dict[str, Any]]:
+        return [r for r in self.store.journal() if int(r["id"]) > self._journal_max]
+
+    def _put_journal(self, cur: psycopg.Cursor[Any], journal: list[dict[str, Any]]) -> None:
+        if journal:
+            put_journal(cur, journal)
+            self._journal_max = max(int(r["id"]) for r in journal)
+
+    def _prepare(self, hdr: BlockHeader, datas: list[bytes], snap: Snapshot | None,
+                 journal: list[dict[str, Any]]) -> _Prepared:
+        """Fold one block and encode all its rows (no I/O to the server)."""
+        enc = encode_block(hdr, datas, 0)
+        self.proj.fold(hdr, datas, True)
+        staged = encode_staged(self.proj.take_staged())
+        blob = self.proj.dump() if self._retain(hdr.height) else None
+        return _Prepared(hdr, enc, staged, snap, journal, blob)
+
+    def _commit(self, p: _Prepared) -> None:
+        """ONE transaction: the block, its read-model rows, what arrived beside it, tracking."""
+        hdr = p.hdr
+        new = Head(hdr.height, hdr.last_seq, hdr.hash, hdr.time)
+        with self._errors(f"writing block {hdr.height}"), self.conn.transaction():
+            cur = self.conn.cursor()
+            write_block(cur, p.block)
+            write_encoded(cur, p.staged)
+            if p.snap is not None:
+                put_snapshot(cur, p.snap)
+            self._put_journal(cur, p.journal)
+            if hdr.height == 0:
+                put_meta(cur, "genesis_hash", hdr.hash.hex())
+            if p.fold_blob is not None:
+                self._save_fold(cur, new, p.fold_blob)
+            advance(cur, self.tracking, new)
+        self.tracking = new
+        if p.snap is not None:
+            self._pg_snaps.add(hdr.height)
+
+    def _sync_side(self) -> None:
+        """Snapshots taken after their block was replicated, new journal records, config."""
+        t = self.tracking.height
+        missing = [h for h in sorted(self._lmdb_snaps) if h <= t and h not in self._pg_snaps]
+        journal = self._new_journal()
+        config = self.store.config
+        stored = self._one(f"SELECT value FROM {SCHEMA}.meta WHERE key = 'config'")
+        if not missing and not journal and stored == config:
+            return
+        with self._errors("writing snapshots and journal records"), self.conn.transaction():
+            cur = self.conn.cursor()
+            for h in missing:
+                try:
+                    snap = self.store.snapshot(h)
+                except StoreError:
+                    continue
+                if snap.state_hash != self.pg.block(h).state_hash:
+                    raise IntegrityError(f"the chain's snapshot at height {h} does not match "
+                                         "the replica's block there")
+                put_snapshot(cur, snap)
+            self._put_journal(cur, journal)
+            if stored != config:
+                put_meta(cur, "config", config)
+        self._pg_snaps.update(missing)
+
+    # -- rollbacks ---------------------------------------------------------------------------
+
+    def _mirror(self, rec: dict[str, Any], report: ReplicationReport) -> None:
+        """Mirror archived branch `rec` in ONE transaction (see module docstring)."""
+        b = int(rec["branch"])
+        base, last = int(rec["base_height"]), int(rec["last_height"])
+        first_seq = int(rec["first_seq"])
+        t = self.tracking
+        base_hdr = self.pg.block(base)
+        if base_hdr.hash != bytes(rec["base_hash"]):
+            raise IntegrityError(f"the replica's block {base} is not the base of the chain's "
+                                 f"archived branch {b}; the database was fed from another copy")
+        if t.height > base and self.pg.block(t.height).hash != \
+                self.store.block(t.height, branch=b).hash:
+            raise IntegrityError(f"the replica's block {t.height} is not in the chain's "
+                                 f"archived branch {b}; the database was fed from another copy")
+        at_base = self._fold_at(base)
+        new = Head(base, first_seq - 1, base_hdr.hash, base_hdr.time)
+        with self._errors(f"mirroring the rollback to height {base} (branch {b})"), \
+                self.conn.transaction():
+            cur = self.conn.cursor()
+            # The branch's blocks the replica never had, folded on from its head's state.
+            self.proj.set_namespace(b)
+            prev = t.hash
+            for hdr, datas in self.store.iter_block_bytes(t.height + 1, last, branch=b):
+                if hdr.prev_hash != prev:
+                    raise IntegrityError(f"archived branch {b} does not link at height "
+                                         f"{hdr.height}; run `ledgerctl verify --branch {b}`")
+                prev = hdr.hash
+                copy_block(cur, hdr, datas, b)
+                self.proj.fold(hdr, datas, True)
+                write_staged(cur, self.proj.take_staged())
+                report.events += hdr.count
+            moved = archive_above(cur, base, first_seq, b)
+            moved.update(archive_models_above(cur, base, b))
+            put_branch(cur, rec)
+            self._put_journal(cur, self._new_journal())
+            advance(cur, t, new)
+        self.tracking = new
+        self.proj = at_base
+        self._saved_at = -2
+        self._pg_snaps = {h for h in self._pg_snaps if h <= base}
+        report.branches_mirrored.append(b)
+        log.info("rollback mirrored", branch=b, base_height=base, **moved)
+
+
+def replicate(store: ChainStore, dsn: str, *, follow: bool = False, poll: float = 0.2,
+              stop: Callable[[], bool] = lambda: False, progress: bool = False,
+              batch_events: int = BATCH_EVENTS) -> ReplicationReport:
+    """Open a replicator on `dsn`, run it (see `Replicator.run`), close it."""
+    with Replicator(store, dsn, progress=progress, batch_events=batch_events) as rep:
+        return rep.run(follow=follow, poll=poll, stop=stop)
