@@ -156,6 +156,43 @@ class Sequencer:
             outcome.snapshot = self.snapshot()
         return outcome
 
+    def dry_run(self, blocks: Sequence[Sequence[Any]]) -> list[tuple[int, int, str]]:
+        """Run blocks on a scratch copy of the state; nothing is written.
+
+        Each block is a command list as `submit` takes it. Returns every refusal as
+        (block index, command index in the block as given, message): door
+        refusals (`admit`), block times going backwards, and whatever the store
+        would refuse to encode. An empty list means `submit` of each block in
+        turn would append them all with nothing refused.
+        """
+        from ledger.store.chain import prepare_block
+
+        scratch = Engine.from_snapshot(self.engine.snapshot_bytes())
+        head = self.store.head
+        out: list[tuple[int, int, str]] = []
+        for b, block in enumerate(blocks):
+            cmds = list(block)
+            offset = 0
+            if not cmds or not isinstance(cmds[0], BeginBlock):
+                cmds.insert(0, BeginBlock(head.time))
+                offset = 1
+            if cmds[0].time < head.time:
+                out.append((b, 0, f"BeginBlock.time {cmds[0].time} is before the block time "
+                            f"{head.time} it would follow; block time never goes backwards"))
+                continue
+            height = head.height + 1
+            result = scratch.run_block(height, cmds, admit=True)
+            for index, err in result.refused:
+                out.append((b, index - offset, str(err)))
+            try:
+                block_ = prepare_block(head, result.envelopes, height=height,
+                                       time=cmds[0].time, state_hash=result.state_hash)
+            except LedgerError as exc:
+                out.append((b, _culprit(cmds, result.envelopes) - offset, str(exc)))
+                break  # the scratch state is past what could be appended
+            head = block_.new_head
+        return out
+
     def snapshot(self) -> SnapshotInfo:
         """Snapshot the state at the head (a verified cache of the projection)."""
         head = self.store.head
@@ -167,6 +204,22 @@ class Sequencer:
         return self.submit([SetGuards(enabled, reason, operator)],
                            journal=JournalEntry("guards", operator, reason,
                                                 {"enabled": enabled}))
+
+
+def _culprit(cmds: list[Any], envelopes: list[Envelope]) -> int:
+    """Index in `cmds` of the IN command whose event (or outcome) cannot be encoded."""
+    from ledger.events.codec import check_and_encode
+
+    by_seq = {env.seq: env for env in envelopes}
+    for env in envelopes:
+        try:
+            check_and_encode(env)
+        except LedgerError:
+            cause = env if env.cause == 0 else by_seq.get(env.cause, env)
+            for i, cmd in enumerate(cmds):
+                if cmd is cause.event:
+                    return i
+    return -1
 
 
 def recover(store: ChainStore) -> Engine:

@@ -336,11 +336,15 @@ _register_extensions()
 
 
 def main() -> None:
-    """Entry point: run the app, map errors to one line and an exit code.
+    """Entry point: run the app; no traceback ever reaches the user.
 
     Typer runs in standalone mode: it answers usage errors with exit code 2 and
     turns `typer.Exit(n)` into exit code n. Everything perpledger raises on
-    purpose is a `LedgerError`, rendered here as one line with its own code.
+    purpose is a `LedgerError`, rendered as one line with its own exit code
+    (ledger/errors.py: 1 error, 2 usage, 3 verification failed). LMDB and OS
+    errors are translated (`ledger.store.failures`: damage is exit 3, a full
+    disk names the directory and its free space). Anything else is a bug: one
+    line here, the traceback in the debug log (PERPLEDGER_LOG_LEVEL=debug).
     """
     try:
         app()
@@ -348,13 +352,59 @@ def main() -> None:
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted", 1)
+    except BrokenPipeError:
+        _quiet_exit(1)
+    except Exception as exc:  # the one place that catches everything: see docstring
+        _unexpected(exc)
+
+
+def _unexpected(exc: Exception) -> None:
+    import structlog
+
+    from ledger.store.failures import translate
+
+    configure()
+    structlog.get_logger("ledgerctl").debug("unexpected error", argv=sys.argv[1:],
+                                            exc_info=exc)
+    known = translate(exc, _data_arg())
+    if known is not None:
+        _fail(str(known), known.exit_code)
+    text = " ".join(str(exc).split()) or "no message"
+    if len(text) > 300:
+        text = text[:297] + "..."
+    _fail(f"unexpected {type(exc).__name__}: {text} (this is a bug in perpledger; run again "
+          "with PERPLEDGER_LOG_LEVEL=debug for the traceback and report it)", 1)
+
+
+def _data_arg() -> Path:
+    """The data directory this invocation names (for messages about its store)."""
+    argv = sys.argv[1:]
+    for i, arg in enumerate(argv):
+        if arg == "--data" and i + 1 < len(argv):
+            return Path(argv[i + 1])
+        if arg.startswith("--data="):
+            return Path(arg.split("=", 1)[1])
+    return data_dir(None)
+
+
+def _quiet_exit(code: int) -> None:
+    import os
+
+    # stdout's reader went away (`| head`): say nothing more on it.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(code)
 
 
 def _fail(message: str, code: int) -> None:
+    message = message.replace("\r", " ")
     if "--json" in sys.argv:
         sys.stdout.write('{"error": ' + _json_str(message) + ', "exit_code": ' + str(code)
                          + "}\n")
-    output.err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    output.err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False,
+                             soft_wrap=True)
     sys.exit(code)
 
 

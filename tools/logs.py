@@ -28,6 +28,8 @@ def configure(level: str | None = None) -> None:
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            # exc_info=... renders the traceback into the (debug) log line.
+            structlog.processors.format_exc_info,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
