@@ -91,9 +91,15 @@ class Auditor:
     @classmethod
     def open(cls, data_dir: str | os.PathLike[str], *, catch_up: bool = True,
              progress: bool = False) -> Auditor:
-        """Open the ledger read-only and its read models; catch them up unless told not to."""
+        """Open the ledger read-only and its read models; catch them up unless told not to.
+
+        On a read-only directory the read models cannot catch up: they answer as of
+        their checkpoint (`lag` says how many blocks behind the head that is).
+        """
         store = ChainStore.open(data_dir)
-        rm = ReadModels.open(data_dir)
+        rm = ReadModels.open_for_reading(data_dir)
+        if rm.mode == "readonly":
+            catch_up = False
         try:
             au = cls(store, rm, catch_up=catch_up, progress=progress)
         except BaseException:
@@ -119,6 +125,11 @@ class Auditor:
         """Fold new blocks into the read models and the exchange-state projection
         (skipped if another runner is busy)."""
         jobs.catch_up(self.store, self.rm, progress=self._progress, wait=False)
+
+    @property
+    def lag(self) -> int:
+        """Blocks the canonical read models are behind the head (0: caught up)."""
+        return max(0, self.store.head.height - self.as_of.height)
 
     @property
     def as_of(self) -> Checkpoint:

@@ -107,6 +107,15 @@ def readmodels_path(data_dir: str | os.PathLike[str]) -> Path:
     return Path(data_dir) / READMODELS_DIR
 
 
+def _writable(path: Path) -> bool:
+    """True if read models can be written at `path` (or created in its parent)."""
+    probe = path if path.exists() else path.parent
+    if not os.access(probe, os.W_OK):
+        return False
+    lock = path / "lock.mdb"
+    return not lock.exists() or os.access(lock, os.W_OK)
+
+
 class ReadModels:
     """Handles on the read-model environment of one ledger (shared per process)."""
 
@@ -124,15 +133,49 @@ class ReadModels:
         self.tables: dict[int, Any] = {T_STMT: self.stmt, T_FUNDING: self.funding,
                                        T_LIQS: self.liqs}
 
+    #: How these read models were opened: "writable", "readonly" (a read-only
+    #: directory: they answer as of their checkpoint, they cannot catch up) or
+    #: "scratch" (none could be opened there: built in a temporary directory).
+    mode = "writable"
+    _scratch: str | None = None
+
     @classmethod
-    def open(cls, data_dir: str | os.PathLike[str]) -> ReadModels:
-        """Open (creating if needed) the read models of the ledger at `data_dir`."""
-        return cls(open_env(readmodels_path(data_dir)))
+    def open(cls, data_dir: str | os.PathLike[str], *, readonly: bool = False) -> ReadModels:
+        """Open (creating if needed, unless `readonly`) the read models at `data_dir`."""
+        rm = cls(open_env(readmodels_path(data_dir), readonly=readonly, create=not readonly))
+        rm.mode = "readonly" if readonly else "writable"
+        return rm
+
+    @classmethod
+    def open_for_reading(cls, data_dir: str | os.PathLike[str]) -> ReadModels:
+        """Open the read models of a ledger a reader may not be able to write.
+
+        Writable where the directory allows it; read-only where it exists on a
+        read-only directory or mount; else fresh ones in a temporary directory
+        (removed on close), so queries still answer on a read-only copy.
+        """
+        import tempfile
+
+        path = readmodels_path(data_dir)
+        if _writable(path):
+            return cls.open(data_dir)
+        if (path / "data.mdb").exists():
+            return cls.open(data_dir, readonly=True)
+        scratch = tempfile.mkdtemp(prefix="perpledger-readmodels-")
+        rm = cls(open_env(readmodels_path(scratch)))
+        rm.mode = "scratch"
+        rm._scratch = scratch
+        return rm
 
     def close(self) -> None:
         if self.shared is not None:
             close_env(self.shared)
             self.shared = None  # type: ignore[assignment]
+        if self._scratch is not None:
+            import shutil
+
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
     def __enter__(self) -> ReadModels:
         return self

@@ -39,7 +39,13 @@ CatchOpt = Annotated[bool, typer.Option("--catch-up/--no-catch-up",
 
 def _auditor(data: Path | None, catch_up: bool, json_out: bool) -> Auditor:
     _open_store(data).close()  # the error that says what to do if there is no ledger
-    return Auditor.open(data_dir(data), catch_up=catch_up, progress=not json_out)
+    au = Auditor.open(data_dir(data), catch_up=catch_up, progress=not json_out)
+    if au.rm.mode == "readonly" and au.lag:
+        output.err_console.print(
+            f"note: read-only directory; the read models answer as of height "
+            f"{au.as_of.height}, {au.lag} block(s) behind the head {au.store.head.height}",
+            highlight=False, soft_wrap=True)
+    return au
 
 
 def _heights(**named: int | None) -> None:
@@ -331,7 +337,7 @@ def export(
 
 def status(data: DataOpt = None, json_out: JsonOpt = False) -> None:
     """Where each projection stands against the head (no catch-up)."""
-    with _open_store(data) as store, ReadModels.open(store.path) as rm:
+    with _open_store(data) as store, ReadModels.open_for_reading(store.path) as rm:
         head = store.head
         rows = []
         for name in ("exchange", "audit"):

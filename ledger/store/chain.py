@@ -44,7 +44,7 @@ from ledger.store.blocks import (
     genesis_prev_hash,
     make_header,
 )
-from ledger.store.env import INITIAL_MAP_SIZE, SharedEnv, WriterLock, close_env, open_env
+from ledger.store.env import MAP_SIZE_ENV, SharedEnv, WriterLock, close_env, open_env
 from ledger.store.journal import JournalEntry, journal_put
 from ledger.store.layout import SCHEMA_VERSION, Dbs, Txn, index_items, meta_get, u64
 
@@ -114,7 +114,12 @@ class ChainStore:
         self._shared = shared
         self._lock = lock
         self.path = Path(shared.path)
-        self.dbs = Dbs(shared)
+        try:
+            self.dbs = Dbs(shared)
+        except lmdb.NotFoundError:  # a read-only open of an environment without our tables
+            self.close()
+            raise LedgerNotFound(f"no ledger at {self.path} (its files hold no chain)") \
+                from None
         meta = self._read(lambda txn: self._meta_all(txn))
         if b"chain_id" not in meta:
             self.close()
@@ -133,15 +138,19 @@ class ChainStore:
     @classmethod
     def create(cls, path: str | os.PathLike[str], *, chain_id: str,
                config: dict[str, Any] | None = None,
-               map_size: int = INITIAL_MAP_SIZE) -> ChainStore:
+               map_size: int | None = None) -> ChainStore:
         """Create an empty ledger (no genesis block yet) and return it open for writing.
 
-        Raises `LedgerExists` if `path` already holds one.
+        `map_size` (bytes; default $PERPLEDGER_MAP_SIZE, else 1 GiB) is recorded in
+        the config, and every later open starts from it. Raises `LedgerExists` if
+        `path` already holds one.
         """
         if ledger_exists(path):
             raise LedgerExists(f"a ledger already exists at {path}; refusing to overwrite it")
         cfg = dict(DEFAULT_CONFIG)
         cfg.update(config or {})
+        if map_size is not None:
+            cfg["map_size"] = map_size
         Path(path).mkdir(parents=True, exist_ok=True)
         lock = WriterLock(path)
         lock.acquire()
@@ -161,8 +170,12 @@ class ChainStore:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, write: bool = False,
-             map_size: int = INITIAL_MAP_SIZE) -> ChainStore:
-        """Open an existing ledger; `write=True` takes the single-writer lock."""
+             map_size: int | None = None) -> ChainStore:
+        """Open an existing ledger; `write=True` takes the single-writer lock.
+
+        A reader opens the environment read-only, so it works on a read-only
+        directory or mount (ledger/store/env.py).
+        """
         if not ledger_exists(path):
             raise LedgerNotFound(f"no ledger at {path} (run `ledgerctl init` first)")
         lock = None
@@ -170,12 +183,18 @@ class ChainStore:
             lock = WriterLock(path)
             lock.acquire()
         try:
-            shared = open_env(path, create=False, map_size=map_size)
+            shared = open_env(path, create=False, map_size=map_size, readonly=not write)
         except BaseException:
             if lock is not None:
                 lock.release()
             raise
-        return cls(shared, lock)
+        store = cls(shared, lock)
+        recorded = store.config.get("map_size")
+        if write and map_size is None and isinstance(recorded, int) \
+                and recorded > shared.env.info()["map_size"] and shared.refs == 1 \
+                and not os.environ.get(MAP_SIZE_ENV):
+            shared.env.set_mapsize(recorded)
+        return store
 
     def close(self) -> None:
         """Release the environment and, for a writer, the lock."""
