@@ -69,11 +69,11 @@ class Sequencer:
     def create(cls, path: str | os.PathLike[str], *, chain_id: str,
                listings: Sequence[Listing], guards: bool = True, genesis_time: int = 0,
                config: dict[str, Any] | None = None,
-               check_invariants: bool = False) -> Sequencer:
+               check_invariants: bool = False, map_size: int | None = None) -> Sequencer:
         """Create a ledger and write its genesis block (height 0)."""
         cfg = dict(config or {})
         cfg["guards"] = guards
-        store = ChainStore.create(path, chain_id=chain_id, config=cfg)
+        store = ChainStore.create(path, chain_id=chain_id, config=cfg, map_size=map_size)
         seq = cls(store, Engine(), check_invariants=check_invariants)
         try:
             cmds = genesis_commands(listings, time=genesis_time, guards_enabled=guards)

@@ -156,9 +156,14 @@ class ReadModels:
         """
         import tempfile
 
+        from ledger.errors import StoreFull
+
         path = readmodels_path(data_dir)
         if _writable(path):
-            return cls.open(data_dir)
+            try:
+                return cls.open(data_dir)
+            except StoreFull:  # a full disk: read what is there, as a read-only reader
+                pass
         if (path / "data.mdb").exists():
             return cls.open(data_dir, readonly=True)
         scratch = tempfile.mkdtemp(prefix="perpledger-readmodels-")

@@ -65,8 +65,14 @@ def init(
     max_rollback_depth: Annotated[int, typer.Option(help="Deepest rollback without --force.")]
     = 10_000,
     genesis_time: Annotated[int, typer.Option(help="Genesis block time (s).")] = 0,
+    map_size: Annotated[str | None, typer.Option(
+        "--map-size", help="Initial LMDB map size (e.g. 4G; default $PERPLEDGER_MAP_SIZE "
+        "or 1G); it grows by itself.")] = None,
 ) -> None:
     """Create a ledger: the genesis block with the chain id, config and market listings."""
+    from ledger.store.env import parse_size
+
+    size = parse_size(map_size, "--map-size") if map_size is not None else None
     listings = load_markets(markets) if markets else DEMO_MARKETS
     path = data_dir(data)
     if snapshot_every < 0 or max_rollback_depth < 1:
@@ -74,7 +80,8 @@ def init(
     seq = Sequencer.create(path, chain_id=chain_id, listings=listings,
                            guards=_onoff(guards, "--guards"), genesis_time=genesis_time,
                            config={"snapshot_every": snapshot_every,
-                                   "max_rollback_depth": max_rollback_depth})
+                                   "max_rollback_depth": max_rollback_depth},
+                           map_size=size)
     with seq:
         head = seq.store.head
         doc = {"data": str(path), "chain_id": chain_id, "genesis_hash": head.hash.hex(),

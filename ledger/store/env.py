@@ -16,11 +16,17 @@ never write. On a read-only directory or mount, where LMDB cannot open its
 lock file, a reader opens without the lock table (`lock=False`): safe there
 because no writer can change those files under it.
 
-A full disk never reaches a reader as SIGBUS: LMDB writes through `pwrite`
-(no `writemap`), so the data file only grows by writes that either succeed or
+A full disk never reaches a process as SIGBUS. LMDB writes the data file
+through `pwrite` (no `writemap`), so it only grows by writes that succeed or
 fail with an error, and readers only touch pages a committed transaction
-wrote. A write that fails for want of space is translated into `StoreFull`
-naming the directory and its free space (ledger.store.failures).
+wrote. Its lock file, though, is a sparse file written through a shared
+mapping: on a full disk the first touch of an unallocated page of it kills the
+process with SIGBUS (measured on a full tmpfs: creating the read models'
+environment, or a reader taking a fresh slot). So before LMDB maps it, the lock
+file's blocks are allocated (`posix_fallocate`, which changes no byte); where
+that fails for want of space, a writer gets `StoreFull` and a reader opens
+without the lock table. A write that fails for want of space is translated into
+`StoreFull` naming the directory and its free space (ledger.store.failures).
 """
 
 from __future__ import annotations
@@ -191,8 +197,42 @@ def open_env(path: str | os.PathLike[str], *, create: bool = True,
         return shared
 
 
+#: Bytes of the lock file allocated ahead of LMDB (its table for 256 readers is
+#: about 16 KiB; LMDB truncates a larger file to its size, keeping the blocks).
+LOCK_FILE_BYTES = 64 * 1024
+
+
+def allocate_lock_file(path: str) -> bool:
+    """Allocate every block of `path`/lock.mdb (creating it); False if there is no room.
+
+    Raises nothing for a read-only directory (returns False): the caller then
+    opens without the lock table.
+    """
+    lock_path = os.path.join(path, "lock.mdb")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return False
+    try:
+        size = max(os.fstat(fd).st_size, LOCK_FILE_BYTES)
+        os.posix_fallocate(fd, 0, size)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def _open(path: str, map_size: int, *, create: bool, readonly: bool,
           lock: bool) -> lmdb.Environment:
+    if lock and (create or os.path.exists(os.path.join(path, "data.mdb"))) \
+            and os.access(path, os.W_OK) and not allocate_lock_file(path):
+        if readonly:
+            lock = False
+        else:
+            from ledger.store.failures import full_error
+
+            raise full_error(path, "cannot allocate the LMDB lock file")
     try:
         return lmdb.open(path, map_size=map_size, max_dbs=MAX_DBS, subdir=True, create=create,
                          readonly=readonly, sync=True, metasync=True, readahead=False,
@@ -207,7 +247,13 @@ def _open(path: str, map_size: int, *, create: bool, readonly: bool,
 
 
 def _open_readonly(path: str, map_size: int) -> tuple[lmdb.Environment, bool]:
-    """Open for reading; without the lock table where the lock file cannot be opened."""
+    """Open for reading; without the lock table where the lock file cannot be used."""
+    lock_path = os.path.join(path, "lock.mdb")
+    if os.access(path, os.W_OK) and not allocate_lock_file(path):
+        # No room to allocate the lock table: mapping it could SIGBUS.
+        return _open(path, map_size, create=False, readonly=True, lock=False), False
+    if os.path.exists(lock_path) and not os.access(lock_path, os.W_OK):
+        return _open(path, map_size, create=False, readonly=True, lock=False), False
     try:
         return _open(path, map_size, create=False, readonly=True, lock=True), True
     except lmdb.Error as exc:
