@@ -103,6 +103,12 @@ def state_prefix(projection: str, ns: int) -> bytes:
     return s8(projection) + u32(ns)
 
 
+# What damaged read-model bytes raise on the way out of LMDB and msgpack.
+_DAMAGED = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.PanicError, lmdb.InvalidError,
+            lmdb.BadValsizeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError,
+            UnicodeDecodeError, KeyError, IndexError, TypeError, struct.error)
+
+
 def readmodels_path(data_dir: str | os.PathLike[str]) -> Path:
     return Path(data_dir) / READMODELS_DIR
 
@@ -189,12 +195,35 @@ class ReadModels:
         self.close()
 
     def read(self, fn: Callable[[Txn], T]) -> T:
-        """Run `fn` in one read transaction (a consistent MVCC snapshot)."""
-        return run_read(self.shared, fn)
+        """Run `fn` in one read transaction (a consistent MVCC snapshot).
+
+        Damaged read-model bytes raise `StoreCorrupted` naming the command that
+        rebuilds them (`rebuild_hint`), never a decoding traceback.
+        """
+        try:
+            return run_read(self.shared, fn)
+        except _DAMAGED as exc:
+            raise self.damaged(exc) from exc
 
     def write(self, fn: Callable[[Txn], T]) -> T:
         """Run `fn` in one durable write transaction (all or nothing)."""
-        return self.shared.run_write(cast(Callable[[lmdb.Transaction], T], fn))
+        try:
+            return self.shared.run_write(cast(Callable[[lmdb.Transaction], T], fn))
+        except _DAMAGED as exc:
+            raise self.damaged(exc) from exc
+
+    def rebuild_hint(self) -> str:
+        """The command that rebuilds these read models from the chain."""
+        data = self.path.parent
+        return (f"they hold nothing the chain does not: rebuild them with `rm -rf {self.path} "
+                f"&& ledgerctl rebuild --from genesis --data {data}`")
+
+    def damaged(self, exc: BaseException) -> Exception:
+        from ledger.errors import StoreCorrupted
+
+        return StoreCorrupted(str(self.path), f"the read models do not decode "
+                              f"({type(exc).__name__}: {str(exc)[:120]})",
+                              fix=self.rebuild_hint())
 
     # -- meta ------------------------------------------------------------------
 

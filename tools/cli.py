@@ -17,7 +17,6 @@ from ledger.events.codec import envelope_json
 from ledger.events.record import BY_NAME
 from ledger.markets import DEMO_MARKETS, load_markets
 from ledger.sequencer import Sequencer
-from ledger.store.chain import verify_store
 from tools import output
 from tools.common import (
     BranchOpt,
@@ -204,20 +203,14 @@ def verify(
     jobs: Annotated[int, typer.Option("--jobs", help="Parallel processes for --reexecute.")]
     = 1,
 ) -> None:
-    """Walk the hash chain, events and indexes (and with --reexecute, the state machine)."""
-    with open_store(data) as store:
-        report = verify_store(store, branch=branch)
-        doc: dict[str, Any] = {"ok": report.ok, "height": report.height,
-                               "reason": report.reason, "blocks": report.blocks,
-                               "events": report.events}
-        if report.ok and reexecute:
-            from projections.reexecute import reexecute as run_reexecute
+    """Walk the hash chain, events and indexes, every snapshot's bytes and the read
+    models' checkpoints (and with --reexecute, the state machine)."""
+    from projections.verification import verify_ledger
 
-            rx = run_reexecute(store, from_height=from_height, to_height=to_height,
-                               jobs=jobs, progress=not json_out)
-            doc["reexecute"] = rx
-            if not rx["ok"]:
-                doc.update(ok=False, height=rx["height"], reason=rx["reason"])
+    with open_store(data) as store:
+        doc = verify_ledger(store, branch=branch, reexecute=reexecute,
+                            from_height=from_height, to_height=to_height, jobs=jobs,
+                            progress=not json_out)
     if json_out:
         output.dump_json(doc)
     else:

@@ -25,9 +25,10 @@ import lmdb
 from ledger.errors import LedgerError, StoreCorrupted, StoreError, StoreFull
 
 #: py-lmdb exceptions that mean the files are damaged (not a usage problem).
+#: (BadTxnError: a read transaction LMDB invalidated after meeting damage in it.)
 DAMAGE = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.PanicError, lmdb.InvalidError,
           lmdb.BadChecksumError, lmdb.VersionMismatchError, lmdb.IncompatibleError,
-          lmdb.BadValsizeError)
+          lmdb.BadValsizeError, lmdb.BadTxnError)
 _SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 

@@ -1,0 +1,111 @@
+"""The whole of `ledgerctl verify`: chain, snapshots, read models (and re-execution).
+
+One function the CLI and the Python API share. The report is a JSON-able
+dict: `ok`, and where not, the first failing `height` and `reason`, plus the
+findings of each part (`snapshots`, `readmodels`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ledger.store.chain import ChainStore, verify_store
+from ledger.verification import verify_snapshots
+from projections.checkpoints import verify_checkpoints
+from projections.readmodels import ReadModels, readmodels_path
+
+
+def verify_ledger(store: ChainStore, *, branch: int | None = None, reexecute: bool = False,
+                  from_height: int | None = None, to_height: int | None = None,
+                  jobs: int = 1, progress: bool = False, guarded: bool = True
+                  ) -> dict[str, Any]:
+    """Verify the chain (or one archived branch); for the canonical chain also every
+    snapshot's bytes and the read models' checkpoints; with `reexecute`, re-run the
+    IN events through the state machine.
+
+    With `guarded` the walk runs in a child process: LMDB reading damaged pages
+    can die of SIGBUS or SIGSEGV (a flipped page bound points outside the map),
+    which no handler can catch; the child's death is then reported as damage.
+    """
+    doc = _walk_guarded(store, branch) if guarded else _walk(store, branch)
+    if not doc["ok"] or branch is not None:
+        return doc
+    if reexecute:
+        from projections.reexecute import reexecute as run_reexecute
+
+        rx = run_reexecute(store, from_height=from_height, to_height=to_height, jobs=jobs,
+                           progress=progress)
+        doc["reexecute"] = rx
+        if not rx["ok"]:
+            doc.update(ok=False, height=rx["height"], reason=rx["reason"])
+    return doc
+
+
+def _walk_guarded(store: ChainStore, branch: int | None) -> dict[str, Any]:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(str(store.path), branch, child), daemon=True)
+    proc.start()
+    child.close()
+    try:
+        doc: dict[str, Any] = parent.recv()
+    except EOFError:
+        proc.join()
+        code = proc.exitcode if proc.exitcode is not None else 0
+        how = f"signal {-code}" if code < 0 else f"exit code {code}"
+        return {"ok": False, "height": None, "blocks": 0, "events": 0,
+                "reason": f"the store at {store.path} is damaged: reading it killed the "
+                          f"verifying process ({how}); restore it from a backup or replica"}
+    proc.join()
+    if "error" in doc:
+        from ledger.errors import StoreError
+
+        raise StoreError(doc["error"])
+    return doc
+
+
+def _child(path: str, branch: int | None, conn: Any) -> None:
+    from ledger.errors import LedgerError
+
+    try:
+        with ChainStore.open(path) as store:
+            doc = _walk(store, branch)
+    except LedgerError as exc:
+        doc = {"error": str(exc)}
+    conn.send(doc)
+    conn.close()
+
+
+def _walk(store: ChainStore, branch: int | None) -> dict[str, Any]:
+    report = verify_store(store, branch=branch)
+    doc: dict[str, Any] = {"ok": report.ok, "height": report.height, "reason": report.reason,
+                           "blocks": report.blocks, "events": report.events}
+    if not report.ok:
+        return doc
+    if branch is None:
+        snaps = verify_snapshots(store)
+        doc["snapshots"] = {"checked": len(store.snapshots()),
+                            "problems": [p.reason for p in snaps]}
+        rm_problems = _readmodels(store)
+        doc["readmodels"] = {"problems": [p for _, p in rm_problems]}
+        first = (snaps[:1] and (snaps[0].height, snaps[0].reason)) or \
+            (rm_problems[:1] and rm_problems[0])
+        if first:
+            doc.update(ok=False, height=first[0], reason=first[1])
+    return doc
+
+
+def _readmodels(store: ChainStore) -> list[tuple[int | None, str]]:
+    path = readmodels_path(store.path)
+    if not (path / "data.mdb").exists():
+        return []
+    try:
+        rm = ReadModels.open(store.path, readonly=True)
+    except Exception as exc:  # any failure to open them is damage to report, not a crash
+        return [(None, f"the read models at {path} cannot be opened ({type(exc).__name__}: "
+                 f"{exc}); they hold nothing the chain does not: rebuild them with `rm -rf "
+                 f"{path} && ledgerctl rebuild --from genesis --data {store.path}`")]
+    with rm:
+        return verify_checkpoints(store, rm)
