@@ -18,22 +18,24 @@ from the log), rather than append anything on top of an unknown state.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from ledger.core.engine import Engine
 from ledger.core.genesis import genesis_commands
-from ledger.errors import CommandInvalid, LedgerError, VerificationFailed
+from ledger.errors import CommandInvalid, LedgerError, LedgerExists, VerificationFailed
 from ledger.events.codec import Envelope
 from ledger.events.commands import BeginBlock, EndBlock, SetGuards
 from ledger.gcpause import gc_paused
 from ledger.markets import Listing
 from ledger.replay import replay, restore
 from ledger.store.blocks import BlockHeader
-from ledger.store.chain import ChainStore, SnapshotInfo, verify_store
+from ledger.store.chain import ChainStore, SnapshotInfo, ledger_exists, verify_store
 from ledger.store.journal import JournalEntry
 
 log = structlog.get_logger("ledger.sequencer")
@@ -70,21 +72,41 @@ class Sequencer:
                listings: Sequence[Listing], guards: bool = True, genesis_time: int = 0,
                config: dict[str, Any] | None = None,
                check_invariants: bool = False, map_size: int | None = None) -> Sequencer:
-        """Create a ledger and write its genesis block (height 0)."""
+        """Create a ledger and write its genesis block (height 0).
+
+        Crash-safe: the ledger is built in a hidden directory inside `path`
+        (`.init-<pid>`), genesis and its snapshot included, and its data file is
+        renamed into `path` last, an atomic step that is the completion marker.
+        A killed create leaves no ledger (only the hidden directory, which the
+        next create removes) or a complete one; never one `init` refuses to
+        overwrite and `info` calls empty.
+        """
+        final = Path(path)
+        if ledger_exists(final):
+            raise LedgerExists(f"a ledger already exists at {final}; refusing to overwrite it")
+        final.mkdir(parents=True, exist_ok=True)
+        _remove_stale_builds(final)
+        build = final / f"{_BUILD_PREFIX}{os.getpid()}"
+        shutil.rmtree(build, ignore_errors=True)
         cfg = dict(config or {})
         cfg["guards"] = guards
-        store = ChainStore.create(path, chain_id=chain_id, config=cfg, map_size=map_size)
+        store = ChainStore.create(build, chain_id=chain_id, config=cfg, map_size=map_size)
         seq = cls(store, Engine(), check_invariants=check_invariants)
         try:
             cmds = genesis_commands(listings, time=genesis_time, guards_enabled=guards)
             seq._run(0, cmds)
             seq.snapshot()
-        except BaseException:
+        finally:
             store.close()
-            raise
+        if ledger_exists(final):  # another create won the race
+            shutil.rmtree(build, ignore_errors=True)
+            raise LedgerExists(f"a ledger already exists at {final}; refusing to overwrite it")
+        os.rename(build / "data.mdb", final / "data.mdb")
+        _fsync_dir(final)
+        shutil.rmtree(build, ignore_errors=True)
         log.info("ledger created", path=str(path), chain_id=chain_id, guards=guards,
                  markets=[lst.mkt for lst in listings])
-        return seq
+        return cls.open(final, check_invariants=check_invariants)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, check_invariants: bool = False) -> Sequencer:
@@ -204,6 +226,37 @@ class Sequencer:
         return self.submit([SetGuards(enabled, reason, operator)],
                            journal=JournalEntry("guards", operator, reason,
                                                 {"enabled": enabled}))
+
+
+#: Name prefix of the hidden directory a ledger is built in by `Sequencer.create`.
+_BUILD_PREFIX = ".init-"
+
+
+def _remove_stale_builds(final: Path) -> None:
+    """Remove what killed creates left in `final` (their process is gone)."""
+    for build in final.glob(f"{_BUILD_PREFIX}*"):
+        pid = build.name[len(_BUILD_PREFIX):]
+        alive = pid.isdigit() and _alive(int(pid))
+        if not alive:
+            shutil.rmtree(build, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _culprit(cmds: list[Any], envelopes: list[Envelope]) -> int:
