@@ -128,7 +128,7 @@ class StatementLine(NamedTuple):
 
 
 def stmt_key(ns: int, acct: str, height: int, seq: int, k: int) -> bytes:
-    return u32(ns) + s8(acct) + u64(height) + u64(seq) + bytes((k,))
+    return u32(ns) + s8(acct) + u64(height) + u64(seq) + u32(k)
 
 
 def funding_key(ns: int, mkt: str, height: int, seq: int) -> bytes:
@@ -166,9 +166,11 @@ def _pack(obj: Any) -> bytes:
 def code(cls: type[Any]) -> int:
     """The type code of a catalogue record class (set by its `@event` decorator)."""
     return int(cast(Any, cls).TYPE_CODE)
-_LINE_KEY = struct.Struct(">QQB").pack
-#: hx key suffix (table byte, k byte) by table and k.
-_TK = {t: [bytes((t, k)) for k in range(256)] for t in (T_FUNDING, T_LIQS)}
+#: height, seq, k: k numbers the lines of one event (a RolledBack carrying 10,000
+#: flows has 10,000), so it is a u32 like every other count in the layout.
+_LINE_KEY = struct.Struct(">QQI").pack
+#: hx key suffix (table byte, k byte; k is always 0 for these tables) by table.
+_TK = {t: bytes((t, 0)) for t in (T_FUNDING, T_LIQS)}
 
 class AuditProjection:
     """The fold behind the three audit read models (see module docstring)."""
@@ -312,7 +314,7 @@ class AuditProjection:
     def _entry(self, table: int, store: list[tuple[bytes, bytes]], key: bytes, seq: int,
                value: bytes) -> None:
         store.append((key, value))
-        self._hx.append((self._hpre + u64(seq) + _TK[table][0], key))
+        self._hx.append((self._hpre + u64(seq) + _TK[table], key))
 
     def _flush_fees(self, height: int) -> None:
         fees = self._fees
@@ -457,7 +459,7 @@ class AuditProjection:
                 "deficit_qq": ev.deficit_qq, "realized_qq": v_delta - ev.fee_qq + (
                     ev.deficit_qq if ev.method == LiquidationMethod.VAULT else 0)})
         key = liq_key(self.ns, h, seq)
-        self._hx.append((self._hpre + u64(seq) + _TK[T_LIQS][0], key))
+        self._hx.append((self._hpre + u64(seq) + _TK[T_LIQS], key))
         self._liqs[key] = {
             "acct": ev.acct, "height": h, "seq": seq, "method": method, "av_qq": ev.av_qq,
             "mmr_qq": ev.mmr_qq, "fee_qq": ev.fee_qq, "deficit_qq": ev.deficit_qq,
@@ -511,7 +513,7 @@ class AuditProjection:
         if key is None:
             # No Liquidated before it in this block: register the event on its own.
             key = liq_key(self.ns, h, seq)
-            self._hx.append((self._hpre + u64(seq) + _TK[T_LIQS][0], key))
+            self._hx.append((self._hpre + u64(seq) + _TK[T_LIQS], key))
             self._liqs[key] = {"acct": acct, "height": h, "seq": seq, "method": None,
                                "deleveraged": [], "socialized": []}
             self._open_liq[acct] = key

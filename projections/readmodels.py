@@ -18,7 +18,8 @@ length-prefixed, `s8(x) = u8 len + utf8`):
   rm_state  s8(projection) ns height -> [block hash, last seq, state blob]
             the projection's fold state at that height (the latest, plus a few
             retained for rewinds)
-  stmt      ns s8(acct) height seq k -> statement line     (per-account lines)
+  stmt      ns s8(acct) height seq u32(k) -> statement line  (per-account lines; k
+            numbers an event's lines: a rollback carries any number of flows)
   funding   ns s8(mkt) height seq -> funding tick          (per-market history)
   liqs      ns height seq -> liquidation register record
   hx        ns height seq table k -> key of the entry in its table
@@ -46,6 +47,7 @@ import lmdb
 import msgpack
 
 from ledger.store.env import SharedEnv, close_env, open_env
+from ledger.store.layout import MAX_ID_BYTES
 
 T = TypeVar("T")
 if TYPE_CHECKING:
@@ -57,7 +59,8 @@ else:
 #: Directory of the read-model environment under a ledger's data directory.
 READMODELS_DIR = "readmodels"
 #: Layout version of this environment; another version is dropped and rebuilt.
-LAYOUT_VERSION = 1
+#: 2: a statement line's `k` (its index within its event) is a u32, not a u8.
+LAYOUT_VERSION = 2
 
 T_STMT = 1
 T_FUNDING = 2
@@ -75,10 +78,13 @@ def read_u64(data: bytes, offset: int = 0) -> int:
 
 
 def s8(text: str) -> bytes:
-    """A length-prefixed string key part (prefix-free, so ranges never bleed)."""
+    """A length-prefixed string key part (prefix-free, so ranges never bleed).
+
+    Ids are at most MAX_ID_BYTES (255) bytes, which is what the u8 prefix holds.
+    """
     raw = text.encode()
-    if len(raw) > 255:
-        raise ValueError(f"key part longer than 255 bytes: {text[:40]!r}...")
+    if len(raw) > MAX_ID_BYTES:
+        raise ValueError(f"key part longer than {MAX_ID_BYTES} bytes: {text[:40]!r}...")
     return bytes((len(raw),)) + raw
 
 

@@ -143,7 +143,7 @@ def liquidate(ctx: Ctx, a: Account) -> None:
     open_ = sorted((mkt, pos.size) for mkt, pos in a.positions.items() if pos.size)
     shares: list[LiquidatedPosition] = []
     acc = 0
-    fee = 0
+    penalty = 0  # sum of MMR_m * liq_penalty_m, in qq * ppm
     for i, (mkt, size) in enumerate(open_):
         m = st.markets[mkt]
         mmr_m = market_mmr(st, mkt, size)
@@ -153,9 +153,9 @@ def liquidate(ctx: Ctx, a: Account) -> None:
         bv = notional - share
         bp = trunc_div(bv * pow10_neg(m.params.qce) * (1 if size > 0 else -1), abs(size))
         shares.append(LiquidatedPosition(mkt, size, notional, m.mark, mmr_m, bv, bp))
-        fee += ceil_div(mmr_m * m.params.liq_penalty_ppm, PPM)
+        penalty += mmr_m * m.params.liq_penalty_ppm
     deficit = max(0, -av)
-    fee = min(max(av, 0), fee)
+    fee = liquidation_fee(av, penalty)
     vault = st.accounts[LIQ_VAULT]
     is_vault = a is vault
     settle_all(ctx, vault)
@@ -182,6 +182,17 @@ def liquidate(ctx: Ctx, a: Account) -> None:
     ctx.emit(o.Liquidated(a.id, method, av, mmr, tuple(shares), fee, deficit))
     for mkt, b in before.items():
         after_position_change(ctx, vault, mkt, b)
+
+
+def liquidation_fee(av: int, penalty_qq_ppm: int) -> int:
+    """SPEC 7's fee: F = min(max(AV, 0), ce(sum of MMR_m * liq_penalty_m, PPM)).
+
+    One ceiling per account, over the sum of every market's MMR share times its
+    penalty (SPEC's ce(MMR * liq_penalty, PPM) when the penalties are equal), so
+    a multi-market account pays no extra quantum per market. Never more than
+    the account's positive AV: the fee cannot create a deficit.
+    """
+    return min(max(av, 0), ceil_div(penalty_qq_ppm, PPM))
 
 
 def vault_can_pay(st: ExchangeState, vault: Account, amount: int) -> int:

@@ -46,7 +46,16 @@ from ledger.store.blocks import (
 )
 from ledger.store.env import MAP_SIZE_ENV, SharedEnv, WriterLock, close_env, open_env
 from ledger.store.journal import JournalEntry, journal_put
-from ledger.store.layout import SCHEMA_VERSION, Dbs, Txn, index_items, meta_get, u64
+from ledger.store.layout import (
+    MAX_ID_BYTES,
+    SCHEMA_VERSION,
+    Dbs,
+    Txn,
+    index_items,
+    meta_get,
+    u32,
+    u64,
+)
 
 if TYPE_CHECKING:
     from ledger.store.verify import VerifyReport
@@ -57,8 +66,6 @@ T = TypeVar("T")
 
 _PLANS: dict[type[Any], WriterPlan] = {}
 _CODE_KEYS = [bytes((i,)) for i in range(256)]
-#: LMDB keys hold at most 511 bytes; account and market ids must fit in an index key.
-MAX_ID_BYTES = 500
 # The single writer's packer (`Packer.pack` is about twice as fast as `packb`).
 _packer = msgpack.Packer(use_bin_type=True).pack
 
@@ -427,7 +434,11 @@ class ChainStore:
 
     def branch(self, branch: int) -> dict[str, Any]:
         """One archived branch's record (raises `NotFound` naming the known ones)."""
-        raw = self._read(lambda txn: txn.get(branch.to_bytes(4, "big"), db=self.dbs.branches))
+        # Branch ids are u32 keys; one outside that range names no branch (not an error
+        # of the key encoding).
+        raw = None
+        if 0 <= branch <= 0xFFFFFFFF:
+            raw = self._read(lambda txn: txn.get(u32(branch), db=self.dbs.branches))
         if raw is None:
             known = ", ".join(str(b["branch"]) for b in self.branches()) or "none"
             raise NotFound(f"no archived branch {branch} (known branches: {known})")
@@ -608,7 +619,7 @@ class PreparedBlock(NamedTuple):
 
 def _too_long(value: str, height: int, seq: int) -> NoReturn:
     raise BlockRejected(f"block {height}, seq {seq}: id {value[:40]!r}... is longer than "
-                        f"{MAX_ID_BYTES} bytes, the most an index key can hold")
+                        f"{MAX_ID_BYTES} bytes, the most an id may be")
 
 
 def prepare_block(head: Head, envelopes: Sequence[Envelope], *, height: int, time: int,

@@ -64,6 +64,12 @@ Db = lmdb._Database
 #: 2: index dups are per-block posting chunks (see the module docstring).
 SCHEMA_VERSION = 2
 
+#: The longest account or market id, in UTF-8 bytes, anywhere in the ledger. Every
+#: key that embeds an id (the chain's indexes and archive, the read models' keys with
+#: their u8 length prefix) is sized for it, so none can overflow LMDB's 511-byte keys
+#: or a length field; the store refuses a block naming a longer id (BlockRejected).
+MAX_ID_BYTES = 255
+
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
 u64 = _U64.pack

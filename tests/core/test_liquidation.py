@@ -5,10 +5,25 @@ from __future__ import annotations
 import pytest
 
 from ledger.core import FEES, LIQ_VAULT
+from ledger.core.liquidation import liquidation_fee
 from ledger.events import commands as c
 from ledger.events import outcomes as o
 from ledger.events.enums import LiquidationMethod, LossMode, TimeInForce
-from tests.stubs import BTC, BTC_1, BTC_MARK, BUY, PX, SELL, USD, Sim, limit, oracle, outs
+from tests.stubs import (
+    BTC,
+    BTC_1,
+    BTC_MARK,
+    BUY,
+    ETH,
+    PX,
+    SELL,
+    USD,
+    Sim,
+    limit,
+    oracle,
+    outs,
+    simple_listing,
+)
 
 
 def carol_long(vault_qq: int, loss_mode: LossMode | None = None) -> Sim:
@@ -243,3 +258,29 @@ def test_the_sweep_checks_only_touched_or_threatened_accounts_not_every_holder(
     # AV = 99.85 + 415 - 500 = $14.85 >= MMR $12.45: checked, not liquidated
     assert outs(r, o.Liquidated) == []
     assert s.engine.margin("h000")[0] == 14_850_000
+
+
+def test_a_multi_market_liquidation_fee_takes_one_ceiling_per_account() -> None:
+    """SPEC 7: F = min(max(AV, 0), ce(sum MMR_m * penalty, PPM)), one ceiling per account.
+
+    The prices are chosen so the two markets' MMR shares times 70% both have
+    fractional parts below one half: a ceiling per market would charge 1 qq more.
+    """
+    eth_mark = 3_000 * PX
+    s = Sim([simple_listing(BTC), simple_listing(ETH, oracle=eth_mark)])
+    s.fund("carol", 5_000 * USD)
+    s.fund("dave", 500_000 * USD)
+    s.block(c.Deposit(LIQ_VAULT, 10_000_000 * USD, "vault-seed"))
+    s.block(limit("dave", SELL, BTC_1, BTC_MARK),
+            limit("dave", SELL, 10 * BTC_1, eth_mark, mkt=ETH))
+    s.block(limit("carol", BUY, BTC_1, BTC_MARK),
+            limit("carol", BUY, 10 * BTC_1, eth_mark, mkt=ETH))
+    r = s.block(oracle(BTC_MARK - 2_080 * PX - 4), oracle(eth_mark - 60 * PX - 8, ETH))
+    (liq,) = outs(r, o.Liquidated)
+    assert liq.method == LiquidationMethod.VAULT and len(liq.positions) == 2
+    weighted = sum(p.mmr_qq * 700_000 for p in liq.positions)
+    per_market = sum(-(-p.mmr_qq * 700_000 // 10**6) for p in liq.positions)
+    assert 0 < liq.fee_qq < liq.av_qq  # not capped by AV: the ceiling decides
+    assert liq.fee_qq == -(-weighted // 10**6) == per_market - 1
+    assert liquidation_fee(liq.av_qq, weighted) == liq.fee_qq
+    assert liquidation_fee(-5, weighted) == 0 and liquidation_fee(7, weighted) == 7
