@@ -26,8 +26,10 @@ from ledger.events import outcomes as o
 from ledger.events.codec import to_jsonable
 from ledger.events.enums import Mode, OrderType
 from ledger.events.payloads import CarriedFlow
+from ledger.keys import Key
 from ledger.replay import replay, restore
 from ledger.sequencer import Sequencer
+from ledger.signing import authorise
 from ledger.store.blocks import BlockHeader
 from ledger.store.chain import ChainStore
 
@@ -161,8 +163,13 @@ def restore_exact(store: ChainStore, height: int) -> Engine:
 
 
 def execute_rollback(seq: Sequencer, plan: RollbackPlan, *, reason: str, operator: str,
-                     band_ppm: int = RECOVERY_BAND_PPM) -> RollbackResult:
-    """Carry out a plan (see module docstring). The sequencer must hold the write lock."""
+                     band_ppm: int = RECOVERY_BAND_PPM, key: Key | None = None
+                     ) -> RollbackResult:
+    """Carry out a plan (see module docstring). The sequencer must hold the write lock.
+
+    On a signed chain the recovery block carries the operator's signature
+    (`key`, else the sequencer's operator key) over its privileged commands.
+    """
     store = seq.store
     if not reason.strip() or not operator.strip():
         raise RollbackRefused("a rollback needs --reason and --operator (they are journaled)")
@@ -175,7 +182,13 @@ def execute_rollback(seq: Sequencer, plan: RollbackPlan, *, reason: str, operato
         raise VerificationFailed(plan.target_height,
                                  "restored state hash differs from the snapshot's")
     cmds = recovery_commands(plan, reason=reason, operator=operator, band_ppm=band_ppm)
+    cmds = authorise(engine.state, store.chain_id, plan.target_height + 1, cmds,
+                     key if key is not None else seq.operator_key(), operator=operator,
+                     reason=reason)
     result = engine.run_block(plan.target_height + 1, cmds)
+    unauthorised = [e for e in result.envelopes if isinstance(e.event, o.CommandUnauthorized)]
+    if unauthorised:
+        raise RollbackRefused(unauthorised[0].event.reason)
     cancelled = sum(1 for e in result.envelopes if isinstance(e.event, o.OrderCancelled))
     details = {"plan": {k: v for k, v in plan.to_json().items()
                         if k not in ("accounts_touched", "flows_carried_forward",

@@ -26,14 +26,18 @@ from typing import Any
 
 import structlog
 
-from ledger.core.engine import Engine
+from ledger.core.authority import check_block, is_privileged
+from ledger.core.engine import Engine, processing_order
 from ledger.core.genesis import genesis_commands
 from ledger.errors import CommandInvalid, LedgerError, LedgerExists, VerificationFailed
 from ledger.events.codec import Envelope
 from ledger.events.commands import BeginBlock, EndBlock, SetGuards
+from ledger.events.enums import KeyRole
 from ledger.gcpause import gc_paused
+from ledger.keys import OPERATOR_KEY_ENV, WRITER_KEY_ENV, Key, resolve
 from ledger.markets import Listing
 from ledger.replay import replay, restore
+from ledger.signing import authorise, genesis_authority, keys_for_new_ledger
 from ledger.store.blocks import BlockHeader
 from ledger.store.chain import ChainStore, SnapshotInfo, ledger_exists, verify_store
 from ledger.store.journal import JournalEntry
@@ -71,8 +75,15 @@ class Sequencer:
     def create(cls, path: str | os.PathLike[str], *, chain_id: str,
                listings: Sequence[Listing], guards: bool = True, genesis_time: int = 0,
                config: dict[str, Any] | None = None,
-               check_invariants: bool = False, map_size: int | None = None) -> Sequencer:
+               check_invariants: bool = False, map_size: int | None = None,
+               writer_key: str | None = None, operator_key: str | None = None,
+               operator: str = "operator") -> Sequencer:
         """Create a ledger and write its genesis block (height 0).
+
+        Signed from its first block: the genesis block registers the writer key
+        and the first operator key (`ledger.signing.keys_for_new_ledger`: the
+        paths given, else $PERPLEDGER_WRITER_KEY / $PERPLEDGER_OPERATOR_KEY, else
+        new keys in `<data>.keys/`), and the writer signs every block.
 
         Crash-safe: the ledger is built in a hidden directory inside `path`
         (`.init-<pid>`), genesis and its snapshot included, and its data file is
@@ -88,12 +99,18 @@ class Sequencer:
         _remove_stale_builds(final)
         build = final / f"{_BUILD_PREFIX}{os.getpid()}"
         shutil.rmtree(build, ignore_errors=True)
+        writer, operators, key_cfg = keys_for_new_ledger(final, writer_key=writer_key,
+                                                         operator_key=operator_key,
+                                                         operator=operator)
         cfg = dict(config or {})
         cfg["guards"] = guards
+        cfg.update(key_cfg)
         store = ChainStore.create(build, chain_id=chain_id, config=cfg, map_size=map_size)
+        store.signer = writer
         seq = cls(store, Engine(), check_invariants=check_invariants)
         try:
-            cmds = genesis_commands(listings, time=genesis_time, guards_enabled=guards)
+            cmds = genesis_commands(listings, time=genesis_time, guards_enabled=guards,
+                                    authority=genesis_authority(chain_id, writer, operators))
             seq._run(0, cmds)
             seq.snapshot()
         finally:
@@ -106,18 +123,42 @@ class Sequencer:
         shutil.rmtree(build, ignore_errors=True)
         log.info("ledger created", path=str(path), chain_id=chain_id, guards=guards,
                  markets=[lst.mkt for lst in listings])
-        return cls.open(final, check_invariants=check_invariants)
+        return cls.open(final, check_invariants=check_invariants, writer_key=str(writer.path))
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, check_invariants: bool = False) -> Sequencer:
-        """Open an existing ledger for writing, after the restart protocol passes."""
+    def open(cls, path: str | os.PathLike[str], *, check_invariants: bool = False,
+             writer_key: str | None = None) -> Sequencer:
+        """Open an existing ledger for writing, after the restart protocol passes.
+
+        A signed chain needs its writer key (`writer_key`, else
+        $PERPLEDGER_WRITER_KEY, else the path recorded at init), registered and
+        active on the chain; a legacy chain created without keys stays unsigned.
+        """
         store = ChainStore.open(path, write=True)
         try:
             engine = recover(store)
+            writers = {k for k, (role, _, _, active) in engine.state.keys.items()
+                       if role == KeyRole.WRITER and active}
+            if writers:
+                key = resolve(writer_key, WRITER_KEY_ENV, store.config.get("writer_key_path"),
+                              data_dir=store.path, what="writer")
+                if key.key_id not in writers:
+                    raise CommandInvalid(f"the writer key {key.path} (id {key.key_id}) is not "
+                                         f"this chain's writer key ({', '.join(sorted(writers))})")
+                store.signer = key
         except BaseException:
             store.close()
             raise
         return cls(store, engine, check_invariants=check_invariants)
+
+    def operator_key(self, explicit: str | os.PathLike[str] | None = None) -> Key | None:
+        """The operator key for this chain's operator commands: the path given, else
+        $PERPLEDGER_OPERATOR_KEY, else the one recorded at init; None on a legacy chain
+        (no authority) when none is given."""
+        if not self.engine.state.keys and explicit is None:
+            return None
+        return resolve(explicit, OPERATOR_KEY_ENV, self.store.config.get("operator_key_path"),
+                       data_dir=self.store.path)
 
     def close(self) -> None:
         self.store.close()
@@ -130,19 +171,31 @@ class Sequencer:
 
     # -- appending -----------------------------------------------------------
 
-    def submit(self, commands: Sequence[Any], *,
-               journal: JournalEntry | None = None) -> BlockOutcome:
+    def submit(self, commands: Sequence[Any], *, journal: JournalEntry | None = None,
+               operator_key: Key | None = None) -> BlockOutcome:
         """Run one block of commands and append it.
 
         A block starts with `BeginBlock(time)`; without one, the head's time is
         carried. Commands refused at the door (unknown account or market, off
         tick, ...) are left out of the log and listed in `refused`. An operator
         action's `journal` record is written in the block's own transaction.
+
+        Privileged commands (ledger.core.authority) need the `journal` record
+        (operator and reason) and, on a signed chain, the `operator_key` that
+        signs them: the block then carries its OperatorAuth.
         """
         cmds = list(commands)
         if not cmds or not isinstance(cmds[0], BeginBlock):
             cmds.insert(0, BeginBlock(self.store.head.time))
-        return self._run(self.store.head.height + 1, cmds, journal)
+        height = self.store.head.height + 1
+        if any(is_privileged(cmd) for cmd in cmds):
+            if journal is None:
+                names = sorted({type(x).__name__ for x in cmds if is_privileged(x)})
+                raise CommandInvalid(f"{', '.join(names)} is an operator command: it needs an "
+                                     "operator, a reason and its journal record")
+            cmds = authorise(self.engine.state, self.store.chain_id, height, cmds,
+                             operator_key, operator=journal.operator, reason=journal.reason)
+        return self._run(height, cmds, journal)
 
     def _run(self, height: int, cmds: list[Any],
              journal: JournalEntry | None = None) -> BlockOutcome:
@@ -158,6 +211,11 @@ class Sequencer:
             # Refused before the engine runs, so the sequencer stays usable.
             raise CommandInvalid(f"BeginBlock.time {cmds[0].time} is before the head's block "
                                  f"time {head.time}; block time never goes backwards")
+        st = self.engine.state
+        ordered = [cmds[i] for i in processing_order([type(x) for x in cmds])]
+        problem = check_block(st.chain_id, st.keys, height, ordered)
+        if problem is not None:  # refused whole, before the engine runs
+            raise CommandInvalid(problem)
         try:
             # One GC pause across decide/evolve, encoding and the durable append.
             with gc_paused():
@@ -221,11 +279,12 @@ class Sequencer:
         return self.store.put_snapshot(head.height, self.engine.state_hash(),
                                        self.engine.snapshot_bytes())
 
-    def set_guards(self, enabled: bool, *, reason: str, operator: str) -> BlockOutcome:
+    def set_guards(self, enabled: bool, *, reason: str, operator: str,
+                   key: Key | None = None) -> BlockOutcome:
         """Switch the data-check guards, recorded in the log and the journal."""
         return self.submit([SetGuards(enabled, reason, operator)],
                            journal=JournalEntry("guards", operator, reason,
-                                                {"enabled": enabled}))
+                                                {"enabled": enabled}), operator_key=key)
 
 
 #: Name prefix of the hidden directory a ledger is built in by `Sequencer.create`.

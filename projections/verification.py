@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ledger.store.chain import ChainStore, verify_store
-from ledger.verification import verify_snapshots
+from ledger.verification import verify_authority, verify_snapshots
 from projections.checkpoints import verify_checkpoints
 from projections.readmodels import ReadModels, readmodels_path
 
@@ -54,10 +54,12 @@ def _walk_guarded(store: ChainStore, branch: int | None) -> dict[str, Any]:
     except EOFError:
         proc.join()
         code = proc.exitcode if proc.exitcode is not None else 0
-        how = f"signal {-code}" if code < 0 else f"exit code {code}"
+        if code >= 0:  # the child could not run at all (not killed by what it read)
+            return _walk(store, branch)
         return {"ok": False, "height": None, "blocks": 0, "events": 0,
                 "reason": f"the store at {store.path} is damaged: reading it killed the "
-                          f"verifying process ({how}); restore it from a backup or replica"}
+                          f"verifying process (signal {-code}); restore it from a backup or "
+                          "replica"}
     proc.join()
     if "error" in doc:
         from ledger.errors import StoreError
@@ -83,6 +85,17 @@ def _walk(store: ChainStore, branch: int | None) -> dict[str, Any]:
     doc: dict[str, Any] = {"ok": report.ok, "height": report.height, "reason": report.reason,
                            "blocks": report.blocks, "events": report.events}
     if not report.ok:
+        return doc
+    auth = verify_authority(store, branch=branch)
+    doc["signatures"] = {
+        "signed": auth["signed"],
+        "status": ("every block and operator command signed" if auth["signed"] else
+                   "UNSIGNED: a legacy chain created without keys; nothing here is signed"),
+        "writer_keys": auth["writer_keys"], "operator_keys": auth["operator_keys"],
+        "problems": [p.reason for p in auth["problems"]]}
+    if auth["problems"]:
+        first = auth["problems"][0]
+        doc.update(ok=False, height=first.height, reason=first.reason)
         return doc
     if branch is None:
         snaps = verify_snapshots(store)

@@ -117,6 +117,7 @@ def whatif(store: ChainStore, branch: int, *, guards_on: bool = True,
                                  "back; its base block is no longer canonical")
     actual_engine = restore_exact(store, base)
     cf_engine = restore_exact(store, base)
+    cf_engine.enforce_authority = False  # a counterfactual: its edited blocks carry no signature
     actual = Tally()
     cf = Tally()
     drop = set(drop_seqs)

@@ -212,7 +212,7 @@ def eventsourcing_sqlite(path: Path, n: int) -> float:
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        app: Application = Application()
+        app: Application[Any] = Application()
         book = Book()
         app.save(book)
         t = time.perf_counter()

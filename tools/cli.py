@@ -305,11 +305,14 @@ def guards_set(
     operator: Annotated[str, typer.Option("--operator", help="Who (journaled).")],
     data: DataOpt = None,
     json_out: JsonOpt = False,
+    key: Annotated[str | None, typer.Option("--key", help="Operator key file that signs.")]
+    = None,
 ) -> None:
     """Switch the data-check guards on or off, recorded in the log and the journal."""
     enabled = _onoff(state, "guards state")
     with Sequencer.open(data_dir(data)) as seq:
-        out = seq.set_guards(enabled, reason=reason, operator=operator)
+        out = seq.set_guards(enabled, reason=reason, operator=operator,
+                             key=seq.operator_key(key))
     doc = {"guards": "on" if enabled else "off", "height": out.header.height}
     if json_out:
         output.dump_json(doc)

@@ -19,6 +19,9 @@ refunds_app = typer.Typer(help="Refunds for the damage of a rolled-back branch."
 
 ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (journaled).")]
 OperatorOpt = Annotated[str, typer.Option("--operator", help="Who (journaled).")]
+KeyOpt = Annotated[str | None, typer.Option(
+    "--key", help="Operator key file that signs (else $PERPLEDGER_OPERATOR_KEY, else the one "
+    "init created).")]
 
 
 def rollback(
@@ -30,10 +33,11 @@ def rollback(
     reason: Annotated[str | None, typer.Option("--reason")] = None,
     operator: Annotated[str | None, typer.Option("--operator")] = None,
     force: Annotated[bool, typer.Option("--force", help="Allow beyond --max-depth.")] = False,
+    key: KeyOpt = None,
 ) -> None:
     """Roll the chain back to a snapshot height: prints the plan; --execute carries it out."""
     plan, result = ops.rollback(data_dir(data), to_height, execute=execute, reason=reason,
-                                operator=operator, force=force)
+                                operator=operator, force=force, key=key)
     doc: dict[str, Any] = {"executed": result is not None, "plan": plan.to_json()}
     if result is not None:
         doc["result"] = {"branch": result.branch,
@@ -73,10 +77,11 @@ def mode_set(
     market: Annotated[str | None, typer.Option("--market", help="One market (else all).")]
     = None,
     band_ppm: Annotated[int, typer.Option("--band-ppm", help="Recovery band.")] = 500,
+    key: KeyOpt = None,
 ) -> None:
     """Set the global (or one market's) mode; recorded in the log and the journal."""
     out = ops.set_mode(data_dir(data), mode, market=market, band_ppm=band_ppm, reason=reason,
-                       operator=operator)
+                       operator=operator, key=key)
     doc = {"mode": mode.upper(), "scope": market or "ALL", "band_ppm": band_ppm,
            "height": out.header.height,
            "orders_cancelled": sum(1 for e in out.envelopes
@@ -121,6 +126,7 @@ def refunds_issue(
     json_out: JsonOpt = False,
     execute: Annotated[bool, typer.Option("--execute", help="Append the refunds.")] = False,
     reason: Annotated[str, typer.Option("--reason")] = "refund of rollback damage",
+    key: KeyOpt = None,
 ) -> None:
     """Append RefundIssued events from LIQ_VAULT (idempotent: a second run pays nothing)."""
     if not execute:
@@ -129,7 +135,7 @@ def refunds_issue(
             output.console.print("dry run: add --execute to append these refunds")
         return
     plan, paid, height = ops.issue_refunds(data_dir(data), branch, operator=operator,
-                                           reason=reason)
+                                           reason=reason, key=key)
     doc = {"branch": branch, "issued": len(paid), "total_qq": sum(p["amount_qq"] for p in paid),
            "height": height, "pro_rata": plan.pro_rata, "refunds": paid}
     if json_out:

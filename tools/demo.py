@@ -163,13 +163,14 @@ def run_demo(path: Path, *, guards: bool = False, accounts: int = 600, seed: int
                 for ln in rplan.lines if ln.amount_qq > 0]
         if cmds:
             out = seq.submit(cmds, journal=JournalEntry("refunds", OPERATOR, reason, {
-                "branch": result.branch, "accounts": len(cmds)}))
+                "branch": result.branch, "accounts": len(cmds)}),
+                operator_key=seq.operator_key())
             tl.add(out.header.height, f"{len(cmds)} refunds issued from LIQ_VAULT, total "
                                       f"{usd(rplan.total_qq)}")
         vault_after = seq.engine.balance("LIQ_VAULT")
         out = seq.submit([c.SetMode(c.ALL, Mode.OK, 0, "recovery complete", OPERATOR)],
                          journal=JournalEntry("mode", OPERATOR, "recovery complete",
-                                              {"mode": "OK"}))
+                                              {"mode": "OK"}), operator_key=seq.operator_key())
         tl.add(out.header.height, "mode back to OK")
         chain_ok = verify_store(store)
         branch_ok = verify_store(store, branch=result.branch)

@@ -18,7 +18,8 @@ MODES = {"ok": Mode.OK, "post_only": Mode.POST_ONLY, "cancel_only": Mode.CANCEL_
 
 
 def rollback(path: Path, target: int, *, execute: bool, reason: str | None,
-             operator: str | None, force: bool) -> tuple[RollbackPlan, RollbackResult | None]:
+             operator: str | None, force: bool, key: str | None = None
+             ) -> tuple[RollbackPlan, RollbackResult | None]:
     """Plan, and with `execute`, carry out a rollback (which holds the write lock)."""
     if execute and (not reason or not operator):
         raise CommandInvalid("--execute needs --reason TEXT and --operator NAME "
@@ -31,13 +32,14 @@ def rollback(path: Path, target: int, *, execute: bool, reason: str | None,
     with Sequencer.open(path) as seq:
         plan = plan_rollback(seq.store, target, force=force)
         assert reason is not None and operator is not None
-        result = execute_rollback(seq, plan, reason=reason, operator=operator)
+        result = execute_rollback(seq, plan, reason=reason, operator=operator,
+                                  key=seq.operator_key(key))
         seq.snapshot()
         return plan, result
 
 
 def set_mode(path: Path, mode: str, *, market: str | None, band_ppm: int, reason: str,
-             operator: str) -> BlockOutcome:
+             operator: str, key: str | None = None) -> BlockOutcome:
     """Append a SetMode command (global, or one market) and journal it."""
     m = MODES.get(mode.lower())
     if m is None:
@@ -49,11 +51,13 @@ def set_mode(path: Path, mode: str, *, market: str | None, band_ppm: int, reason
             raise NotFound(f"no market {market!r} on this chain")
         return seq.submit([c.SetMode(market or c.ALL, m, band_ppm, reason, operator)],
                           journal=JournalEntry("mode", operator, reason, {
-                              "scope": market or c.ALL, "mode": m.name, "band_ppm": band_ppm}))
+                              "scope": market or c.ALL, "mode": m.name, "band_ppm": band_ppm}),
+                          operator_key=seq.operator_key(key))
 
 
-def issue_refunds(path: Path, branch: int, *, operator: str,
-                  reason: str) -> tuple[RefundPlan, list[dict[str, Any]], int | None]:
+def issue_refunds(path: Path, branch: int, *, operator: str, reason: str,
+                  key: str | None = None
+                  ) -> tuple[RefundPlan, list[dict[str, Any]], int | None]:
     """Pay what the refund plan still owes, from LIQ_VAULT, in one block. Idempotent."""
     with Sequencer.open(path) as seq:
         plan = plan_refunds(seq.store, branch)
@@ -69,5 +73,6 @@ def issue_refunds(path: Path, branch: int, *, operator: str,
             return plan, [], None
         out = seq.submit(cmds, journal=JournalEntry("refunds", operator, reason, {
             "branch": branch, "accounts": len(paid),
-            "total_qq": sum(p["amount_qq"] for p in paid), "pro_rata": plan.pro_rata}))
+            "total_qq": sum(p["amount_qq"] for p in paid), "pro_rata": plan.pro_rata}),
+            operator_key=seq.operator_key(key))
         return plan, paid, out.header.height

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ledger.core.authority import key_id
 from ledger.core.fixedpoint import PPM
 from ledger.core.operator import UNIT_FIELDS
 from ledger.core.state import ExchangeState
@@ -124,6 +125,15 @@ def admit(state: ExchangeState, command: Any) -> None:
         _positive(cmd, "amount_qq")
         if cmd.acct == cmd.source:
             raise _bad(cmd, "source", "must differ from acct")
+    elif t is c.RegisterKey:
+        if len(cmd.public_key) != 32:
+            raise _bad(cmd, "public_key", f"an Ed25519 public key is 32 bytes, was "
+                       f"{len(cmd.public_key)}")
+        if cmd.key_id != key_id(cmd.public_key):
+            raise _bad(cmd, "key_id", f"must be {key_id(cmd.public_key)}, the id of its key")
+        if not cmd.chain_id or (st.chain_id and cmd.chain_id != st.chain_id):
+            raise _bad(cmd, "chain_id", f"{cmd.chain_id!r} is not this chain "
+                       f"({st.chain_id!r})")
     elif t is c.ApplyRollback:
         for i, f in enumerate(cmd.flows):
             if f.amount_qq == 0:

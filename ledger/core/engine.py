@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 
 from ledger.core import invariants, snapshot, views
 from ledger.core.admit import admit as _admit
+from ledger.core.authority import PRIVILEGED, check_block
 from ledger.core.context import Ctx
 from ledger.core.decide import HANDLERS
 from ledger.core.evolve import EVOLVE, _noop, apply_envelope
@@ -46,6 +47,10 @@ PHASE: dict[type[Any], int] = {
     # same block as a bad FundingTick must already guard that tick.
     c.SetGuards: 0,
     c.SetLossMode: 0,
+    # The authority first: keys register, and a block's signature is seen, before the
+    # commands they govern.
+    c.RegisterKey: 0,
+    c.OperatorAuth: 0,
     c.UpdateOracle: 1,
     c.FundingTick: 2,
     c.FundingResume: 2,
@@ -55,6 +60,13 @@ REJECTION_TYPES = (o.OrderRejected, o.WithdrawRejected, o.FundingTickRejected,
                    o.RefundRejected, o.OracleUpdateRejected)
 #: every IN record type (codes below 64)
 IN_TYPES = frozenset(cls for code, cls in BY_CODE.items() if code < 64)
+
+
+def processing_order(types: Sequence[type[Any]]) -> list[int]:
+    """Indices of a block's commands in processing (and log) order: stable by phase."""
+    phase = PHASE.get
+    phases = [phase(t, 3) for t in types]
+    return sorted(range(len(types)), key=phases.__getitem__)
 
 
 class BlockResult(NamedTuple):
@@ -75,6 +87,10 @@ class Engine:
     #: automatic passes over them and over the whole state cost about a quarter of
     #: the engine's time. Set False to leave the collector alone.
     pause_gc = True
+    #: Check operator signatures (ledger.core.authority). A counterfactual engine
+    #: (what-if audits re-running a branch with corrected inputs) turns it off: it
+    #: simulates, it writes nothing, and its edited blocks carry no valid signature.
+    enforce_authority = True
 
     def __init__(self, state: ExchangeState | None = None) -> None:
         self.state = state if state is not None else ExchangeState()
@@ -109,14 +125,17 @@ class Engine:
                                          f"(found at position {i})")
                 if getattr(t, "KIND", None) != "IN":
                     raise CommandInvalid(f"block: {t.__name__} is not an IN event")
-        phase = PHASE.get
-        phases = [phase(t, 3) for t in types]
-        order = sorted(range(n), key=phases.__getitem__)
+        order = processing_order(types)
+        unauthorised: str | None = None
+        st = self.state
+        if self.enforce_authority and st.keys and height > 0 and (PRIVILEGED.intersection(types)
+                                       or c.OperatorAuth in types):
+            unauthorised = check_block(st.chain_id, st.keys, height, [cmds[i] for i in order])
         with gc_paused(self.pause_gc):
-            return self._run(height, cmds, types, order, admit)
+            return self._run(height, cmds, types, order, admit, unauthorised)
 
     def _run(self, height: int, cmds: list[Any], types: list[type[Any]], order: list[int],
-             admit: bool) -> BlockResult:
+             admit: bool, unauthorised: str | None = None) -> BlockResult:
         st = self.state
         st.height = height
         out: list[Envelope] = []
@@ -129,6 +148,10 @@ class Engine:
         for i in order:
             cmd = cmds[i]
             t = types[i]
+            guarded = unauthorised is not None and (t in PRIVILEGED or t is c.OperatorAuth)
+            if guarded and door is not None:
+                refused.append((i, CommandInvalid(str(unauthorised))))
+                continue
             if door is not None and t is not c.BeginBlock and t is not c.EndBlock:
                 try:
                     door(st, cmd)
@@ -141,6 +164,12 @@ class Engine:
             if fold is not _noop:  # most IN events change nothing by themselves
                 fold(st, cmd)
             append(_tnew(Envelope, (seq, height, 0, cmd)))
+            if guarded:
+                # Re-executing a log whose privileged commands no valid signature
+                # covers: they do nothing (so a forged log diverges here).
+                ctx.cause = seq
+                ctx.emit(o.CommandUnauthorized(t.TYPE_CODE, str(unauthorised)))
+                continue
             h = handlers.get(t)
             if h is not None:
                 ctx.cause = seq

@@ -7,6 +7,7 @@ from typing import NamedTuple
 from ledger.events.enums import (
     CancelReason,
     FundingResumeAction,
+    KeyRole,
     LiquidationMethod,
     LossMode,
     Mode,
@@ -287,3 +288,23 @@ class RefundRejected(NamedTuple):
 
 #: OrderType values held off the book until their trigger fires.
 TRIGGER_TYPES = (OrderType.STOP_LOSS, OrderType.TAKE_PROFIT)
+
+
+@event(94)
+class KeyRegistered(NamedTuple):
+    """A key of the chain's authority was registered (or revoked: active False)."""
+
+    chain_id: str
+    key_id: str
+    role: KeyRole
+    name: str
+    public_key: bytes
+    active: bool
+
+
+@event(95)
+class CommandUnauthorized(NamedTuple):
+    """A privileged command no valid operator signature covers: it did nothing."""
+
+    type_code: int
+    reason: str

@@ -16,6 +16,7 @@ from ledger.errors import NotFound
 from ledger.events.codec import index_positions
 from ledger.store.blocks import decode_header
 from ledger.store.layout import Dbs, Txn, meta_get, read_u64, u32, u64
+from ledger.store.signatures import archive_signatures
 
 if TYPE_CHECKING:
     from ledger.store.chain import Head
@@ -63,6 +64,9 @@ def truncate(txn: Txn, dbs: Dbs, height: int, *, reason: str, operator: str,
     if cur.set_range(u64(height + 1)):
         while cur.delete():
             pass
+
+    if dbs.block_sigs is not None and dbs.arch_block_sigs is not None:
+        archive_signatures(txn, dbs, height, branch)
 
     # Events, and from their bytes the distinct index keys the suffix touched.
     moved: list[tuple[bytes, bytes]] = []

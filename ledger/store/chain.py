@@ -56,6 +56,7 @@ from ledger.store.layout import (
     u32,
     u64,
 )
+from ledger.store.signatures import Signer, get_signature, put_signature
 
 if TYPE_CHECKING:
     from ledger.store.verify import VerifyReport
@@ -139,6 +140,8 @@ class ChainStore:
             raise StoreError(f"ledger at {self.path} has schema version {version}, "
                              f"this perpledger reads {SCHEMA_VERSION}")
         self._head_cache: Head | None = None
+        #: The writer key that signs every block this store appends (None: unsigned).
+        self.signer: Signer | None = None
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -291,12 +294,23 @@ class ChainStore:
 
         def fn(txn: Txn) -> None:
             block.write(txn, self.dbs)
+            self._sign(txn, block.header)
             if journal is not None:
                 journal_put(txn, self.dbs, journal)
 
         self._write(fn)
         self._head_cache = block.new_head
         return block.header
+
+    def _sign(self, txn: Txn, header: BlockHeader) -> None:
+        if self.signer is not None:
+            put_signature(txn, self.dbs, self.signer, self.chain_id, header.height,
+                          header.hash)
+
+    def block_signature(self, height: int, *, branch: int | None = None
+                        ) -> tuple[str, bytes] | None:
+        """(writer key id, signature) stored for a block, or None (an unsigned block)."""
+        return self._read(lambda txn: get_signature(txn, self.dbs, height, branch))
 
     # -- truncate ------------------------------------------------------------
 
@@ -335,6 +349,7 @@ class ChainStore:
             result["head"] = new_head
             if block is not None:
                 block.write(txn, self.dbs)
+                self._sign(txn, block.header)
                 result["head"] = block.new_head
                 facts["recovery_height"] = block.header.height
             journal_put(txn, self.dbs, JournalEntry("truncate", operator, reason,

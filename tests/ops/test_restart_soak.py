@@ -127,10 +127,19 @@ def _round(s: Soak, tmp: Path, seed: int) -> None:
     with ChainStore.open(s.path) as store:
         head = store.head.height
         targets = [x.height for x in store.snapshots() if x.height < head]
-    s.kill_during("rollback", "--to-height", str(targets[-1]), "--execute", "--reason", "soak",
-                  "--operator", "soak", lo=0.4, hi=1.8)
+    with ChainStore.open(s.path) as store:
+        before = len(store.branches())
+    rollback = ("rollback", "--to-height", str(targets[-1]), "--execute", "--reason", "soak",
+                "--operator", "soak")
+    s.kill_during(*rollback, lo=0.4, hi=1.8)
     with ChainStore.open(s.path) as store:
         branches = [int(b["branch"]) for b in store.branches()]
+    if len(branches) == before:  # killed before it committed: run it again, to the end
+        r = _cli(*rollback, "--data", str(s.path))
+        assert r.returncode == 0, r.stderr
+        s.check()
+        with ChainStore.open(s.path) as store:
+            branches = [int(b["branch"]) for b in store.branches()]
     if branches:
         s.kill_during("refunds", "issue", "--branch", str(branches[-1]), "--execute",
                       "--operator", "soak", lo=0.5, hi=2.5)
