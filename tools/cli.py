@@ -67,6 +67,14 @@ def init(
     map_size: Annotated[str | None, typer.Option(
         "--map-size", help="Initial LMDB map size (e.g. 4G; default $PERPLEDGER_MAP_SIZE "
         "or 1G); it grows by itself.")] = None,
+    writer_key: Annotated[str | None, typer.Option(
+        "--writer-key", help="Writer key file (created if absent; default "
+        "$PERPLEDGER_WRITER_KEY, else DATA.keys/writer.key).")] = None,
+    key: Annotated[str | None, typer.Option(
+        "--key", help="First operator key file (created if absent; default "
+        "$PERPLEDGER_OPERATOR_KEY, else DATA.keys/operator.key).")] = None,
+    operator: Annotated[str, typer.Option("--operator", help="The first operator's name.")]
+    = "operator",
 ) -> None:
     """Create a ledger: the genesis block with the chain id, config and market listings."""
     from ledger.store.env import parse_size
@@ -80,12 +88,15 @@ def init(
                            guards=_onoff(guards, "--guards"), genesis_time=genesis_time,
                            config={"snapshot_every": snapshot_every,
                                    "max_rollback_depth": max_rollback_depth},
-                           map_size=size)
+                           map_size=size, writer_key=writer_key, operator_key=key,
+                           operator=operator)
     with seq:
         head = seq.store.head
         doc = {"data": str(path), "chain_id": chain_id, "genesis_hash": head.hash.hex(),
                "markets": [lst.mkt for lst in listings], "guards": guards.lower(),
-               "state_hash": seq.engine.state_hash().hex()}
+               "state_hash": seq.engine.state_hash().hex(),
+               "writer_key": seq.store.config.get("writer_key_path"),
+               "operator_key": seq.store.config.get("operator_key_path")}
     if json_out:
         output.dump_json(doc)
     else:
@@ -325,7 +336,7 @@ def _register_extensions() -> None:
     import importlib
 
     for name in ("tools.cli_sim", "tools.cli_projections", "tools.cli_operator",
-                 "tools.cli_bench", "tools.cli_demo"):
+                 "tools.cli_bench", "tools.cli_demo", "tools.cli_keys"):
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as exc:

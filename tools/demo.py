@@ -26,6 +26,7 @@ from ledger.errors import LedgerExists
 from ledger.events import commands as c
 from ledger.events import outcomes as o
 from ledger.events.enums import Mode
+from ledger.events.record import type_code
 from ledger.markets import DEMO_MARKETS
 from ledger.rollback import execute_rollback, plan_rollback
 from ledger.sequencer import Sequencer, recover
@@ -97,9 +98,9 @@ def run_demo(path: Path, *, guards: bool = False, accounts: int = 600, seed: int
         vault_start = seq.engine.balance("LIQ_VAULT")
         bad = run(seq, wl, bad_blocks, on_block=step)
         store = seq.store
-        rejected = [e for e in store.events_by(type_code=o.FundingTickRejected.TYPE_CODE,
+        rejected = [e for e in store.events_by(type_code=type_code(o.FundingTickRejected),
                                                from_height=zero_at)]
-        liquidated = store.events_by(type_code=o.Liquidated.TYPE_CODE, from_height=zero_at)
+        liquidated = store.events_by(type_code=type_code(o.Liquidated), from_height=zero_at)
         liq_accounts = sorted({e.event.acct for e in liquidated})
         tl.add(zero_at, f"restart race publishes funding index 0 for {', '.join(markets)}")
         summary: dict[str, Any] = {
