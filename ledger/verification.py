@@ -196,14 +196,8 @@ def _journal_pairing(store: ChainStore, priv_hashes: set[bytes]) -> list[Problem
 
 
 def _archived_privileged(store: ChainStore, height: int, block_hash: bytes) -> bool:
-    for b in store.branches():
-        branch = int(b["branch"])
-        if not int(b["first_height"]) <= height <= int(b["last_height"]):
-            continue
-        hdr = store.block(height, branch=branch)
-        if hdr.hash != block_hash:
-            continue
-        for env in store.events(height, height, branch=branch):
-            if type(env.event) in PRIVILEGED:
-                return True
-    return False
+    branch = store.where_is_block(height, block_hash)
+    if branch is None or branch is False:
+        return False
+    return any(type(env.event) in PRIVILEGED
+               for env in store.events(height, height, branch=branch))

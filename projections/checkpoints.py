@@ -177,13 +177,5 @@ def verify_checkpoints(store: ChainStore, rm: ReadModels) -> list[tuple[int | No
 
 
 def _on_chain(store: ChainStore, ns: int, height: int, block_hash: bytes) -> bool:
-    candidates: list[int | None] = [None] + [int(b["branch"]) for b in store.branches()]
-    if ns != CANONICAL:
-        candidates = [ns, None]
-    for branch in candidates:
-        try:
-            if store.block(height, branch=branch).hash == block_hash:
-                return True
-        except LedgerError:
-            continue
-    return False
+    return store.where_is_block(height, block_hash,
+                                branches=None if ns == CANONICAL else [ns, None]) is not False

@@ -567,6 +567,21 @@ class ChainStore:
             txn, self.dbs, account=account, market=market, type_code=type_code,
             from_height=from_height, to_height=to_height, branch=branch, limit=limit)))
 
+    def where_is_block(self, height: int, block_hash: bytes, *,
+                       branches: Sequence[int | None] | None = None) -> int | None | bool:
+        """Which chain holds block `block_hash` at `height`: None for the canonical chain,
+        a branch id for an archived branch, False for none. `branches` limits the search
+        (None in it standing for the canonical chain)."""
+        candidates: Sequence[int | None] = branches if branches is not None else \
+            [None, *[int(b["branch"]) for b in self.branches()]]
+        for branch in candidates:
+            try:
+                if self.block(height, branch=branch).hash == block_hash:
+                    return branch
+            except (NotFound, StoreError):
+                continue
+        return False
+
     def height_of_seq(self, seq: int, *, branch: int | None = None) -> int:
         """The height of the block holding `seq`."""
         env = self._read(lambda txn: reads.events_by_seq(txn, self.dbs, seq, seq, branch))
