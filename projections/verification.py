@@ -17,8 +17,8 @@ from projections.readmodels import ReadModels, readmodels_path
 
 def verify_ledger(store: ChainStore, *, branch: int | None = None, reexecute: bool = False,
                   from_height: int | None = None, to_height: int | None = None,
-                  jobs: int = 1, progress: bool = False, guarded: bool = True
-                  ) -> dict[str, Any]:
+                  jobs: int = 1, progress: bool = False, guarded: bool = True,
+                  trust_keys: list[str] | None = None) -> dict[str, Any]:
     """Verify the chain (or one archived branch); for the canonical chain also every
     snapshot's bytes and the read models' checkpoints; with `reexecute`, re-run the
     IN events through the state machine.
@@ -26,8 +26,23 @@ def verify_ledger(store: ChainStore, *, branch: int | None = None, reexecute: bo
     With `guarded` the walk runs in a child process: LMDB reading damaged pages
     can die of SIGBUS or SIGSEGV (a flipped page bound points outside the map),
     which no handler can catch; the child's death is then reported as damage.
+
+    `trust_keys`: writer key files (or .pub) the auditor holds; the chain's writer
+    keys must include one, so a chain rewritten from genesis with other keys fails
+    at height 0 (signatures alone cannot tell: the rewriter signs with their own).
     """
     doc = _walk_guarded(store, branch) if guarded else _walk(store, branch)
+    if doc["ok"] and trust_keys:
+        from ledger.core.authority import key_id
+        from ledger.keys import load_public
+
+        trusted = {key_id(load_public(p)) for p in trust_keys}
+        chain_writers = set(doc.get("signatures", {}).get("writer_keys", []))
+        if not trusted & chain_writers:
+            doc.update(ok=False, height=0, reason=(
+                f"the chain's writer keys ({', '.join(sorted(chain_writers)) or 'none'}) "
+                f"include none of the trusted keys ({', '.join(sorted(trusted))}): this is "
+                "not the chain those keys wrote"))
     if not doc["ok"] or branch is not None:
         return doc
     if reexecute:

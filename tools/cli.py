@@ -213,15 +213,19 @@ def verify(
     to_height: ToOpt = None,
     jobs: Annotated[int, typer.Option("--jobs", help="Parallel processes for --reexecute.")]
     = 1,
+    trust_key: Annotated[list[str] | None, typer.Option(
+        "--trust-key", help="A writer key (or its .pub) you hold: the chain's genesis must "
+        "register it (catches a chain rewritten from genesis with other keys).")] = None,
 ) -> None:
-    """Walk the hash chain, events and indexes, every snapshot's bytes and the read
-    models' checkpoints (and with --reexecute, the state machine)."""
+    """Walk the hash chain, events and indexes, every signature and the journal, every
+    snapshot's bytes and the read models' checkpoints (and with --reexecute, the state
+    machine)."""
     from projections.verification import verify_ledger
 
     with open_store(data) as store:
         doc = verify_ledger(store, branch=branch, reexecute=reexecute,
                             from_height=from_height, to_height=to_height, jobs=jobs,
-                            progress=not json_out)
+                            progress=not json_out, trust_keys=trust_key or [])
     if json_out:
         output.dump_json(doc)
     else:

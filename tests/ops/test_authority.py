@@ -250,3 +250,26 @@ def test_operator_key_workflow_through_the_cli(ledger: Path, tmp_path: Path) -> 
     doc = _verify(ledger)
     assert doc["exit"] == 0 and any("bob, revoked" in k
                                     for k in doc["signatures"]["operator_keys"])
+
+
+def test_verify_with_a_trusted_writer_key_catches_a_chain_rewritten_from_genesis(
+        ledger: Path, tmp_path: Path) -> None:
+    def verify(path: Path, key: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tools.cli", "verify", "--data", str(path),
+                               "--trust-key", key, "--json"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120)
+
+    assert verify(ledger, f"{os.environ[WRITER_KEY_ENV]}.pub").returncode == 0
+    # A forger with write access builds a whole new chain with keys of their own: every
+    # signature checks out, but not against the writer key the auditor holds.
+    env = {**os.environ, WRITER_KEY_ENV: str(tmp_path / "f-w.key"),
+           OPERATOR_KEY_ENV: str(tmp_path / "f-o.key")}
+    r = subprocess.run([sys.executable, "-m", "tools.cli", "init", "--data",
+                        str(tmp_path / "forged2")], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert verify(tmp_path / "forged2", f"{tmp_path / 'f-w.key'}.pub").returncode == 0
+    r = verify(tmp_path / "forged2", os.environ[WRITER_KEY_ENV])
+    assert r.returncode == 3
+    doc = json.loads(r.stdout)
+    assert doc["height"] == 0 and "trusted" in doc["reason"]
