@@ -22,10 +22,11 @@ Only the commands users and feeds send are accepted here (`SUBMITTABLE`);
 operator commands (`ledger.core.authority.PRIVILEGED`) are refused by name: they
 enter the chain only through the operator paths, signed.
 
-Every refusal raises `CommandInvalid` naming the line and the field. The rules
-that need the chain's state (an account exists, a price is on the tick,
-positive sizes) are `ledger.core.admit`'s; `tools.submit` runs those in a dry
-run of the whole input before anything is written.
+Every refusal raises `CommandInvalid` naming the line and the field. A command's
+own field rules (positive sizes, the order shape) are `ledger.core.shape`'s,
+applied here; the rules that need the chain's state (an account exists, a
+price is on the tick) are `ledger.core.admit`'s, and `tools.submit` runs those
+in a dry run of the whole input before anything is written.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from enum import IntEnum
 from typing import IO, Any, NamedTuple
 
 from ledger.core.authority import PRIVILEGED, UNSUBMITTABLE
+from ledger.core.shape import shape_problem
 from ledger.errors import CodecError, CommandInvalid
 from ledger.events import codec
 from ledger.events.commands import BeginBlock
@@ -156,6 +158,12 @@ def parse_command(obj: Any, where: str) -> Any:
         codec.check(record)
     except CodecError as exc:  # the rules above should make this unreachable
         raise _refuse(where, None, str(exc)) from None
+    # The command's own fields, as the door checks them (ledger.core.shape, the one
+    # place for them): a bad line fails the whole input before anything is appended.
+    problem = shape_problem(record)
+    if problem is not None:
+        field = {v: k for k, v in aliases.items()}.get(problem[0], problem[0])
+        raise _refuse(where, field, f"{name}.{field}: {problem[1]}")
     return record
 
 

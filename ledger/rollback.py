@@ -5,38 +5,45 @@ rollback would undo and carry forward; it changes nothing.
 
 `execute_rollback` (DESIGN.md "Rollback", steps 2 to 4) restores the engine
 from the target snapshot and checks its hash against the block header, runs
-the recovery block through it (RolledBack with the carried-forward external
-flows, BulkCancel of every open order except TP/SL, SetMode POST_ONLY with
-the recovery band), and then, in ONE write transaction, archives the suffix
-and appends that block. A crash at any instant leaves the old chain, or the
-new chain with its recovery block; never a truncated chain without it.
+the recovery block through it (`recovery_commands`: the suffix's latest
+guard-approved prices, RolledBack with the carried-forward external flows,
+BulkCancel of every open order except TP/SL, SetMode POST_ONLY with the
+recovery band, a funding restart), and then, in ONE write transaction,
+archives the suffix and appends that block. A crash at any instant leaves the
+old chain, or the new chain with its recovery block; never a truncated chain
+without it. The operator's workflow around it (which prices to carry, the
+refunds after it) is the recovery service, projections.recovery.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
-from ledger.core.engine import Engine
+from ledger.core.engine import BlockResult, Engine
+from ledger.core.state import DEFAULT_RECOVERY_BAND_PPM
 from ledger.errors import NotFound, RollbackRefused, VerificationFailed
 from ledger.events import commands as c
 from ledger.events import outcomes as o
 from ledger.events.codec import to_jsonable
-from ledger.events.enums import Mode, OrderType
+from ledger.events.enums import TP_SL, FundingResumeAction, Mode
 from ledger.events.payloads import CarriedFlow
+from ledger.events.record import type_code
 from ledger.keys import Key
 from ledger.replay import replay, restore
 from ledger.sequencer import Sequencer
 from ledger.signing import authorise
 from ledger.store.blocks import BlockHeader
-from ledger.store.chain import ChainStore
+from ledger.store.chain import ChainStore, max_rollback_depth
 
 log = structlog.get_logger("ledger.rollback")
 
-#: Paradex's post-incident band: every order within 5 bps of the external fair price.
-RECOVERY_BAND_PPM = 500
+#: Paradex's post-incident band (ledger.core.state): every order within 5 bps of the
+#: external fair price.
+RECOVERY_BAND_PPM = DEFAULT_RECOVERY_BAND_PPM
 
 
 @dataclass
@@ -58,6 +65,8 @@ class RollbackPlan:
     liquidations: list[dict[str, Any]] = field(default_factory=list)
     deleveragings: int = 0
     flows: list[CarriedFlow] = field(default_factory=list)
+    #: the chain's markets, by id (the recovery block restarts each one's funding clock)
+    markets: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -94,7 +103,7 @@ def plan_rollback(store: ChainStore, target: int, *, force: bool = False) -> Rol
         raise RollbackRefused(
             f"height {target} is not a snapshot height; a rollback must land on a verified "
             f"snapshot. Nearest snapshot heights: {near}")
-    max_depth = int(store.config.get("max_rollback_depth", 10_000))
+    max_depth = max_rollback_depth(store.config)
     depth = head.height - target
     if depth > max_depth and not force:
         raise RollbackRefused(
@@ -106,6 +115,8 @@ def plan_rollback(store: ChainStore, target: int, *, force: bool = False) -> Rol
         raise VerificationFailed(target, "snapshot state hash differs from the block header's")
     plan = RollbackPlan(target, head.height, head.hash, head.time, snap.state_hash, depth,
                         max_depth, store.next_branch_id())
+    plan.markets = sorted({e.event.mkt for e in store.events_by(
+        type_code=type_code(o.MarketListed), to_height=target)})
     touched: dict[str, None] = {}
     for env in store.iter_events(target + 1, head.height):
         ev = env.event
@@ -142,17 +153,56 @@ class RollbackResult:
 
 
 def recovery_commands(plan: RollbackPlan, *, reason: str, operator: str,
+                      oracles: Sequence[c.UpdateOracle],
+                      funding_resume: FundingResumeAction | None,
                       band_ppm: int = RECOVERY_BAND_PPM) -> list[Any]:
-    """The first block of the new branch, as ordinary commands so replay reproduces it."""
-    return [
-        c.BeginBlock(plan.head_time),
-        c.ApplyRollback(plan.target_height, plan.next_branch, plan.snapshot_state_hash,
-                        tuple(plan.flows), reason, operator),
-        c.BulkCancel(c.ALL, (OrderType.TAKE_PROFIT, OrderType.STOP_LOSS),
-                     "rollback recovery"),
-        c.SetMode(c.ALL, Mode.POST_ONLY, band_ppm, reason, operator),
-        c.EndBlock(),
-    ]
+    """The first block of the new branch, as ordinary commands so replay reproduces it.
+
+    It opens with `oracles`, the latest guard-approved price of each market from
+    the orphaned suffix (external prices are facts, SPEC 13: the chain resumes at
+    current prices, not the snapshot's), carries the external flows forward
+    (ApplyRollback), cancels every order except TP/SL, enters POST_ONLY with
+    the recovery band and, with `funding_resume`, restarts every market's funding
+    clock at the block time: SKIP accrues nothing over the undone stretch (the
+    refunds pay the funding it undid), ACCRUE_CAPPED accrues at most max_gap
+    seconds of it at the current rate (and the refund plan counts that accrual).
+    """
+    cmds: list[Any] = [c.BeginBlock(plan.head_time), *oracles,
+                       c.ApplyRollback(plan.target_height, plan.next_branch,
+                                       plan.snapshot_state_hash, tuple(plan.flows), reason,
+                                       operator),
+                       c.BulkCancel(c.ALL, TP_SL, "rollback recovery"),
+                       c.SetMode(c.ALL, Mode.POST_ONLY, band_ppm, reason, operator)]
+    if funding_resume is not None:
+        cmds.extend(c.FundingResume(mkt, funding_resume) for mkt in plan.markets)
+    cmds.append(c.EndBlock())
+    return cmds
+
+
+def recovery_block(engine: Engine, plan: RollbackPlan, *, reason: str, operator: str,
+                   oracles: Sequence[c.UpdateOracle],
+                   funding_resume: FundingResumeAction | None,
+                   band_ppm: int = RECOVERY_BAND_PPM, key: Key | None = None) -> BlockResult:
+    """Run the recovery block on `engine`, the state at the target height (nothing written).
+
+    `execute_rollback` appends what this returns, signed with the operator's `key`
+    on a signed chain (ledger.signing.authorise); an assessment runs it on a copy,
+    without a key, to see the chain a rollback would leave, before anyone decides
+    (a simulation: the authority is not enforced on it).
+    """
+    cmds = recovery_commands(plan, reason=reason, operator=operator, oracles=oracles,
+                             funding_resume=funding_resume, band_ppm=band_ppm)
+    height = plan.target_height + 1
+    if key is not None:
+        cmds = authorise(engine.state, engine.state.chain_id, height, cmds, key,
+                         operator=operator, reason=reason)
+        return engine.run_block(height, cmds)
+    enforce = engine.enforce_authority
+    engine.enforce_authority = False
+    try:
+        return engine.run_block(height, cmds)
+    finally:
+        engine.enforce_authority = enforce
 
 
 def restore_exact(store: ChainStore, height: int) -> Engine:
@@ -163,12 +213,18 @@ def restore_exact(store: ChainStore, height: int) -> Engine:
 
 
 def execute_rollback(seq: Sequencer, plan: RollbackPlan, *, reason: str, operator: str,
+                     oracles: Sequence[c.UpdateOracle],
+                     funding_resume: FundingResumeAction | None,
                      band_ppm: int = RECOVERY_BAND_PPM, key: Key | None = None
                      ) -> RollbackResult:
     """Carry out a plan (see module docstring). The sequencer must hold the write lock.
 
-    On a signed chain the recovery block carries the operator's signature
-    (`key`, else the sequencer's operator key) over its privileged commands.
+    On a signed chain the recovery block carries the operator's signature (`key`,
+    else the sequencer's operator key) over its privileged commands.
+
+    `oracles` and `funding_resume` shape the recovery block (`recovery_commands`);
+    the recovery service (projections.recovery) derives the oracles from the
+    suffix's counterfactual.
     """
     store = seq.store
     if not reason.strip() or not operator.strip():
@@ -181,14 +237,12 @@ def execute_rollback(seq: Sequencer, plan: RollbackPlan, *, reason: str, operato
     if got != plan.snapshot_state_hash:
         raise VerificationFailed(plan.target_height,
                                  "restored state hash differs from the snapshot's")
-    cmds = recovery_commands(plan, reason=reason, operator=operator, band_ppm=band_ppm)
-    cmds = authorise(engine.state, store.chain_id, plan.target_height + 1, cmds,
-                     key if key is not None else seq.operator_key(), operator=operator,
-                     reason=reason)
-    result = engine.run_block(plan.target_height + 1, cmds)
-    unauthorised = [e for e in result.envelopes if isinstance(e.event, o.CommandUnauthorized)]
-    if unauthorised:
-        raise RollbackRefused(unauthorised[0].event.reason)
+    if key is None:
+        key = seq.operator_key()
+    if engine.state.keys and key is None:
+        raise RollbackRefused("a rollback of a signed chain needs the operator key")
+    result = recovery_block(engine, plan, reason=reason, operator=operator, oracles=oracles,
+                            funding_resume=funding_resume, band_ppm=band_ppm, key=key)
     cancelled = sum(1 for e in result.envelopes if isinstance(e.event, o.OrderCancelled))
     details = {"plan": {k: v for k, v in plan.to_json().items()
                         if k not in ("accounts_touched", "flows_carried_forward",
@@ -196,6 +250,8 @@ def execute_rollback(seq: Sequencer, plan: RollbackPlan, *, reason: str, operato
                "snapshot_state_hash": got.hex(),
                "recovery_state_hash": result.state_hash.hex(),
                "flows_carried_forward": len(plan.flows),
+               "oracles_carried_forward": [to_jsonable(u) for u in oracles],
+               "funding_resume": None if funding_resume is None else funding_resume.name,
                "orders_cancelled": cancelled}
     branch = store.truncate_to(plan.target_height, reason=reason, operator=operator,
                                details=details, then_append=result.envelopes,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +36,11 @@ from ledger.events.commands import BeginBlock, EndBlock, OperatorAuth, SetGuards
 from ledger.events.enums import KeyRole
 from ledger.gcpause import gc_paused
 from ledger.keys import OPERATOR_KEY_ENV, WRITER_KEY_ENV, Key, resolve
+from ledger.latency import AppendLatency
 from ledger.markets import Listing
 from ledger.replay import replay, restore
 from ledger.signing import authorise, genesis_authority, keys_for_new_ledger
-from ledger.store.blocks import BlockHeader
+from ledger.store.blocks import BlockHeader, follows_in_time
 from ledger.store.chain import ChainStore, SnapshotInfo, ledger_exists, verify_store
 from ledger.store.journal import JournalEntry
 
@@ -68,6 +70,8 @@ class Sequencer:
         self.engine = engine
         self.check_invariants = check_invariants
         self._poisoned: str | None = None
+        #: durable append times, for `ledgerctl serve`'s metrics (ledger/latency.py)
+        self.latency = AppendLatency(store.path)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -161,6 +165,7 @@ class Sequencer:
                        data_dir=self.store.path)
 
     def close(self) -> None:
+        self.latency.flush()
         self.store.close()
 
     def __enter__(self) -> Sequencer:
@@ -207,7 +212,7 @@ class Sequencer:
         head = self.store.head
         if not isinstance(cmds[0], BeginBlock) or type(cmds[0].time) is not int:
             raise CommandInvalid(f"block {height} must open with BeginBlock(time)")
-        if cmds[0].time < head.time:
+        if not follows_in_time(cmds[0].time, head.time):
             # Refused before the engine runs, so the sequencer stays usable.
             raise CommandInvalid(f"BeginBlock.time {cmds[0].time} is before the head's block "
                                  f"time {head.time}; block time never goes backwards")
@@ -223,10 +228,12 @@ class Sequencer:
                 result = self.engine.run_block(height, cmds, admit=True)
                 if self.check_invariants:
                     self.engine.check_invariants(height)
+                t0 = time.perf_counter_ns()
                 header = self.store.append_block(result.envelopes, height=height,
                                                  time=cmds[0].time,
                                                  state_hash=result.state_hash,
                                                  journal=journal)
+                self.latency.observe(time.perf_counter_ns() - t0)
         except BaseException as exc:
             self._poisoned = f"block {height}: {exc}"
             raise
@@ -257,7 +264,7 @@ class Sequencer:
             if not cmds or not isinstance(cmds[0], BeginBlock):
                 cmds.insert(0, BeginBlock(head.time))
                 offset = 1
-            if cmds[0].time < head.time:
+            if not follows_in_time(cmds[0].time, head.time):
                 out.append((b, 0, f"BeginBlock.time {cmds[0].time} is before the block time "
                             f"{head.time} it would follow; block time never goes backwards"))
                 continue

@@ -232,11 +232,14 @@ class Auditor:
         """
         lo, hi = self._range(from_height, to_height, branch)
         segs = self._segments(lo, hi, branch)
+        rec = self.check_branch(branch)
+        # Below a branch's part, its history is the canonical one up to its base.
+        fallback = None if rec is None else (CANONICAL, int(rec["base_height"]) + 1)
 
         def read(txn: Txn) -> tuple[list[StatementLine], int]:
             first_ns, first_lo, _ = segs[0]
             opening = _balance_before(txn, self.rm, first_ns, acct, first_lo,
-                                      fallback=None if first_ns == CANONICAL else CANONICAL)
+                                      fallback=None if first_ns == CANONICAL else fallback)
             got: list[StatementLine] = []
             for ns, a, b in segs:
                 got.extend(_lines(txn, self.rm, ns, acct, a, b))
@@ -283,10 +286,11 @@ class Auditor:
     def balance_at(self, acct: str, height: int, branch: int | None = None) -> int | None:
         """The statement's balance after `height` (None if the read models are behind it)."""
         segs = self._segments(0, height, branch)
-        ns, _, hi = segs[-1]
+        ns, lo, hi = segs[-1]
 
         def fn(txn: Txn) -> int:
-            return _balance_before(txn, self.rm, ns, acct, hi + 1, fallback=segs[0][0]
+            # A branch's part starts at base + 1 (= lo): below it, the canonical history.
+            return _balance_before(txn, self.rm, ns, acct, hi + 1, fallback=(segs[0][0], lo)
                                    if len(segs) > 1 else None)
 
         ck, bal = self._read(fn)
@@ -505,6 +509,16 @@ class Auditor:
             n += 1
         return n
 
+    def rows(self, what: str, *, account: str | None = None, market: str | None = None,
+             type_name: str | None = None, from_height: int | None = None,
+             to_height: int | None = None, branch: int | None = None
+             ) -> Iterator[dict[str, Any]]:
+        """The rows `export` writes for `what`, as dicts (for other writers: Parquet)."""
+        if what not in EXPORTS:
+            raise CommandInvalid(f"export what must be one of {', '.join(EXPORTS)}, was {what!r}")
+        return self._export_rows(what, account, market, type_name, from_height, to_height,
+                                 branch)
+
     def _export_rows(self, what: str, account: str | None, market: str | None,
                      type_name: str | None, from_height: int | None, to_height: int | None,
                      branch: int | None) -> Iterator[dict[str, Any]]:
@@ -579,13 +593,17 @@ def _lines(txn: Txn, rm: ReadModels, ns: int, acct: str, lo: int,
 
 
 def _balance_before(txn: Txn, rm: ReadModels, ns: int, acct: str, height: int,
-                    fallback: int | None) -> int:
-    """The balance after the last line of `acct` below `height` in a namespace (then in
-    `fallback`, the canonical history of a branch), 0 if none."""
-    for space in (ns,) if fallback is None else (ns, fallback):
+                    fallback: tuple[int, int] | None) -> int:
+    """The balance after the last line of `acct` below `height` in a namespace, else 0.
+
+    `fallback` is (namespace, height): where to look next when the namespace has no
+    line, and below which height; for a branch, the canonical history below its
+    base + 1 (the canonical lines above the base belong to another branch's story).
+    """
+    for space, below in ((ns, height),) if fallback is None else ((ns, height), fallback):
         pre = u32(space) + s8(acct)
         cur = txn.cursor(rm.stmt)
-        found = cur.set_range(pre + u64(height))
+        found = cur.set_range(pre + u64(below))
         moved = cur.prev() if found else cur.last()
         if moved and cur.key().startswith(pre):
             return decode_line(cur.key(), cur.value()).balance_qq

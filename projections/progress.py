@@ -19,11 +19,12 @@ from rich.text import Text
 class ProgressBar:
     """A rich progress bar on stderr (events, events/s, ETA), or nothing when disabled."""
 
-    def __init__(self, enabled: bool, description: str, total: int) -> None:
+    def __init__(self, enabled: bool, description: str, total: int,
+                 unit: str = "events") -> None:
         self._p: Progress | None = None
         if enabled and total > 0:
             self._p = Progress(TextColumn("{task.description}"), BarColumn(),
-                               MofNCompleteColumn(), _RateColumn(), TimeElapsedColumn(),
+                               MofNCompleteColumn(), _RateColumn(unit), TimeElapsedColumn(),
                                TimeRemainingColumn(), console=Console(stderr=True),
                                transient=False)
             self._p.start()
@@ -39,6 +40,10 @@ class ProgressBar:
 
 
 class _RateColumn(ProgressColumn):
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
-        return Text("" if speed is None else f"{speed:,.0f} events/s")
+        return Text("" if speed is None else f"{speed:,.0f} {self.unit}/s")

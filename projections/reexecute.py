@@ -26,6 +26,7 @@ from typing import Any
 from ledger.core.engine import Engine
 from ledger.errors import CommandInvalid, VerificationFailed
 from ledger.events.codec import Envelope, decode_verified, encode_trusted, envelope_json
+from ledger.events.record import field_names
 from ledger.store.blocks import BlockHeader, check_events
 from ledger.store.chain import ChainStore
 from ledger.store.reads import block_bytes
@@ -202,8 +203,8 @@ def _what_differs(h: int, seq: int, exp: Envelope | None, got: Envelope | None) 
         return f"block {h}: seq {seq}: stored {exp.type_name} was not produced"
     if exp.type_name != got.type_name:
         return f"block {h}: seq {seq}: expected {exp.type_name}, got {got.type_name}"
-    fields = [f for f, a, b in zip(type(exp.event)._fields, exp.event, got.event, strict=True)
-              if a != b]
+    fields = [f for f in field_names(type(exp.event))
+              if getattr(exp.event, f) != getattr(got.event, f)]
     if exp.cause != got.cause:
         fields.insert(0, "cause")
     return (f"block {h}: seq {seq}: {exp.type_name} differs in "

@@ -1,74 +1,33 @@
-"""Refund plans for the damage a rolled-back branch did.
+"""Refunds after a rollback: what the rollback cannot restore (SPEC 13).
 
-Default rule (harm): what the account should have had at the branch's last
-height (its equity in the counterfactual re-execution, guards on) minus what
-it has on the canonical chain right after the rollback (its equity after the
-recovery block), where that is positive. Equity is account value: balance
-plus unrealized PnL at the mark, including pending funding.
-
-Refunds come from LIQ_VAULT. If the vault holds less than the total, every
-refund is cut pro rata (floor), and the plan says so plainly.
+refund(a) = max(0, E_C(a) - E_R(a)): C is the branch's corrected
+counterfactual at the branch's last height, R the chain right after the
+recovery block, both valued at R's marks (projections.remedy builds the plan).
+A rollback restores positions, so a bogus liquidation costs (almost) nothing
+here; what is owed is the P&L of the trades the rollback reversed and the
+funding it undid, at common marks. The recovery block's funding restart is
+part of R: with ACCRUE_CAPPED the accrual it paid is already in R and is not
+paid again; with SKIP the refunds pay the undone funding in full.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
 
+from ledger.core.counterfactual import Override
 from ledger.errors import NotFound
+from ledger.events import commands as c
 from ledger.events import outcomes as o
 from ledger.events.record import type_code
 from ledger.rollback import restore_exact
 from ledger.store.chain import ChainStore
-from projections.whatif import WhatIf, whatif
-
-VAULT = "LIQ_VAULT"
-RULE = "counterfactual equity at branch end minus equity after rollback, if positive"
+from projections.counterfactual import Counterfactual, branch_stretch, run_counterfactual
+from projections.remedy import RemedyPlan, build_plan, paid_under, vault_available
 
 
 def refund_ref(branch: int) -> str:
     """The `ref` every refund for a branch carries (what makes issuing idempotent)."""
     return f"rollback-branch-{branch}"
-
-
-@dataclass
-class RefundLine:
-    acct: str
-    harm_qq: int
-    amount_qq: int
-    counterfactual_equity_qq: int
-    equity_after_rollback_qq: int
-    bogus_liquidation: bool
-    already_refunded_qq: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {**self.__dict__, "rule": RULE}
-
-
-@dataclass
-class RefundPlan:
-    branch: int
-    recovery_height: int
-    lines: list[RefundLine]
-    total_harm_qq: int
-    total_qq: int
-    vault_balance_qq: int
-    pro_rata: bool
-    notes: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "branch": self.branch,
-            "recovery_height": self.recovery_height,
-            "rule": RULE,
-            "accounts": len(self.lines),
-            "total_harm_qq": self.total_harm_qq,
-            "total_qq": self.total_qq,
-            "vault_balance_qq": self.vault_balance_qq,
-            "pro_rata": self.pro_rata,
-            "notes": self.notes,
-            "lines": [ln.to_json() for ln in self.lines],
-        }
 
 
 def recovery_height(store: ChainStore, branch: int) -> int:
@@ -80,46 +39,42 @@ def recovery_height(store: ChainStore, branch: int) -> int:
                    "was the branch archived by `ledgerctl rollback --execute`?")
 
 
-def already_refunded(store: ChainStore, branch: int) -> dict[str, int]:
-    """Refunds already issued on the canonical chain for a branch, per account."""
-    ref = refund_ref(branch)
-    done: dict[str, int] = {}
-    for env in store.events_by(type_code=type_code(o.RefundIssued)):
-        ev = env.event
-        if ev.ref == ref:
-            done[ev.acct] = done.get(ev.acct, 0) + ev.amount_qq
-    return done
+def funding_resume_note(action: str | None) -> str:
+    """How a plan treats the funding the rollback undid, given the recovery's restart."""
+    if action == "ACCRUE_CAPPED":
+        return ("funding: the recovery block accrued at most max_gap seconds of the undone "
+                "funding (FundingResume ACCRUE_CAPPED); that accrual is in R, so only the rest "
+                "is refunded")
+    if action == "SKIP":
+        return ("funding: the recovery block restarted funding without accrual "
+                "(FundingResume SKIP); the funding the rollback undid is refunded in full")
+    return ("funding: the recovery block did not restart funding; the funding the rollback "
+            "undid is refunded in full, so do not resume with ACCRUE_CAPPED over the gap")
 
 
-def plan_refunds(store: ChainStore, branch: int, *, report: WhatIf | None = None) -> RefundPlan:
-    """Compute the refund plan for an archived branch (reads only)."""
-    report = report or whatif(store, branch, guards_on=True)
+def plan_refunds(store: ChainStore, branch: int, *,
+                 overrides: Mapping[int, Override] | None = None,
+                 first_suspect_height: int | None = None,
+                 cf: Counterfactual | None = None) -> RemedyPlan:
+    """The refund plan for an archived branch (reads only)."""
+    stretch = branch_stretch(store, branch)
     rh = recovery_height(store, branch)
-    after = restore_exact(store, rh)
-    head_engine = restore_exact(store, store.head.height)
-    vault = int(head_engine.balance(VAULT)) if head_engine.has_account(VAULT) else 0
-    done = already_refunded(store, branch)
-    lines: list[RefundLine] = []
-    for diff in report.accounts:
-        eq_after = int(after.account_value(diff.acct)) if after.has_account(diff.acct) else 0
-        harm = diff.equity_counterfactual_qq - eq_after
-        if harm <= 0:
-            continue
-        lines.append(RefundLine(diff.acct, harm, harm, diff.equity_counterfactual_qq, eq_after,
-                                diff.bogus_liquidation, done.get(diff.acct, 0)))
-    total_harm = sum(ln.harm_qq for ln in lines)
-    notes = []
-    pro_rata = False
-    outstanding = sum(max(0, ln.harm_qq - ln.already_refunded_qq) for ln in lines)
-    available = vault + sum(done.values())
-    if total_harm > available and total_harm > 0:
-        pro_rata = True
-        for ln in lines:
-            ln.amount_qq = ln.harm_qq * available // total_harm
-        notes.append(f"LIQ_VAULT holds {vault} qq against {outstanding} qq outstanding: every "
-                     "refund is cut pro rata (floor); the shortfall is not paid")
-    total = sum(ln.amount_qq for ln in lines)
-    if done:
-        notes.append(f"{len(done)} accounts already refunded {sum(done.values())} qq for this "
-                     "branch; `refunds issue` pays only what is outstanding")
-    return RefundPlan(branch, rh, lines, total_harm, total, vault, pro_rata, notes)
+    if rh != stretch.base_height + 1:
+        raise NotFound(f"branch {branch}'s recovery block is at height {rh}, not right above "
+                       f"its base {stretch.base_height}; the chain below it moved")
+    if cf is None:
+        cf = run_counterfactual(store, stretch, first_suspect_height=first_suspect_height,
+                                overrides=overrides)
+    recovery = store.events(rh, rh)
+    resumes = sorted({e.event.action.name for e in recovery
+                      if type(e.event) is c.FundingResume})
+    action = resumes[0] if len(resumes) == 1 else None
+    ref = refund_ref(branch)
+    plan = build_plan("refunds", ref, cf, other="R", other_blocks=[recovery],
+                      marks_engine=restore_exact(store, rh), marks_height=rh,
+                      already_paid=paid_under(store, ref),
+                      vault_qq=vault_available(restore_exact(store, store.head.height)),
+                      funding_resume=action)
+    plan.notes.append(funding_resume_note(action))
+    plan.head_hash = store.head.hash
+    return plan

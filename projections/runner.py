@@ -42,7 +42,7 @@ import structlog
 from ledger.errors import NotFound, StoreError, VerificationFailed
 from ledger.store import reads
 from ledger.store.blocks import BlockHeader, check_events, genesis_prev_hash
-from ledger.store.chain import ChainStore
+from ledger.store.chain import ChainStore, max_rollback_depth
 from projections.checkpoints import (
     NOTHING,
     Checkpoint,
@@ -442,7 +442,7 @@ class Runner:
         dropped height rewinds to the kept state below it and refolds the difference.
         """
         every = int(self.store.config.get("snapshot_every", 0) or 0)
-        depth = int(self.store.config.get("max_rollback_depth", 10_000) or 10_000)
+        depth = max_rollback_depth(self.store.config)
         lo = max(0, target - depth)
         snaps = [s.height for s in self.store.snapshots()]
         heights = {h for h in snaps if h >= lo}
@@ -497,7 +497,7 @@ class Runner:
         """One transaction: staged entries, the fold state at `new`, the checkpoint."""
         rm = self.rm
         blob = proj.dump()
-        depth = int(self.store.config.get("max_rollback_depth", 10_000) or 10_000)
+        depth = max_rollback_depth(self.store.config)
 
         def fn(txn: Txn) -> None:
             now = read_checkpoint(txn, rm, proj.name, ns)

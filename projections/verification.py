@@ -31,7 +31,7 @@ def verify_ledger(store: ChainStore, *, branch: int | None = None, reexecute: bo
     keys must include one, so a chain rewritten from genesis with other keys fails
     at height 0 (signatures alone cannot tell: the rewriter signs with their own).
     """
-    doc = _walk_guarded(store, branch) if guarded else _walk(store, branch)
+    doc = _walk_guarded(store, branch, progress) if guarded else _walk(store, branch, progress)
     if doc["ok"] and trust_keys:
         from ledger.core.authority import key_id
         from ledger.keys import load_public
@@ -56,12 +56,13 @@ def verify_ledger(store: ChainStore, *, branch: int | None = None, reexecute: bo
     return doc
 
 
-def _walk_guarded(store: ChainStore, branch: int | None) -> dict[str, Any]:
+def _walk_guarded(store: ChainStore, branch: int | None, progress: bool) -> dict[str, Any]:
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(str(store.path), branch, child), daemon=True)
+    proc = ctx.Process(target=_child, args=(str(store.path), branch, child, progress),
+                       daemon=True)
     proc.start()
     child.close()
     try:
@@ -70,7 +71,7 @@ def _walk_guarded(store: ChainStore, branch: int | None) -> dict[str, Any]:
         proc.join()
         code = proc.exitcode if proc.exitcode is not None else 0
         if code >= 0:  # the child could not run at all (not killed by what it read)
-            return _walk(store, branch)
+            return _walk(store, branch, progress)
         return {"ok": False, "height": None, "blocks": 0, "events": 0,
                 "reason": f"the store at {store.path} is damaged: reading it killed the "
                           f"verifying process (signal {-code}); restore it from a backup or "
@@ -83,20 +84,20 @@ def _walk_guarded(store: ChainStore, branch: int | None) -> dict[str, Any]:
     return doc
 
 
-def _child(path: str, branch: int | None, conn: Any) -> None:
+def _child(path: str, branch: int | None, conn: Any, progress: bool) -> None:
     from ledger.errors import LedgerError
 
     try:
         with ChainStore.open(path) as store:
-            doc = _walk(store, branch)
+            doc = _walk(store, branch, progress)
     except LedgerError as exc:
         doc = {"error": str(exc)}
     conn.send(doc)
     conn.close()
 
 
-def _walk(store: ChainStore, branch: int | None) -> dict[str, Any]:
-    report = verify_store(store, branch=branch)
+def _walk(store: ChainStore, branch: int | None, progress: bool = False) -> dict[str, Any]:
+    report = _verify_with_progress(store, branch, enabled=progress)
     doc: dict[str, Any] = {"ok": report.ok, "height": report.height, "reason": report.reason,
                            "blocks": report.blocks, "events": report.events}
     if not report.ok:
@@ -137,3 +138,25 @@ def _readmodels(store: ChainStore) -> list[tuple[int | None, str]]:
                  f"{path} && ledgerctl rebuild --from genesis --data {store.path}`")]
     with rm:
         return verify_checkpoints(store, rm)
+
+
+def _verify_with_progress(store: ChainStore, branch: int | None, *, enabled: bool) -> Any:
+    """verify_store with a progress bar of blocks on stderr (for people)."""
+    from projections.progress import ProgressBar
+
+    if branch is None:
+        first, last = 0, store.head.height
+    else:
+        rec = store.branch(branch)
+        first, last = int(rec["first_height"]), int(rec["last_height"])
+    bar = ProgressBar(enabled, "verify", last - first + 1, unit="blocks")
+    done = [first - 1]
+
+    def step(height: int) -> None:
+        bar.advance(height - done[0])
+        done[0] = height
+
+    try:
+        return verify_store(store, branch=branch, progress=step)
+    finally:
+        bar.close()

@@ -1,33 +1,34 @@
-"""Counterfactual audit: what a rolled-back branch did, against what it should have done.
+"""What a stretch of chain did, against what it should have done: the per-account what-if.
 
-The branch's IN events (the inputs as received) are re-executed through the
-state machine from the branch's base, with the data-check guards on (or with
-named inputs dropped). Per account, the actual branch and the counterfactual
-are compared: liquidated or not, equity at the branch's last height, funding
-paid, fills. A liquidation that happened on the branch but not in the
-counterfactual is *bogus*: that is the precise meaning of the word here.
+The counterfactual C (projections.counterfactual: the stretch's inputs with the
+bad ones corrected, SPEC 13) is set beside the actual chain, account by
+account: liquidated or not, equity (both at the actual chain's marks at the
+stretch's end, so prices do not count), funding settled, fills. A liquidation
+that happened on the chain but not in C is *bogus*: that is the precise
+meaning of the word here. The money owed is the business of the remedies
+(projections.refunds, projections.compensation); this is the diagnosis.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ledger.core.counterfactual import Override
 from ledger.core.engine import Engine
-from ledger.errors import VerificationFailed
-from ledger.events import commands as c
+from ledger.core.margin import equity_at
+from ledger.core.state import SYSTEM_ACCOUNTS
 from ledger.events import outcomes as o
 from ledger.events.codec import Envelope
-from ledger.rollback import restore_exact
 from ledger.store.chain import ChainStore
-
-SYSTEM_ACCOUNTS = ("FEES", "LIQ_VAULT")
+from projections.counterfactual import Counterfactual, branch_stretch, run_counterfactual
+from projections.harm import marks_of
 
 
 @dataclass
 class Tally:
-    """What one run (actual or counterfactual) did to each account."""
+    """What one world did to each account."""
 
     liquidated: dict[str, int] = field(default_factory=dict)  # acct -> first height
     funding: dict[str, int] = field(default_factory=dict)  # acct -> sum of settlements
@@ -35,20 +36,23 @@ class Tally:
     rejected_ticks: int = 0
     halts: int = 0
 
-    def add(self, envs: Iterable[Envelope]) -> None:
-        for env in envs:
-            ev = env.event
-            if isinstance(ev, o.Liquidated):
-                self.liquidated.setdefault(ev.acct, env.height)
-            elif isinstance(ev, o.FundingSettled):
-                self.funding[ev.acct] = self.funding.get(ev.acct, 0) + ev.amount_qq
-            elif isinstance(ev, o.Filled):
-                for a in (ev.maker, ev.taker):
-                    self.fills[a] = self.fills.get(a, 0) + 1
-            elif isinstance(ev, o.FundingTickRejected):
-                self.rejected_ticks += 1
-            elif isinstance(ev, o.MarketHalted):
-                self.halts += 1
+    def add(self, blocks: Iterable[Sequence[Envelope]]) -> Tally:
+        for envs in blocks:
+            for env in envs:
+                ev = env.event
+                t = type(ev)
+                if t is o.Liquidated:
+                    self.liquidated.setdefault(ev.acct, env.height)
+                elif t is o.FundingSettled:
+                    self.funding[ev.acct] = self.funding.get(ev.acct, 0) + ev.amount_qq
+                elif t is o.Filled:
+                    for a in (ev.maker, ev.taker):
+                        self.fills[a] = self.fills.get(a, 0) + 1
+                elif t is o.FundingTickRejected:
+                    self.rejected_ticks += 1
+                elif t is o.MarketHalted:
+                    self.halts += 1
+        return self
 
 
 @dataclass
@@ -73,15 +77,10 @@ class AccountDiff:
 
 @dataclass
 class WhatIf:
-    branch: int
-    base_height: int
-    last_height: int
-    guards_on: bool
-    dropped: list[int]
+    cf: Counterfactual
     accounts: list[AccountDiff]
     actual: Tally
     counterfactual: Tally
-    counterfactual_engine: Engine
 
     @property
     def liquidated_actual(self) -> list[str]:
@@ -92,70 +91,50 @@ class WhatIf:
         return [a.acct for a in self.accounts if a.bogus_liquidation]
 
     def to_json(self) -> dict[str, Any]:
+        st = self.cf.stretch
         return {
-            "branch": self.branch,
-            "base_height": self.base_height,
-            "last_height": self.last_height,
-            "guards_on": self.guards_on,
-            "dropped_seqs": self.dropped,
+            "branch": st.branch,
+            "base_height": st.base_height,
+            "last_height": st.last_height,
+            "first_suspect_height": self.cf.first_suspect_height,
+            "corrections": [x.to_json() for x in self.cf.corrections],
+            "flagged_flows": [x.to_json() for x in self.cf.flagged_flows],
             "liquidated_on_branch": len(self.liquidated_actual),
             "liquidated_in_counterfactual": sum(
                 1 for a in self.accounts if a.liquidated_counterfactual),
             "bogus_liquidations": len(self.bogus),
+            "funding_ticks_rejected_on_branch": self.actual.rejected_ticks,
             "funding_ticks_rejected_in_counterfactual": self.counterfactual.rejected_ticks,
             "accounts": [a.to_json() for a in self.accounts],
         }
 
 
-def whatif(store: ChainStore, branch: int, *, guards_on: bool = True,
-           drop_seqs: Sequence[int] = ()) -> WhatIf:
-    """Re-execute an archived branch's inputs and compare, account by account."""
-    rec = store.branch(branch)
-    base = int(rec["base_height"])
-    if store.block(base).hash != bytes(rec["base_hash"]):
-        raise VerificationFailed(base, f"the chain below branch {branch} was itself rolled "
-                                 "back; its base block is no longer canonical")
-    actual_engine = restore_exact(store, base)
-    cf_engine = restore_exact(store, base)
-    cf_engine.enforce_authority = False  # a counterfactual: its edited blocks carry no signature
-    actual = Tally()
-    cf = Tally()
-    drop = set(drop_seqs)
-    first = True
-    last = base
-    for header, envs in store.iter_blocks(branch=branch):
-        got = actual_engine.apply_block(header.height, envs)
-        if got != header.state_hash:
-            raise VerificationFailed(header.height, f"branch {branch} does not replay to its "
-                                     "own state hashes")
-        actual.add(envs)
-        ins = [e.event for e in envs if e.event.KIND == "IN" and e.seq not in drop]
-        if first and guards_on:
-            ins.insert(1, c.SetGuards(True, "counterfactual audit", "whatif"))
-        first = False
-        result = cf_engine.run_block(header.height, ins)
-        cf.add(result.envelopes)
-        last = header.height
-    accounts = sorted(set(actual_engine.accounts()) | set(cf_engine.accounts()))
+def compare_worlds(cf: Counterfactual) -> WhatIf:
+    """Account by account, the actual chain against C, at the actual chain's final marks."""
+    actual = Tally().add(cf.actual_blocks)
+    counter = Tally().add(cf.corrected_blocks)
+    marks = marks_of(cf.actual)
     diffs = []
-    for acct in accounts:
+    for acct in sorted(set(cf.actual.accounts()) | set(cf.corrected.accounts())):
         if acct in SYSTEM_ACCOUNTS:
             continue
         diffs.append(AccountDiff(
-            acct,
-            acct in actual.liquidated,
-            acct in cf.liquidated,
-            _equity(actual_engine, acct),
-            _equity(cf_engine, acct),
-            actual.funding.get(acct, 0),
-            cf.funding.get(acct, 0),
-            actual.fills.get(acct, 0),
-            cf.fills.get(acct, 0),
-        ))
-    return WhatIf(branch, base, last, guards_on, sorted(drop), diffs, actual, cf, cf_engine)
+            acct, acct in actual.liquidated, acct in counter.liquidated,
+            _equity(cf.actual, acct, marks), _equity(cf.corrected, acct, marks),
+            actual.funding.get(acct, 0), counter.funding.get(acct, 0),
+            actual.fills.get(acct, 0), counter.fills.get(acct, 0)))
+    return WhatIf(cf, diffs, actual, counter)
 
 
-def _equity(engine: Engine, acct: str) -> int:
-    if not engine.has_account(acct):
-        return 0
-    return int(engine.account_value(acct))
+def whatif(store: ChainStore, branch: int, *,
+           overrides: Mapping[int, Override] | None = None,
+           first_suspect_height: int | None = None) -> WhatIf:
+    """The what-if of an archived branch (reads only)."""
+    cf = run_counterfactual(store, branch_stretch(store, branch),
+                            first_suspect_height=first_suspect_height, overrides=overrides)
+    return compare_worlds(cf)
+
+
+def _equity(engine: Engine, acct: str, marks: Mapping[str, int]) -> int:
+    a = engine.state.accounts.get(acct)
+    return 0 if a is None else equity_at(engine.state, a, marks)

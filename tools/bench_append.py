@@ -3,8 +3,8 @@
 All figures in one run, on the same records:
 - ledger: `ChainStore.append_block` (validation, encoding, indexes, hash chain,
   durable commit), blocks of 1,000 events;
-- raw ceiling: msgpack encode + `putmulti(append=True)`, one durable transaction
-  per 1,000 events, no indexes, no hashes;
+- raw ceiling (tools/raw_ceiling.py): encode + `putmulti(append=True)`, one
+  durable transaction per 1,000 events, no indexes, no hashes;
 - eventsourcing Application on SQLite, 1,000 events per save (up to 100K events);
 - full scan plus decode, ledger vs raw;
 - `truncate_to` of the last 100K events from a 1M- and a 3M-event chain.
@@ -23,15 +23,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import lmdb
 import msgpack
 
 from ledger.events import commands as c
 from ledger.events import outcomes as o
 from ledger.events.codec import Envelope
 from ledger.events.enums import CancelReason, OrderType, SelfTrade, Side, TimeInForce
+from ledger.events.record import replace
 from ledger.gcpause import gc_paused
 from ledger.store.chain import ChainStore
+from tools.raw_ceiling import raw_append, raw_scan, stored_bytes
 
 BLOCK = 1000
 MARKETS = ("BTC-PERP", "ETH-PERP", "SOL-PERP", "PAXG-PERP")
@@ -113,7 +114,7 @@ def ledger_append(path: Path, blocks: list[list[Envelope]]) -> float:
         # Genesis so that heights start at 1 as in real chains.
         store.append_block([Envelope(1, 0, 0, c.BeginBlock(0))], height=0, time=0,
                            state_hash=bytes(32))
-        shifted = [[e._replace(seq=e.seq + 1) for e in b] for b in blocks]
+        shifted = [[replace(e, seq=e.seq + 1) for e in b] for b in blocks]
         t = time.perf_counter()
         for i, b in enumerate(shifted):
             with gc_paused():  # as the sequencer appends
@@ -121,38 +122,6 @@ def ledger_append(path: Path, blocks: list[list[Envelope]]) -> float:
         return time.perf_counter() - t
     finally:
         store.close()
-
-
-def raw_append(path: Path, blocks: list[list[Envelope]]) -> float:
-    env = lmdb.open(str(path), map_size=1 << 34, max_dbs=4, sync=True)
-    db = env.open_db(b"events")
-    pack = msgpack.Packer(use_bin_type=True).pack
-    t = time.perf_counter()
-    for b in blocks:
-        # The same per-block GC pause the sequencer holds, so the ceiling is fair.
-        with gc_paused():
-            items = [(e.seq.to_bytes(8, "big"),
-                      pack((e.event.TYPE_CODE, 1, e.height, e.cause, *e.event))) for e in b]
-            with env.begin(write=True) as txn:
-                txn.cursor(db).putmulti(items, append=True)
-    dt = time.perf_counter() - t
-    env.close()
-    return dt
-
-
-def raw_scan(path: Path) -> tuple[float, int]:
-    env = lmdb.open(str(path), map_size=1 << 34, max_dbs=4, readonly=True)
-    db = env.open_db(b"events", create=False)
-    unpack = msgpack.unpackb
-    t = time.perf_counter()
-    n = 0
-    with env.begin(db=db) as txn:
-        for _k, v in txn.cursor():
-            unpack(v, use_list=False)
-            n += 1
-    dt = time.perf_counter() - t
-    env.close()
-    return dt, n
 
 
 def ledger_scan(path: Path) -> tuple[float, int]:
@@ -256,8 +225,7 @@ def run(events: int = 1_000_000, *, es_events: int = 100_000, truncate_big: int 
     try:
         say(f"building {events:,} events")
         blocks = make_blocks(events)
-        nbytes = sum(len(msgpack.packb((e.event.TYPE_CODE, 1, e.height, e.cause, *e.event)))
-                     for b in blocks for e in b)
+        nbytes = sum(len(stored_bytes(e)) for b in blocks for e in b)
         say("raw LMDB append (ceiling)")
         raw_s = raw_append(tmp / "raw", blocks)
         say("ledger append")

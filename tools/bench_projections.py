@@ -5,7 +5,7 @@ the sequencer appends (block, state hash, a snapshot every 100 blocks).
 
 `bench_rebuild(events)`:
 - `raw_scan_events_per_s`: the ceiling, a bare cursor walk over the chain's
-  events sub-database with `msgpack.unpackb` of every event (no checks);
+  events sub-database decoding every event (tools/raw_ceiling.py, no checks);
 - `rebuild_events_per_s`: `ledgerctl rebuild --from genesis` on fresh read
   models (exchange state with a state-hash check per block and the audit read
   models, the latter in a worker process when there are 200K+ events;
@@ -36,8 +36,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import msgpack
-
 from ledger.core.engine import Engine
 from ledger.core.genesis import genesis_commands
 from ledger.events.commands import BeginBlock
@@ -47,6 +45,7 @@ from projections.audit import Auditor
 from projections.audit_models import AuditProjection
 from projections.jobs import rebuild
 from projections.readmodels import ReadModels
+from tools.raw_ceiling import raw_scan_decode
 from tools.simulate import SIM_GENESIS_TIME, make_workload
 
 SNAPSHOT_EVERY = 100
@@ -82,17 +81,9 @@ def build_chain(path: Path, events: int, *, accounts: int = 2000, seed: int = 3,
 
 
 def raw_scan(path: Path) -> tuple[float, int]:
-    """Seconds and events of a bare cursor walk + `msgpack.unpackb` over the events."""
+    """Seconds and events of a bare cursor walk + decode over the chain's events."""
     with ChainStore.open(path) as store:
-        env = store.shared_env.env
-        unpack = msgpack.unpackb
-        n = 0
-        t = time.perf_counter()
-        with env.begin(db=store.dbs.events) as txn:
-            for _k, v in txn.cursor():
-                unpack(v, use_list=False)
-                n += 1
-        return time.perf_counter() - t, n
+        return raw_scan_decode(store.shared_env.env, store.dbs.events)
 
 
 def bench_rebuild(events: int = 1_000_000, *, es_events: int = 5_000, accounts: int = 2000,

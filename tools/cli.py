@@ -17,6 +17,8 @@ from ledger.events.codec import envelope_json
 from ledger.events.record import BY_NAME
 from ledger.markets import DEMO_MARKETS, load_markets
 from ledger.sequencer import Sequencer
+from ledger.store.chain import DEFAULT_MAX_ROLLBACK_DEPTH
+from projections.catalog import branches_json, journal_json, snapshots_json
 from tools import output
 from tools.common import (
     BranchOpt,
@@ -34,7 +36,7 @@ app = typer.Typer(
     name="ledgerctl",
     help="perpledger: an event-sourced, hash-chained ledger for a perp exchange.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
     pretty_exceptions_enable=False,
 )
 guards_app = typer.Typer(help="Data-check guards (G1-G7).", no_args_is_help=True)
@@ -62,7 +64,7 @@ def init(
     guards: Annotated[str, typer.Option("--guards", help="Data-check guards: on|off.")] = "on",
     snapshot_every: Annotated[int, typer.Option(help="Snapshot every N blocks.")] = 100,
     max_rollback_depth: Annotated[int, typer.Option(help="Deepest rollback without --force.")]
-    = 10_000,
+    = DEFAULT_MAX_ROLLBACK_DEPTH,
     genesis_time: Annotated[int, typer.Option(help="Genesis block time (s).")] = 0,
     map_size: Annotated[str | None, typer.Option(
         "--map-size", help="Initial LMDB map size (e.g. 4G; default $PERPLEDGER_MAP_SIZE "
@@ -270,13 +272,13 @@ def snapshot(data: DataOpt = None, json_out: JsonOpt = False) -> None:
 def snapshots(data: DataOpt = None, json_out: JsonOpt = False) -> None:
     """List snapshots: height, state hash, size and block time."""
     with open_store(data) as store:
-        snaps = store.snapshots()
+        snaps = snapshots_json(store)
     if json_out:
-        output.dump_json([{"height": s.height, "state_hash": s.state_hash.hex(),
-                           "size": s.size, "time": s.time} for s in snaps])
+        output.dump_json(snaps)
         return
     output.table("snapshots", ["height", "state hash", "size (bytes)", "block time"],
-                 [(s.height, output.short(s.state_hash), s.size, s.time) for s in snaps],
+                 [(s["height"], output.short(s["state_hash"]), s["size"], s["time"])
+                  for s in snaps],
                  right=["height", "size (bytes)", "block time"])
 
 
@@ -284,12 +286,7 @@ def snapshots(data: DataOpt = None, json_out: JsonOpt = False) -> None:
 def branches(data: DataOpt = None, json_out: JsonOpt = False) -> None:
     """Archived branches: heights, event counts, reason, operator, time."""
     with open_store(data) as store:
-        found = store.branches()
-    rows = [{"branch": b["branch"], "base_height": b["base_height"],
-             "first_height": b["first_height"], "last_height": b["last_height"],
-             "events": b["events"], "blocks": b["blocks"], "reason": b["reason"],
-             "operator": b["operator"], "head_time": b["head_time"],
-             "head_hash": bytes(b["head_hash"]).hex()} for b in found]
+        rows = branches_json(store)
     if json_out:
         output.dump_json(rows)
         return
@@ -304,7 +301,7 @@ def branches(data: DataOpt = None, json_out: JsonOpt = False) -> None:
 def journal(data: DataOpt = None, json_out: JsonOpt = False) -> None:
     """Operator actions: rollbacks, mode changes, guards, refunds."""
     with open_store(data) as store:
-        recs = store.journal()
+        recs = journal_json(store)
     if json_out:
         output.dump_json(recs)
         return
@@ -340,7 +337,8 @@ def _register_extensions() -> None:
     import importlib
 
     for name in ("tools.cli_sim", "tools.cli_projections", "tools.cli_operator",
-                 "tools.cli_bench", "tools.cli_demo", "tools.cli_keys"):
+                 "tools.cli_bench", "tools.cli_demo", "tools.cli_report",
+                 "tools.cli_serve", "tools.cli_keys"):
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -357,15 +355,19 @@ def main() -> None:
     """Entry point: run the app; no traceback ever reaches the user.
 
     Typer runs in standalone mode: it answers usage errors with exit code 2 and
-    turns `typer.Exit(n)` into exit code n. Everything perpledger raises on
-    purpose is a `LedgerError`, rendered as one line with its own exit code
-    (ledger/errors.py: 1 error, 2 usage, 3 verification failed). LMDB and OS
-    errors are translated (`ledger.store.failures`: damage is exit 3, a full
-    disk names the directory and its free space). Anything else is a bug: one
-    line here, the traceback in the debug log (PERPLEDGER_LOG_LEVEL=debug).
+    turns `typer.Exit(n)` into exit code n. The click command is built once and
+    its help polished (`tools.helptext`: no type noise) before it runs.
+    Everything perpledger raises on purpose is a `LedgerError`, rendered as one
+    line with its own exit code (ledger/errors.py: 1 error, 2 usage, 3
+    verification failed). LMDB and OS errors are translated
+    (`ledger.store.failures`: damage is exit 3, a full disk names the directory
+    and its free space). Anything else is a bug: one line here, the traceback in
+    the debug log (PERPLEDGER_LOG_LEVEL=debug).
     """
+    from tools.helptext import polish
+
     try:
-        app()
+        polish(typer.main.get_command(app))(prog_name="ledgerctl")
     except LedgerError as exc:
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:

@@ -53,15 +53,33 @@ def incident(
         rows = [
             ("guards", summary["guards"]),
             ("accounts liquidated on the bad branch", summary["liquidated_on_bad_branch"]),
-            ("of which bogus (not liquidated with guards on)", summary["bogus_liquidations"]),
+            ("of which bogus (not liquidated in the corrected counterfactual)",
+             summary["bogus_liquidations"]),
             ("funding ticks rejected by guards", summary["funding_ticks_rejected"]),
             *([("markets taken out of OK by guards", ", ".join(summary["markets_left_ok"]))]
               if "markets_left_ok" in summary else []),
-            ("positions restored by the rollback", summary["positions_restored"]),
-            ("accounts refunded", summary["refunded_accounts"]),
-            ("refunded total", output.usd(summary["refunded_total"])),
-            ("LIQ_VAULT before refunds", output.usd(summary["vault_before"])),
-            ("LIQ_VAULT after refunds", output.usd(summary["vault_after"])),
+        ]
+        if summary["rolled_back"]:
+            a = summary["assess"]
+            rows += [
+                ("inputs corrected in the counterfactual", summary["corrections"]),
+                ("assess (a): roll back and refund",
+                 f"{a['rollback_refund_accounts']} accounts, "
+                 f"{output.usd(a['rollback_refund_total_qq'])}"),
+                ("assess (b): leave the chain and compensate",
+                 f"{a['compensation_accounts']} accounts, "
+                 f"{output.usd(a['compensation_total_qq'])}"),
+                ("prices carried forward by the recovery block",
+                 summary["prices_carried_forward"]),
+                ("positions restored by the rollback", summary["positions_restored"]),
+                ("accounts refunded", summary["refunded_accounts"]),
+                ("refunded total", output.usd(summary["refunded_total"])),
+                *((f"  of which {k}", output.usd(v))
+                  for k, v in summary["refund_by_cause_qq"].items() if v),
+                ("LIQ_VAULT before refunds", output.usd(summary["vault_before"])),
+                ("LIQ_VAULT after refunds", output.usd(summary["vault_after"])),
+            ]
+        rows += [
             ("snapshot state hash", summary["snapshot_state_hash"][:16]),
             ("state hash after rollback", (summary["state_hash_after_rollback"] or "")[:16]
              if summary["rolled_back"] else "no rollback needed"),

@@ -11,17 +11,28 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import IO, Annotated, Any, cast
 
 import typer
 
 from ledger.errors import CommandInvalid
 from projections.audit import EXPORTS, FORMATS, Auditor
 from projections.checkpoints import get_checkpoint
+from projections.parquet import funding_rows, write_parquet
 from projections.readmodels import ReadModels
 from projections.runner import BATCH_EVENTS
+from projections.units import Fmt, units_from_events
 from tools import output
-from tools.common import BranchOpt, DataOpt, FromOpt, JsonOpt, ToOpt, check_height, data_dir
+from tools.common import (
+    BranchOpt,
+    DataOpt,
+    FromOpt,
+    JsonOpt,
+    RawOpt,
+    ToOpt,
+    check_height,
+    data_dir,
+)
 from tools.common import open_store as _open_store
 
 audit_app = typer.Typer(help="Audit queries: statements, fills, funding, liquidations, "
@@ -58,8 +69,9 @@ def _limit(limit: int | None) -> None:
         raise CommandInvalid(f"--limit must be 0 or more, was {limit}")
 
 
-def _usd(v: Any) -> str:
-    return "" if v is None else output.usd(int(v))
+def _fmt(au: Auditor, raw: bool) -> Fmt:
+    """Human units for this ledger's markets (raw quanta with --raw)."""
+    return Fmt(units_from_events(au.events), raw=raw)
 
 
 # -- rebuild ------------------------------------------------------------------------------
@@ -115,6 +127,7 @@ def account(
     branch: BranchOpt = None,
     limit: LimitOpt = None,
     catch_up: CatchOpt = True,
+    raw: RawOpt = False,
 ) -> None:
     """An account at a height (time travel) and its statement lines in a height range."""
     _heights(at_height=at_height, from_height=from_height, to_height=to_height)
@@ -122,37 +135,40 @@ def account(
     with _auditor(data, catch_up, json_out) as au:
         doc = au.account(acct, at_height=at_height, from_height=from_height,
                          to_height=to_height, branch=branch, limit=limit)
+        f = _fmt(au, raw)
     if json_out:
         output.dump_json(doc)
         return
     st = doc["statement"]
     output.kv(f"account {acct} at height {doc['height']}"
               + ("" if branch is None else f" (branch {branch})"), [
-                  ("balance", _usd(doc["balance_qq"])),
-                  ("statement balance", _usd(doc["statement_balance_qq"])),
-                  ("account value", _usd(doc["account_value_qq"])),
-                  ("initial margin", _usd(doc["imr_qq"])),
-                  ("maintenance margin", _usd(doc["mmr_qq"])),
-                  ("free", _usd(doc["free_qq"])),
+                  (f.head("balance", "qq"), f.usd(doc["balance_qq"])),
+                  (f.head("statement balance", "qq"), f.usd(doc["statement_balance_qq"])),
+                  (f.head("account value", "qq"), f.usd(doc["account_value_qq"])),
+                  (f.head("initial margin", "qq"), f.usd(doc["imr_qq"])),
+                  (f.head("maintenance margin", "qq"), f.usd(doc["mmr_qq"])),
+                  (f.head("free", "qq"), f.usd(doc["free_qq"])),
                   ("open orders", len(doc["open_orders"]))])
     if doc["positions"]:
-        output.table("positions", ["market", "size (bq)", "cost", "realized", "mark (st)"],
-                     [(p["mkt"], p["size_bq"], _usd(p["cost_qq"]), _usd(p["realized_qq"]),
-                       p["mark_st"]) for p in doc["positions"]],
-                     right=["size (bq)", "cost", "realized", "mark (st)"])
-    _print_statement(st)
+        cols = ["market", f.head("size", "bq"), f.head("cost", "qq"),
+                f.head("realized", "qq"), f.head("mark", "st")]
+        output.table("positions", cols,
+                     [(p["mkt"], f.size(p["size_bq"], p["mkt"]), f.usd(p["cost_qq"]),
+                       f.usd(p["realized_qq"]), f.price(p["mark_st"], p["mkt"]))
+                      for p in doc["positions"]], right=cols[1:])
+    _print_statement(st, f)
 
 
-def _print_statement(st: dict[str, Any]) -> None:
+def _print_statement(st: dict[str, Any], f: Fmt) -> None:
+    cols = ["height", "seq", "kind", "market", f.head("delta", "qq"), f.head("balance", "qq")]
     output.table(f"statement {st['from_height']}..{st['to_height']} "
-                 f"(read models as of {st['as_of_height']})",
-                 ["height", "seq", "kind", "market", "delta", "balance"],
-                 [(ln["height"], ln["seq"], ln["kind"], ln["mkt"] or "", _usd(ln["delta_qq"]),
-                   _usd(ln["balance_qq"])) for ln in st["lines"]],
-                 right=["height", "seq", "delta", "balance"])
-    output.kv("totals", [("opening", _usd(st["opening_balance_qq"])),
-                         ("change", _usd(st["total_delta_qq"])),
-                         ("closing", _usd(st["closing_balance_qq"])),
+                 f"(read models as of {st['as_of_height']})", cols,
+                 [(ln["height"], ln["seq"], ln["kind"], ln["mkt"] or "", f.usd(ln["delta_qq"]),
+                   f.usd(ln["balance_qq"])) for ln in st["lines"]],
+                 right=[cols[0], cols[1], cols[4], cols[5]])
+    output.kv("totals", [(f.head("opening", "qq"), f.usd(st["opening_balance_qq"])),
+                         (f.head("change", "qq"), f.usd(st["total_delta_qq"])),
+                         (f.head("closing", "qq"), f.usd(st["closing_balance_qq"])),
                          ("lines", len(st["lines"]))])
 
 
@@ -165,6 +181,7 @@ def fills(
     to_height: ToOpt = None,
     branch: BranchOpt = None,
     limit: LimitOpt = None,
+    raw: RawOpt = False,
 ) -> None:
     """Fills with price, size, fees and realized P&L per side."""
     _heights(from_height=from_height, to_height=to_height)
@@ -172,16 +189,18 @@ def fills(
     with _auditor(data, False, json_out) as au:
         rows = au.fills(account=account, market=market, from_height=from_height,
                         to_height=to_height, branch=branch, limit=limit)
+        f = _fmt(au, raw)
     if json_out:
         output.dump_json({"fills": rows})
         return
-    output.table("fills", ["height", "seq", "market", "maker", "taker", "taker side", "qty (bq)",
-                           "price (st)", "value", "maker fee", "taker fee"],
+    nums = [f.head("qty", "bq"), f.head("price", "st"), f.head("value", "qq"),
+            f.head("maker fee", "qq"), f.head("taker fee", "qq")]
+    output.table("fills", ["height", "seq", "market", "maker", "taker", "taker side", *nums],
                  [(r["height"], r["seq"], r["mkt"], r["maker"], r["taker"], r["taker_side"],
-                   r["qty_bq"], r["price_st"], _usd(r["value_qq"]), _usd(r["maker_fee_qq"]),
-                   _usd(r["taker_fee_qq"])) for r in rows],
-                 right=["height", "seq", "qty (bq)", "price (st)", "value", "maker fee",
-                        "taker fee"])
+                   f.size(r["qty_bq"], r["mkt"]), f.price(r["price_st"], r["mkt"]),
+                   f.usd(r["value_qq"]), f.usd(r["maker_fee_qq"]), f.usd(r["taker_fee_qq"]))
+                  for r in rows],
+                 right=["height", "seq", *nums])
 
 
 def funding(
@@ -192,24 +211,28 @@ def funding(
     to_height: ToOpt = None,
     branch: BranchOpt = None,
     catch_up: CatchOpt = True,
+    raw: RawOpt = False,
 ) -> None:
     """A market's funding ticks (index, rate, premium) and the settlements they moved."""
     _heights(from_height=from_height, to_height=to_height)
     with _auditor(data, catch_up, json_out) as au:
         doc = au.funding(market, from_height=from_height, to_height=to_height, branch=branch)
+        f = _fmt(au, raw)
     if json_out:
         output.dump_json(doc)
         return
-    output.table(f"funding of {market}", ["height", "seq", "status", "prev index", "new index",
-                                           "rate ppm", "dt", "settled (cum)"],
-                 [(t["height"], t["seq"], t["status"], t["prev_index"],
-                   t.get("new_index", t.get("published_index")), t.get("rate_ppm", ""),
-                   t.get("dt", ""), _usd(t["settled_cum_qq"])) for t in doc["ticks"]],
-                 right=["height", "seq", "prev index", "new index", "rate ppm", "dt",
-                        "settled (cum)"])
+    nums = [f.head("prev index", "qq/bq x 1e12"), f.head("new index", "qq/bq x 1e12"),
+            f.head("rate", "ppm"), "dt (s)", f.head("settled (cum)", "qq")]
+    output.table(f"funding of {market}", ["height", "seq", "status", *nums],
+                 [(t["height"], t["seq"], t["status"], f.index(t["prev_index"], market),
+                   f.index(t.get("new_index", t.get("published_index")), market),
+                   f.ppm(t.get("rate_ppm")), t.get("dt", ""), f.usd(t["settled_cum_qq"]))
+                  for t in doc["ticks"]],
+                 right=["height", "seq", *nums])
     s = doc["settlements"]
-    output.kv("settlements", [("count", s["count"]), ("total", _usd(s["total_qq"])),
-                              ("paid", _usd(s["paid_qq"])), ("received", _usd(s["received_qq"])),
+    output.kv("settlements", [("count", s["count"]), (f.head("total", "qq"), f.usd(s["total_qq"])),
+                              (f.head("paid", "qq"), f.usd(s["paid_qq"])),
+                              (f.head("received", "qq"), f.usd(s["received_qq"])),
                               ("accounts", len(s["by_account"]))])
 
 
@@ -222,21 +245,23 @@ def liquidations(
     to_height: ToOpt = None,
     branch: BranchOpt = None,
     catch_up: CatchOpt = True,
+    raw: RawOpt = False,
 ) -> None:
     """The liquidation register: liquidations with fee, deficit, deltas and their ADL."""
     _heights(from_height=from_height, to_height=to_height)
     with _auditor(data, catch_up, json_out) as au:
         recs = au.liquidations(account=account, market=market, from_height=from_height,
                                to_height=to_height, branch=branch)
+        f = _fmt(au, raw)
     if json_out:
         output.dump_json({"liquidations": recs})
         return
-    output.table("liquidations", ["height", "seq", "account", "method", "AV", "MMR", "fee",
-                                  "deficit", "delta", "ADL"],
-                 [(r["height"], r["seq"], r["acct"], r["method"] or "", _usd(r.get("av_qq")),
-                   _usd(r.get("mmr_qq")), _usd(r.get("fee_qq")), _usd(r.get("deficit_qq")),
-                   _usd(r.get("acct_delta_qq")), len(r["deleveraged"])) for r in recs],
-                 right=["height", "seq", "AV", "MMR", "fee", "deficit", "delta", "ADL"])
+    money = [f.head(n, "qq") for n in ("AV", "MMR", "fee", "deficit", "delta")]
+    output.table("liquidations", ["height", "seq", "account", "method", *money, "ADL"],
+                 [(r["height"], r["seq"], r["acct"], r["method"] or "", f.usd(r.get("av_qq")),
+                   f.usd(r.get("mmr_qq")), f.usd(r.get("fee_qq")), f.usd(r.get("deficit_qq")),
+                   f.usd(r.get("acct_delta_qq")), len(r["deleveraged"])) for r in recs],
+                 right=["height", "seq", *money, "ADL"])
 
 
 def events(
@@ -276,35 +301,41 @@ def state(
     at_height: AtOpt = None,
     branch: BranchOpt = None,
     catch_up: CatchOpt = True,
+    raw: RawOpt = False,
 ) -> None:
     """The exchange at a height: per market OI, index, mark, mode; vault, fees, totals."""
     _heights(at_height=at_height)
     with _auditor(data, catch_up, json_out) as au:
         doc = au.state(at_height=at_height, branch=branch)
+        f = _fmt(au, raw)
     if json_out:
         output.dump_json(doc)
         return
+    nums = [f.head("open interest", "bq"), f.head("oracle", "st"), f.head("mark", "st"),
+            f.head("index", "qq/bq x 1e12")]
     output.table(f"markets at height {doc['height']}",
-                 ["market", "open interest (bq)", "oracle (st)", "mark (st)", "index", "mode",
-                  "effective"],
-                 [(m["mkt"], m["open_interest_bq"], m["oracle_st"], m["mark_st"],
-                   m["funding_index"], m["mode"], m["effective_mode"]) for m in doc["markets"]],
-                 right=["open interest (bq)", "oracle (st)", "mark (st)", "index"])
+                 ["market", *nums, "mode", "effective"],
+                 [(m["mkt"], f.size(m["open_interest_bq"], m["mkt"]),
+                   f.price(m["oracle_st"], m["mkt"]), f.price(m["mark_st"], m["mkt"]),
+                   f.index(m["funding_index"], m["mkt"]), m["mode"], m["effective_mode"])
+                  for m in doc["markets"]],
+                 right=nums)
     t = doc["totals"]
     output.kv("exchange", [("mode", doc["mode"]), ("guards", doc["guards_enabled"]),
-                           ("vault", _usd(doc["vault_balance_qq"])),
-                           ("fees", _usd(doc["fees_balance_qq"])),
-                           ("balances", _usd(t["balances_qq"])),
-                           ("external in", _usd(t["ext_in_qq"])),
-                           ("external out", _usd(t["ext_out_qq"])),
-                           ("bad debt", _usd(t["bad_debt_qq"])),
+                           (f.head("vault", "qq"), f.usd(doc["vault_balance_qq"])),
+                           (f.head("fees", "qq"), f.usd(doc["fees_balance_qq"])),
+                           (f.head("balances", "qq"), f.usd(t["balances_qq"])),
+                           (f.head("external in", "qq"), f.usd(t["ext_in_qq"])),
+                           (f.head("external out", "qq"), f.usd(t["ext_out_qq"])),
+                           (f.head("bad debt", "qq"), f.usd(t["bad_debt_qq"])),
                            ("accounts", t["accounts"]), ("open orders", t["open_orders"]),
                            ("state hash", doc["state_hash"][:16])])
 
 
 def export(
     what: Annotated[str, typer.Argument(help=" | ".join(EXPORTS))],
-    fmt: Annotated[str, typer.Option("--format", help=" | ".join(FORMATS))] = "jsonl",
+    fmt: Annotated[str, typer.Option("--format", help=" | ".join((*FORMATS, "parquet")))]
+    = "jsonl",
     output_path: Annotated[Path | None, typer.Option("--output", "-o",
                                                      help="File (default: stdout).")] = None,
     data: DataOpt = None,
@@ -317,22 +348,71 @@ def export(
     branch: BranchOpt = None,
     catch_up: CatchOpt = True,
 ) -> None:
-    """Export rows for analysts' tools as JSON Lines or CSV."""
+    """Export rows for analysts' tools as JSON Lines, CSV or Parquet (--output FILE).
+
+    Parquet keeps integers exact (int64, or decimal128 for the 1e12-scaled
+    funding columns), adds `branch` and `height` columns, and without --market
+    exports the funding ticks of every market.
+    """
     _heights(from_height=from_height, to_height=to_height)
+    if fmt == "parquet" and output_path is None:
+        raise CommandInvalid("--format parquet needs --output FILE (Parquet is binary)")
     with _auditor(data, catch_up, True) as au:
         kw: dict[str, Any] = dict(account=account, market=market, type_name=type_name,
                                   from_height=from_height, to_height=to_height, branch=branch)
-        if output_path is None:
+        if fmt == "parquet":
+            assert output_path is not None
+            n = _export_parquet(au, what, output_path, kw, progress=not json_out)
+        elif output_path is None:
             n = au.export(what, fmt, sys.stdout, **kw)
         else:
-            with output_path.open("w", newline="") as fh:
-                n = au.export(what, fmt, fh, **kw)
+            with output_path.open("w", newline="") as fh, _RowsProgress(
+                    fh, f"export {what}", enabled=not json_out) as counted:
+                # export only calls write(): the counting wrapper stands in for the file
+                n = au.export(what, fmt, cast(IO[str], counted), **kw)
     if output_path is not None:
         doc = {"what": what, "format": fmt, "rows": n, "output": str(output_path)}
         if json_out:
             output.dump_json(doc)
         else:
             output.kv("exported", list(doc.items()))
+
+
+class _RowsProgress:
+    """A text stream that counts the lines written through it on a rich spinner
+    (an export's row count is unknown until it is done)."""
+
+    def __init__(self, fh: Any, description: str, *, enabled: bool) -> None:
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.fh = fh
+        self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                            TextColumn("{task.completed:,} lines"), TimeElapsedColumn(),
+                            console=output.err_console, disable=not enabled, transient=True)
+        self.task = self.bar.add_task(description, total=None)
+
+    def write(self, text: str) -> int:
+        self.bar.advance(self.task, text.count("\n"))
+        return int(self.fh.write(text))
+
+    def __enter__(self) -> _RowsProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+
+def _export_parquet(au: Auditor, what: str, path: Path, kw: dict[str, Any], *,
+                    progress: bool) -> int:
+    if what == "funding" and kw["market"] is None:
+        markets = sorted(units_from_events(au.events))
+        rows = list(funding_rows(au.funding, markets, from_height=kw["from_height"],
+                                 to_height=kw["to_height"], branch=kw["branch"]))
+    else:
+        rows = list(au.rows(what, **kw))
+    return write_parquet(rows, path, what=what, branch=kw["branch"], progress=progress,
+                         total=len(rows))
 
 
 def status(data: DataOpt = None, json_out: JsonOpt = False) -> None:

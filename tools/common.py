@@ -23,6 +23,8 @@ BranchOpt = Annotated[
     int | None, typer.Option("--branch", help="Ask an archived branch instead of the chain.")]
 FromOpt = Annotated[int | None, typer.Option("--from-height", help="First height (inclusive).")]
 ToOpt = Annotated[int | None, typer.Option("--to-height", help="Last height (inclusive).")]
+RawOpt = Annotated[bool, typer.Option("--raw", help="Show fixed-point quanta in tables "
+                                                    "(qq, bq, st) instead of dollars and coins.")]
 
 
 def data_dir(data: Path | None) -> Path:

@@ -5,10 +5,12 @@
 2. At the maintenance height + 1 a restart race publishes a funding index of
    zero for the incident markets; with guards off the ledger applies it, and
    funding P&L and bogus liquidations follow for a few blocks.
-3. The operator's recovery, exactly as the CLI commands would run it:
-   rollback plan, rollback execute (archive, restore, recovery block with
-   carried-forward flows, BulkCancel except TP/SL, POST_ONLY with the 500 ppm
-   band), audit whatif (guards on), refund plan, refunds issued from the
+3. The operator's recovery through the recovery service (projections.recovery),
+   the very functions the CLI commands call: assess (rollback or compensate,
+   from one corrected counterfactual), rollback plan and execute (archive,
+   restore, recovery block with the latest good prices and the external flows
+   carried forward, BulkCancel except TP/SL, POST_ONLY with the 500 ppm band,
+   funding restarted), the what-if (bogus liquidations), refunds issued from
    LIQ_VAULT, mode back to OK, and verification of chain, branch and state.
 With `--guards on` the zeroed index is refused, the market halts, and no one
 is liquidated: there is nothing to recover.
@@ -23,17 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from ledger.errors import LedgerExists
-from ledger.events import commands as c
 from ledger.events import outcomes as o
 from ledger.events.enums import Mode
 from ledger.events.record import type_code
 from ledger.markets import DEMO_MARKETS
-from ledger.rollback import execute_rollback, plan_rollback
-from ledger.sequencer import Sequencer, recover
+from ledger.sequencer import Sequencer
 from ledger.store.chain import ChainStore, ledger_exists, verify_store
-from ledger.store.journal import JournalEntry
-from projections.refunds import plan_refunds, refund_ref
-from projections.whatif import whatif
+from projections import recovery
+from projections.assess import assess
+from projections.refunds import plan_refunds
+from projections.whatif import compare_worlds
 from tools.output import usd
 from tools.simulate import SIM_GENESIS_TIME, make_workload, run
 
@@ -139,66 +140,75 @@ def run_demo(path: Path, *, guards: bool = False, accounts: int = 600, seed: int
         tl.add(zero_at, f"{len(liq_accounts)} accounts liquidated over {bad_blocks} blocks "
                         f"({bad.counts.get('Deleveraged', 0)} deleveragings)")
 
-        # -- the operator's recovery ------------------------------------------------
+        # -- the operator's recovery, through the recovery service ----------------------
         reason = "19 Jan incident: restart race zeroed funding indices"
-        plan = plan_rollback(store, maintenance)
-        tl.add(store.head.height, f"rollback plan: archive {plan.events_total:,} events in "
-                                  f"{plan.depth} blocks, carry {len(plan.flows)} external "
-                                  f"flows forward")
-        result = execute_rollback(seq, plan, reason=reason, operator=OPERATOR)
-        seq.snapshot()
+        assessment = assess(store, zero_at, snapshot=maintenance)
+        ref_a, comp_b = assessment.refunds, assessment.compensation
+        tl.add(store.head.height,
+               f"assess from {zero_at}: {len(ref_a.cf.corrections)} inputs corrected; "
+               f"(a) roll back and refund {len(ref_a.lines)} accounts "
+               f"{usd(ref_a.total_harm_qq)}, or (b) compensate {len(comp_b.lines)} accounts "
+               f"{usd(comp_b.total_harm_qq)}")
+        plan = recovery.plan_rollback(store, maintenance, cf=ref_a.cf)
+        tl.add(store.head.height, f"rollback plan: archive {plan.rollback.events_total:,} "
+                                  f"events in {plan.rollback.depth} blocks, carry "
+                                  f"{len(plan.rollback.flows)} external flows and "
+                                  f"{len(plan.oracles)} prices forward")
+        result = recovery.execute_recovery(seq, plan, reason=reason, operator=OPERATOR)
         tl.add(result.recovery.height, f"rolled back to {maintenance} (branch {result.branch} "
                                        f"archived); {result.cancelled_orders} orders cancelled "
                                        "except TP/SL; POST_ONLY with 500 ppm band")
-        wi = whatif(store, result.branch, guards_on=True)
+        rplan = plan_refunds(store, result.branch)
+        wi = compare_worlds(rplan.cf)
         bogus = wi.bogus
-        tl.add(None, f"audit whatif (guards on): {len(bogus)} of {len(wi.liquidated_actual)} "
-                     "liquidations were bogus")
-        restored = 0
-        for acct in wi.liquidated_actual:
-            if any(seq.engine.position(acct, m)[0] != 0 for m in seq.engine.markets()):
-                restored += 1
-        rplan = plan_refunds(store, result.branch, report=wi)
-        vault_before = seq.engine.balance("LIQ_VAULT")
-        cmds = [c.IssueRefund(ln.acct, ln.amount_qq, "LIQ_VAULT", refund_ref(result.branch))
-                for ln in rplan.lines if ln.amount_qq > 0]
-        if cmds:
-            out = seq.submit(cmds, journal=JournalEntry("refunds", OPERATOR, reason, {
-                "branch": result.branch, "accounts": len(cmds)}),
-                operator_key=seq.operator_key())
-            tl.add(out.header.height, f"{len(cmds)} refunds issued from LIQ_VAULT, total "
-                                      f"{usd(rplan.total_qq)}")
-        vault_after = seq.engine.balance("LIQ_VAULT")
-        out = seq.submit([c.SetMode(c.ALL, Mode.OK, 0, "recovery complete", OPERATOR)],
-                         journal=JournalEntry("mode", OPERATOR, "recovery complete",
-                                              {"mode": "OK"}), operator_key=seq.operator_key())
+        tl.add(None, f"audit whatif: {len(bogus)} of {len(wi.liquidated_actual)} liquidations "
+                     "were bogus (not liquidated in the corrected counterfactual)")
+        restored = sum(1 for acct in wi.liquidated_actual
+                       if any(seq.engine.position(acct, m)[0] != 0
+                              for m in seq.engine.markets()))
+        payout = recovery.issue_refunds(seq, result.branch, reason=reason, operator=OPERATOR,
+                                        plan=rplan)
+        if payout.header is not None:
+            tl.add(payout.header.height, f"{len(payout.paid)} refunds issued from LIQ_VAULT, "
+                                         f"total {usd(payout.total_qq)}")
+        out = recovery.set_mode(seq, "ok", band_ppm=0, reason="recovery complete",
+                                operator=OPERATOR)
         tl.add(out.header.height, "mode back to OK")
-        chain_ok = verify_store(store)
-        branch_ok = verify_store(store, branch=result.branch)
-        replayed = recover(store)
-        state_ok = replayed.state_hash() == store.block(store.head.height).state_hash
-        verified = bool(chain_ok.ok and branch_ok.ok and state_ok)
-        tl.add(store.head.height, f"verify: chain {'ok' if chain_ok.ok else 'FAILED'}, "
-                                  f"branch {'ok' if branch_ok.ok else 'FAILED'}, replayed "
-                                  f"state {'matches' if state_ok else 'DIFFERS'}")
+        checks = recovery.verify_recovery(store, result.branch)
+        tl.add(store.head.height, f"verify: chain {'ok' if checks['chain'] else 'FAILED'}, "
+                                  f"branch {'ok' if checks['branch'] else 'FAILED'}, replayed "
+                                  f"state {'matches' if checks['state'] else 'DIFFERS'}")
         summary.update({
             "rolled_back": True,
             "branch": result.branch,
-            "events_archived": plan.events_total,
-            "flows_carried_forward": len(plan.flows),
+            "events_archived": plan.rollback.events_total,
+            "flows_carried_forward": len(plan.rollback.flows),
+            "prices_carried_forward": len(plan.oracles),
+            "corrections": len(rplan.cf.corrections),
             "bogus_liquidations": len(bogus),
             "positions_restored": restored,
-            "refunded_accounts": len(cmds),
-            "refunded_total": rplan.total_qq,
+            "assess": {
+                "rollback_refund_accounts": len(ref_a.lines),
+                "rollback_refund_total_qq": ref_a.total_harm_qq,
+                "compensation_accounts": len(comp_b.lines),
+                "compensation_total_qq": comp_b.total_harm_qq,
+                "compensation_by_cause_qq": comp_b.by_cause(),
+                "refund_by_cause_qq": ref_a.by_cause(),
+            },
+            "refunded_accounts": len(payout.paid),
+            "refunded_total": payout.total_qq,
+            "refund_by_cause_qq": rplan.by_cause(),
             "vault_start": vault_start,
-            "vault_before": vault_before,
-            "vault_after": vault_after,
+            # LIQ_VAULT's account value right before and right after the refund block:
+            # the drop is the refund total, to the quantum.
+            "vault_before": payout.vault_before_qq,
+            "vault_after": payout.vault_after_qq,
             "refunds_pro_rata": rplan.pro_rata,
             # The restored state's own hash (computed from the restored entities,
             # checked against the snapshot and the header), then the recovery block's.
             "state_hash_after_rollback": result.snapshot_state_hash.hex(),
             "state_hash_after_recovery": result.state_hash_after.hex(),
-            "verified": verified,
+            "verified": checks["verified"],
         })
         summary["timeline"] = tl.lines
         return summary

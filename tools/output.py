@@ -10,6 +10,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from projections.units import usd as usd  # the one dollar rendering (re-exported)
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -41,7 +43,8 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
     """Print a rich table; columns named in `right` are right-aligned (numbers)."""
     t = Table(title=title, title_justify="left", header_style="bold")
     for c in columns:
-        t.add_column(c, justify="right" if c in right else "left")
+        # fold, never ellipsize: a cut-off amount would misread as a different number
+        t.add_column(c, justify="right" if c in right else "left", overflow="fold")
     for row in rows:
         t.add_row(*[_cell(v) for v in row])
     console.print(t)
@@ -65,10 +68,3 @@ def short(h: bytes | str | None) -> str:
         return ""
     s = h.hex() if isinstance(h, bytes) else h
     return s[:16]
-
-
-def usd(qq: int) -> str:
-    """Quote quanta (1e-6 USDC) as dollars, exactly (no float on the way)."""
-    sign = "-" if qq < 0 else ""
-    a = abs(qq)
-    return f"{sign}${a // 1_000_000:,}.{a % 1_000_000 // 10_000:02d}"

@@ -18,6 +18,7 @@ from ledger.events.codec import envelope_json
 from ledger.events.commands import BeginBlock
 from ledger.intake import Line, parse_stream, split_blocks
 from ledger.sequencer import Sequencer
+from ledger.store.blocks import follows_in_time
 from tools import output
 
 
@@ -60,7 +61,7 @@ def run_submit(path: Path, source: str, *, block_size: int | None, json_out: boo
         last = seq.store.head.time
         for ln in lines:
             if isinstance(ln.command, BeginBlock):
-                if ln.command.time < last:
+                if not follows_in_time(ln.command.time, last):
                     raise CommandInvalid(f"{name} line {ln.number}, field time: BeginBlock.time "
                                          f"{ln.command.time} is before the block time {last} "
                                          "it would follow")

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ledger.events.commands import CancelOrder, Deposit, PlaceOrder, Withdraw
-from ledger.events.enums import Mode, OrderType, SelfTrade, Side, TimeInForce
+from ledger.events.enums import TP_SL, Mode, OrderType, SelfTrade, Side, TimeInForce
+from ledger.events.record import replace
 from tools.workload_model import (
     USDC,
     MarketInfo,
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from tools.workload import EngineView
 
 #: Order types held off the book until their trigger fires (SPEC 8).
-TRIGGER_TYPES = (OrderType.STOP_LOSS, OrderType.TAKE_PROFIT)
+TRIGGER_TYPES = TP_SL
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +145,7 @@ def _taker_order(b: Block, acct: str, m: MarketInfo, side: Side, qty: int,
     if best is not None and order.price_st is not None and abs(best - fair) < fair // 100:
         # Cross at least the best opposite quote (the book may lag the oracle).
         price = max(order.price_st, best) if side == Side.BUY else min(order.price_st, best)
-        order = order._replace(price_st=price)
+        order = replace(order, price_st=price)
     return order
 
 

@@ -47,29 +47,62 @@ def _blocked_by_mode(st: ExchangeState, a: Account) -> bool:
     return any(markets[orders[oid].mkt].mode != Mode.OK for oid in a.orders)
 
 
+def withdrawal_refusal(st: ExchangeState, a: Account, amount_qq: int) -> str | None:
+    """Why a settled account may not withdraw `amount_qq` (SPEC 6), or None if it may.
+
+    In order: INVALID, MODE, BAD_DEBT, BALANCE, MARGIN (see the module docstring).
+    """
+    if amount_qq <= 0:
+        return "INVALID"
+    if _blocked_by_mode(st, a):
+        return "MODE"
+    if st.bad_debt > 0:
+        return "BAD_DEBT"
+    if amount_qq > a.balance:
+        return "BALANCE"
+    av, imr, _ = account_margin(st, a)
+    if amount_qq > av - imr:
+        return "MARGIN"
+    return None
+
+
 def withdraw(ctx: Ctx, cmd: c.Withdraw) -> None:
     st = ctx.st
     a = st.accounts.get(cmd.acct)
-
-    def reject(reason: str) -> None:
-        ctx.reject(o.WithdrawRejected(cmd.acct, cmd.amount_qq, cmd.ext_ref, reason))
-
     if a is None:
-        return reject("UNKNOWN_ACCOUNT")
-    if cmd.amount_qq <= 0:
-        return reject("INVALID")
-    settle_all(ctx, a)
-    if _blocked_by_mode(st, a):
-        return reject("MODE")
-    if st.bad_debt > 0:
-        return reject("BAD_DEBT")
-    if cmd.amount_qq > a.balance:
-        return reject("BALANCE")
-    av, imr, _ = account_margin(st, a)
-    if cmd.amount_qq > av - imr:
-        return reject("MARGIN")
+        ctx.reject(o.WithdrawRejected(cmd.acct, cmd.amount_qq, cmd.ext_ref, "UNKNOWN_ACCOUNT"))
+        return
+    if cmd.amount_qq > 0:
+        settle_all(ctx, a)
+    reason = withdrawal_refusal(st, a, cmd.amount_qq)
+    if reason is not None:
+        ctx.reject(o.WithdrawRejected(cmd.acct, cmd.amount_qq, cmd.ext_ref, reason))
+        return
     ctx.emit(o.Withdrew(cmd.acct, cmd.amount_qq, cmd.ext_ref))
-    return None
+
+
+def withdraw_as_fact(ctx: Ctx, cmd: c.Withdraw, accepted: bool, reason: str) -> str | None:
+    """Apply a withdrawal whose outcome is a known external fact; return the rules' verdict.
+
+    For the counterfactual of SPEC 13 ("flows are facts"): a withdrawal the
+    actual chain paid out is paid here too, and one it refused (with `reason`)
+    is refused here too, whatever this state's mode or margin say. The return
+    value is what `withdraw` would have decided here (None: accepted), so a
+    caller can flag the flows its rules would have decided otherwise.
+    """
+    st = ctx.st
+    a = st.accounts.get(cmd.acct)
+    if a is None:  # the account exists wherever the chain created it
+        ctx.reject(o.WithdrawRejected(cmd.acct, cmd.amount_qq, cmd.ext_ref, "UNKNOWN_ACCOUNT"))
+        return "UNKNOWN_ACCOUNT"
+    if cmd.amount_qq > 0:
+        settle_all(ctx, a)
+    verdict = withdrawal_refusal(st, a, cmd.amount_qq)
+    if accepted:
+        ctx.emit(o.Withdrew(cmd.acct, cmd.amount_qq, cmd.ext_ref))
+    else:
+        ctx.reject(o.WithdrawRejected(cmd.acct, cmd.amount_qq, cmd.ext_ref, reason))
+    return verdict
 
 
 def issue_refund(ctx: Ctx, cmd: c.IssueRefund) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ledger.core.fixedpoint import PPM, ceil_div, clamp, tick_down, tick_up
 from ledger.core.state import ExchangeState, Market, recovery_band_ppm
+from ledger.events.enums import Mode
 
 
 def band(mark: int, band_ppm: int, tick: int) -> tuple[int, int]:
@@ -40,6 +41,11 @@ def external_fair_price(m: Market) -> int:
     """oracle*(1 + ext_basis), the basis clamped to +-max_basis (SPEC 9)."""
     mb = m.params.max_basis_ppm
     return m.oracle + (m.oracle * clamp(m.ext_basis, -mb, mb)) // PPM
+
+
+def in_recovery(mode: Mode) -> bool:
+    """Does the recovery band bind in `mode`? In POST_ONLY and CANCEL_ONLY (SPEC 9)."""
+    return mode == Mode.POST_ONLY or mode == Mode.CANCEL_ONLY
 
 
 def recovery_band(st: ExchangeState, m: Market) -> tuple[int, int]:

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from ledger.core.bands import recovery_band
+from ledger.core.bands import in_recovery, recovery_band
 from ledger.core.context import Ctx
-from ledger.core.state import Account, Order, effective_mode
+from ledger.core.state import Account, Market, Order, effective_mode
 from ledger.events import outcomes as o
-from ledger.events.enums import CancelReason, Mode, Side
-
-_tnew = tuple.__new__  # a record from a ready tuple, without NamedTuple.__new__'s Python call
+from ledger.events.enums import CancelReason, Side
 
 
 def cancel(ctx: Ctx, od: Order, reason: CancelReason) -> None:
     """Cancel an open order with its remaining quantity."""
-    ctx.emit(_tnew(o.OrderCancelled, (od.id, od.acct, od.mkt, od.rem, reason)))
+    ctx.emit(o.OrderCancelled(od.id, od.acct, od.mkt, od.rem, reason))
 
 
 def reduces(size: int, side: Side) -> bool:
@@ -42,10 +40,16 @@ def after_position_change(ctx: Ctx, a: Account, mkt: str, before: int) -> None:
         cleanup_reduce_only(ctx, a, mkt)
 
 
-def crosses(m_bids_best: int | None, m_asks_best: int | None, side: Side, price: int) -> bool:
+def crosses(m: Market, side: Side, price: int) -> bool:
+    """Would an order at `price` on `side` meet the opposite side of `m`'s book?
+
+    A buy crosses when price >= the best ask, a sell when price <= the best bid.
+    """
     if side == Side.BUY:
-        return m_asks_best is not None and price >= m_asks_best
-    return m_bids_best is not None and price <= m_bids_best
+        ask = m.asks.best()
+        return ask is not None and price >= ask
+    bid = m.bids.best()
+    return bid is not None and price <= bid
 
 
 def cancel_out_of_band(ctx: Ctx, mkts: list[str]) -> None:
@@ -53,7 +57,7 @@ def cancel_out_of_band(ctx: Ctx, mkts: list[str]) -> None:
     st = ctx.st
     for mkt in mkts:
         m = st.markets[mkt]
-        if effective_mode(st, m) not in (Mode.POST_ONLY, Mode.CANCEL_ONLY):
+        if not in_recovery(effective_mode(st, m)):
             continue
         lo, hi = recovery_band(st, m)
         for side in (m.bids, m.asks):

@@ -15,8 +15,6 @@ from ledger.core.evolve import EVOLVE
 from ledger.core.state import ExchangeState
 from ledger.events.codec import Envelope
 
-_tnew = tuple.__new__
-
 
 class Ctx:
     __slots__ = ("st", "height", "cause", "out", "rejections")
@@ -29,20 +27,16 @@ class Ctx:
         #: the envelopes emitted through `reject` (BlockResult.rejections)
         self.rejections: list[Envelope] = []
 
-    def emit(self, ev: Any) -> None:
-        """Apply `ev` to the live state and record it with the next seq."""
+    def emit(self, ev: Any) -> Envelope:
+        """Apply `ev` to the live state and record it with the next seq (the one emit step)."""
         st = self.st
         seq = st.seq + 1
         st.seq = seq
         EVOLVE[type(ev)](st, ev)
-        self.out.append(_tnew(Envelope, (seq, self.height, self.cause, ev)))
+        env = Envelope(seq, self.height, self.cause, ev)
+        self.out.append(env)
+        return env
 
     def reject(self, ev: Any) -> None:
         """`emit` a rejection event (OrderRejected, WithdrawRejected, ...) and list it."""
-        st = self.st
-        seq = st.seq + 1
-        st.seq = seq
-        EVOLVE[type(ev)](st, ev)
-        env = _tnew(Envelope, (seq, self.height, self.cause, ev))
-        self.out.append(env)
-        self.rejections.append(env)
+        self.rejections.append(self.emit(ev))

@@ -19,15 +19,15 @@ can make it), the engine's state is partly applied and must be discarded.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Protocol
 
 from ledger.core import invariants, snapshot, views
 from ledger.core.admit import admit as _admit
 from ledger.core.authority import PRIVILEGED, check_block
 from ledger.core.context import Ctx
 from ledger.core.decide import HANDLERS
-from ledger.core.evolve import EVOLVE, _noop, apply_envelope
+from ledger.core.evolve import apply_envelope
 from ledger.core.hashing import StateHasher, full_hash
 from ledger.core.state import ExchangeState
 from ledger.errors import CommandInvalid
@@ -37,8 +37,6 @@ from ledger.events.codec import Envelope
 from ledger.events.enums import Mode
 from ledger.events.record import BY_CODE
 from ledger.gcpause import gc_paused
-
-_tnew = tuple.__new__
 
 #: Processing phase of each IN type (SPEC 12 "Block order"); others are phase 3.
 PHASE: dict[type[Any], int] = {
@@ -69,6 +67,28 @@ def processing_order(types: Sequence[type[Any]]) -> list[int]:
     return sorted(range(len(types)), key=phases.__getitem__)
 
 
+class InputPolicy(Protocol):
+    """How a counterfactual run treats each input (ledger.core.counterfactual).
+
+    `before` sees each command at its turn (after the block's earlier commands
+    took effect) and returns the command to run in its place, or None to leave
+    it out; `decide` runs the rule for it (normally just `rule(ctx, cmd)`). A live
+    chain never has one: inputs are only corrected in an audit's re-execution.
+    """
+
+    def before(self, st: ExchangeState, i: int, cmd: Any) -> Any | None: ...
+
+    def decide(self, ctx: Ctx, i: int, cmd: Any, rule: Callable[[Ctx, Any], None]) -> None: ...
+
+
+class Decided(NamedTuple):
+    """A block decided and applied, its state hash not folded yet (`Engine.execute_block`)."""
+
+    envelopes: list[Envelope]
+    rejections: list[Envelope]
+    refused: list[tuple[int, CommandInvalid]]
+
+
 class BlockResult(NamedTuple):
     envelopes: list[Envelope]
     state_hash: bytes
@@ -90,6 +110,7 @@ class Engine:
     #: Check operator signatures (ledger.core.authority). A counterfactual engine
     #: (what-if audits re-running a branch with corrected inputs) turns it off: it
     #: simulates, it writes nothing, and its edited blocks carry no valid signature.
+    #: A run with an `inputs` policy (an audit's re-execution) never enforces it.
     enforce_authority = True
 
     def __init__(self, state: ExchangeState | None = None) -> None:
@@ -101,7 +122,7 @@ class Engine:
     # -- writing ---------------------------------------------------------------
 
     def run_block(self, height: int, commands: Sequence[Any], *,
-                  admit: bool = False) -> BlockResult:
+                  admit: bool = False, inputs: InputPolicy | None = None) -> BlockResult:
         """Decide and apply one block of IN records; return its envelopes and state hash.
 
         commands[0] must be BeginBlock; EndBlock is appended when missing.
@@ -109,6 +130,20 @@ class Engine:
         With `admit`, each command meets the door (`admit`) against the state as
         it stands when its turn comes (so an account created earlier in the block
         counts); a refused one is left out of the log and listed in `refused`.
+        `inputs` (audits only) corrects inputs as they are processed; `i` is the
+        command's index in `commands`.
+        `execute_block` then `block_hash`, in one pause of the garbage collector.
+        """
+        with gc_paused(self.pause_gc):
+            d = self.execute_block(height, commands, admit=admit, inputs=inputs)
+            return BlockResult(d.envelopes, self.block_hash(), d.rejections, d.refused)
+
+    def execute_block(self, height: int, commands: Sequence[Any], *,
+                      admit: bool = False, inputs: InputPolicy | None = None) -> Decided:
+        """`run_block` without the state hash: decide and apply the block's events.
+
+        The entities it touched stay marked for `block_hash`, which must follow
+        before the next block (a pipelined writer hashes while the store commits).
         """
         if not commands or type(commands[0]) is not c.BeginBlock:
             raise CommandInvalid("block: the first command must be BeginBlock(time)")
@@ -126,56 +161,67 @@ class Engine:
                 if getattr(t, "KIND", None) != "IN":
                     raise CommandInvalid(f"block: {t.__name__} is not an IN event")
         order = processing_order(types)
-        unauthorised: str | None = None
         st = self.state
-        if self.enforce_authority and st.keys and height > 0 and (PRIVILEGED.intersection(types)
-                                       or c.OperatorAuth in types):
+        unauthorised: str | None = None
+        if (self.enforce_authority and inputs is None and st.keys and height > 0
+                and (PRIVILEGED.intersection(types) or c.OperatorAuth in types)):
             unauthorised = check_block(st.chain_id, st.keys, height, [cmds[i] for i in order])
         with gc_paused(self.pause_gc):
-            return self._run(height, cmds, types, order, admit, unauthorised)
+            # Matching checks the margins of every fill it emits; the fold's invariant-7
+            # audit of the same fill would only re-derive them (ExchangeState.audit_fills).
+            st.audit_fills = False
+            try:
+                return self._run(height, cmds, types, order, admit, inputs, unauthorised)
+            finally:
+                st.audit_fills = True
+
+    def block_hash(self) -> bytes:
+        """Fold the entities the block touched into the state hash; the hash after the block."""
+        return self.hasher.current(self.state)
 
     def _run(self, height: int, cmds: list[Any], types: list[type[Any]], order: list[int],
-             admit: bool, unauthorised: str | None = None) -> BlockResult:
+             admit: bool, inputs: InputPolicy | None,
+             unauthorised: str | None = None) -> Decided:
         st = self.state
         st.height = height
-        out: list[Envelope] = []
-        append = out.append
         refused: list[tuple[int, CommandInvalid]] = []
-        ctx = Ctx(st, height, out)
-        handlers = HANDLERS
-        evolve = EVOLVE
-        door = _admit if admit else None
+        ctx = Ctx(st, height, [])
         for i in order:
             cmd = cmds[i]
             t = types[i]
+            if inputs is not None and t is not c.BeginBlock and t is not c.EndBlock:
+                cmd = inputs.before(st, i, cmd)
+                if cmd is None:
+                    continue
+                t = type(cmd)
             guarded = unauthorised is not None and (t in PRIVILEGED or t is c.OperatorAuth)
-            if guarded and door is not None:
+            if guarded and admit:
                 refused.append((i, CommandInvalid(str(unauthorised))))
                 continue
-            if door is not None and t is not c.BeginBlock and t is not c.EndBlock:
+            if admit and t is not c.BeginBlock and t is not c.EndBlock:
                 try:
-                    door(st, cmd)
+                    _admit(st, cmd)
                 except CommandInvalid as exc:
                     refused.append((i, exc))
                     continue
-            seq = st.seq + 1
-            st.seq = seq
-            fold = evolve[t]
-            if fold is not _noop:  # most IN events change nothing by themselves
-                fold(st, cmd)
-            append(_tnew(Envelope, (seq, height, 0, cmd)))
+            # An IN event is logged (and evolved: only BeginBlock changes anything)
+            # with cause 0; the OUT events its rule emits name its seq as their cause.
+            ctx.cause = 0
+            seq = ctx.emit(cmd).seq
             if guarded:
                 # Re-executing a log whose privileged commands no valid signature
                 # covers: they do nothing (so a forged log diverges here).
                 ctx.cause = seq
                 ctx.emit(o.CommandUnauthorized(t.TYPE_CODE, str(unauthorised)))
                 continue
-            h = handlers.get(t)
+            h = HANDLERS.get(t)
             if h is not None:
                 ctx.cause = seq
-                h(ctx, cmd)
-        state_hash = self.hasher.current(st)
-        return BlockResult(out, state_hash, ctx.rejections, refused)
+                if inputs is None:
+                    h(ctx, cmd)
+                else:
+                    inputs.decide(ctx, i, cmd, h)
+        return Decided(ctx.out, ctx.rejections, refused)
 
     def apply_block(self, height: int, envelopes: Sequence[Envelope]) -> bytes:
         """Rebuild path: evolve every stored envelope (IN and OUT) in order; return the hash."""

@@ -14,16 +14,23 @@ from __future__ import annotations
 
 from ledger.core.margin import av_imr
 from ledger.core.positions import fill_realized
-from ledger.core.state import FEES, LIQ_VAULT, Account, ExchangeState, Market, Order, Position
+from ledger.core.state import (
+    FEES,
+    LIQ_VAULT,
+    Account,
+    ExchangeState,
+    Market,
+    Order,
+    Position,
+    effective_mode,
+)
 from ledger.events import outcomes as o
-from ledger.events.enums import LiquidationMethod, OrderType, Side, TimeInForce
+from ledger.events.enums import LiquidationMethod, OrderType, Side, TimeInForce, is_tp_sl
 
 BUY = Side.BUY
 IOC = TimeInForce.IOC
 MARKET = OrderType.MARKET
-STOP_LOSS = OrderType.STOP_LOSS
 TAKE_PROFIT = OrderType.TAKE_PROFIT
-TRIGGERS = (STOP_LOSS, TAKE_PROFIT)
 ADL = LiquidationMethod.ADL
 VAULT = LiquidationMethod.VAULT
 
@@ -95,13 +102,21 @@ def book_add(st: ExchangeState, m: Market, od: Order) -> None:
 
 
 def order_placed(st: ExchangeState, ev: o.OrderPlaced) -> None:
-    oid, acct, mkt, side, qty, price, otype, tif, ro, trigger, stp = ev
-    od = Order(oid, acct, mkt, side, qty, price, otype, tif, ro, trigger, stp)
+    oid = ev.order_id
+    acct = ev.acct
+    mkt = ev.mkt
+    side = ev.side
+    price = ev.price_st
+    otype = ev.type
+    tif = ev.tif
+    trigger = ev.trigger_st
+    od = Order(oid, acct, mkt, side, ev.qty_bq, price, otype, tif, ev.reduce_only, trigger,
+               ev.stp)
     st.orders[oid] = od
     st.accounts[acct].orders[oid] = None
-    if otype in TRIGGERS:
+    if is_tp_sl(otype):
         assert trigger is not None
-        st.markets[mkt].triggers.add((otype == TAKE_PROFIT) == (side == BUY), trigger, oid)
+        st.markets[mkt].triggers.add(fires_below(otype, side), trigger, oid)
         od.armed = True
     elif price is not None and tif != IOC and otype != MARKET:
         # A resting-type taker enters the book before it matches; matching only
@@ -185,39 +200,36 @@ def _reduce_order(st: ExchangeState, m: Market, a: Account, od: Order, k: int) -
 
 
 def filled(st: ExchangeState, ev: o.Filled) -> None:
-    """evolve of Filled: look up the fill's entities and apply it, audited (invariant 7)."""
+    """evolve of Filled: look up the fill's entities and apply it (audited for invariant 7
+    unless the live engine just checked the fill's margins, `ExchangeState.audit_fills`)."""
     orders = st.orders
     accts = st.accounts
     apply_fill(st, ev, st.markets[ev.mkt], orders[ev.maker_order], orders[ev.taker_order],
-               accts[ev.maker], accts[ev.taker], True)
+               accts[ev.maker], accts[ev.taker], st.audit_fills)
 
 
 def apply_fill(st: ExchangeState, ev: o.Filled, m: Market, maker_o: Order, taker_o: Order,
                maker_a: Account, taker_a: Account, audit: bool) -> None:
-    """Apply a book fill whose market, orders and accounts are given (`filled`'s body).
-
-    Matching calls this directly with the entities it holds and `audit=False`: it
-    has just checked AV' >= IMR' of this very fill for every side whose |size|
-    grows (`margin_after_fill`, the same sum account_margin takes after the
-    fill), so invariant 7's audit could only re-derive those numbers. Rebuilds
-    (`filled`) audit every fill.
-    """
-    mkt, _, _, _, _, taker_side, k, price, v, mfee, tfee, mr, tr = ev
-    gm = st.mode
+    """Apply a book fill whose market, orders and accounts are given (`filled`'s body)."""
+    mkt = ev.mkt
+    k = ev.qty_bq
+    v = ev.value_qq
+    mfee = ev.maker_fee_qq
+    tfee = ev.taker_fee_qq
     st.block.fills.append((ev, maker_o.prio, taker_o.prio, taker_o.tif,
-                           m.mode if m.mode >= gm else gm, m.mark, maker_o.price or 0))
-    if taker_side == BUY:
+                           effective_mode(st, m), m.mark, maker_o.price or 0))
+    if ev.taker_side == BUY:
         tq, tv = k, v
     else:
         tq, tv = -k, -v
-    apply_to_position(st, taker_a, mkt, tq, tv, tr, tfee, audit)
-    apply_to_position(st, maker_a, mkt, -tq, -tv, mr, mfee, audit)
+    apply_to_position(st, taker_a, mkt, tq, tv, ev.taker_realized_qq, tfee, audit)
+    apply_to_position(st, maker_a, mkt, -tq, -tv, ev.maker_realized_qq, mfee, audit)
     fees = st.accounts[FEES]
     fees.balance += mfee + tfee
     st.dirty_a[FEES] = None
     _reduce_order(st, m, maker_a, maker_o, k)
     _reduce_order(st, m, taker_a, taker_o, k)
-    m.last_trade = price
+    m.last_trade = ev.price_st
     st.dirty_m[mkt] = None
 
 

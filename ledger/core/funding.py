@@ -137,6 +137,14 @@ def funding_tick(ctx: Ctx, cmd: c.FundingTick) -> None:
             _reject(ctx, cmd, m, "G2_MISMATCH", expected)
             leave_ok(ctx, m, Mode.CANCEL_ONLY, "G2_MISMATCH", "G2")
             return
+    apply_tick(ctx, m, cmd, prem, r, dt)
+
+
+def apply_tick(ctx: Ctx, m: Market, cmd: c.FundingTick, prem: int, r: int, dt: int) -> None:
+    """Apply a tick that passed the guards (or whose index a counterfactual recomputed).
+
+    `prem`, `r`, `dt` are `expected_tick`'s for it: the record says how the index moved.
+    """
     ctx.emit(o.FundingTicked(cmd.mkt, cmd.time, m.index, cmd.new_index, r, prem, dt,
                              m.fbase[0]))
 

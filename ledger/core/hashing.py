@@ -21,6 +21,7 @@ from hashlib import blake2b
 from typing import Any
 
 import msgpack
+from msgspec.structs import astuple
 
 from ledger.core.state import Account, ExchangeState, Market, Order
 
@@ -51,7 +52,7 @@ def _order(o: Order) -> tuple[Any, ...]:
 
 
 def _market(m: Market) -> tuple[Any, ...]:
-    return ("M", m.id, tuple(m.params), int(m.mode), m.mode_band, m.mode_reason, m.oracle,
+    return ("M", m.id, astuple(m.params), int(m.mode), m.mode_band, m.mode_reason, m.oracle,
             m.ext_basis, m.basis, m.mark, m.index, m.last_funding_time, m.premium_acc,
             m.premium_dt, m.last_oracle_time, m.last_trade, m.pending_oracle, m.funding_gap)
 

@@ -37,13 +37,13 @@ from __future__ import annotations
 from ledger.core.adl import deleverage
 from ledger.core.cancels import after_position_change, cancel
 from ledger.core.context import Ctx
-from ledger.core.fixedpoint import PPM, S, ceil_div, pow10_neg, trunc_div, value
+from ledger.core.fixedpoint import PPM, ceil_div, pow10_neg, trunc_div, value
 from ledger.core.funding import settle_all
 from ledger.core.guards import funding_surge, liquidation_surge
 from ledger.core.margin import account_margin, margin_after_many, market_mmr
 from ledger.core.state import LIQ_VAULT, Account, ExchangeState, Market
 from ledger.core.state import effective_mode as _mode
-from ledger.core.watch import candidates, watch_positions
+from ledger.core.watch import candidates, watch
 from ledger.events import commands as c
 from ledger.events import outcomes as o
 from ledger.events.enums import CancelReason, LiquidationMethod, LossMode, Mode
@@ -59,35 +59,17 @@ def can_liquidate(st: ExchangeState, m: Market) -> bool:
 
 
 def liquidatable(st: ExchangeState) -> list[tuple[int, str]]:
-    """Confirmed liquidatable accounts as (fl(AV*PPM, MMR), id); safe ones are watched.
-
-    One pass per candidate computes AV and MMR (as account_margin does) and
-    counts the open positions the watch needs.
-    """
+    """Confirmed liquidatable accounts as (fl(AV*PPM, MMR), id); safe ones are watched."""
     out = []
     accounts = st.accounts
-    markets = st.markets
     for acct in candidates(st):
         a = accounts[acct]
-        # account_margin's AV and MMR, inlined: this runs for every candidate of every block.
-        av = a.balance
-        mmr = 0
-        n_open = 0
-        for mkt, pos in a.positions.items():
-            size = pos.size
-            if size == 0:
-                av -= pos.cost
-                continue
-            m = markets[mkt]
-            notional = size * m.mark // m.qdiv
-            av += notional - pos.cost + (-size * (m.index - pos.idx)) // S
-            mmr -= (-(notional if notional >= 0 else -notional) * m.mmf) // PPM
-            n_open += 1
+        av, _, mmr = account_margin(st, a)
         if mmr > 0:
             if av < mmr:
                 out.append(((av * PPM) // mmr, acct))
             else:
-                watch_positions(st, a, av - mmr, n_open)
+                watch(st, a, av - mmr)
     out.sort()
     return out
 

@@ -1,11 +1,16 @@
 """Margin (SPEC 6): account value, IMR/MMR, free collateral, the order-acceptance W check.
 
-Sums run over an account's positions; integer sums do not depend on the
-order. Positions of size 0 contribute nothing but -cost to AV (and their
-resting orders to the W sum). These are the hottest functions of the core, so
-the SPEC formulas are inlined (ce(a, b) is -((-a) // b), value(q, p) is
-q*p // 10^-qce with the divisor cached on the market as `qdiv`).
+The formulas, each written once here (signs as in ledger.core.positions):
 
+- a position's notional is `value(size, mark)`: signed, floored (never in the
+  holder's favour);
+- its AV term is `notional - cost + pending`: unrealized P&L plus unsettled
+  funding (`positions.pending_funding`); a flat position contributes `-cost`;
+- a requirement is `ce(|notional| * fraction, PPM)` (IMR with imf, MMR with
+  mmf), rounded up against the holder;
+- AV = balance + the AV terms; IMR and MMR are the sums of the requirements.
+
+Sums run over an account's positions; integer sums do not depend on the order.
 No cached running sums: every block moves every market's mark, which would
 invalidate any per-account cache, and a typical account is touched about once
 per block, so each evaluation is a fresh sum over its (few) positions. The
@@ -14,12 +19,23 @@ cheap cases are cut short instead (`order_accepted`).
 
 from __future__ import annotations
 
-from ledger.core.fixedpoint import PPM, S, ceil_div, value
-from ledger.core.positions import fill_realized, pending_funding
+from collections.abc import Mapping
+
+from ledger.core.fixedpoint import PPM, ceil_div, value
+from ledger.core.positions import pending_funding
 from ledger.core.state import Account, ExchangeState, Market
 from ledger.events.enums import Side
 
-BUY = Side.BUY
+
+def requirement(notional: int, fraction_ppm: int) -> int:
+    """A margin requirement ce(|notional| * fraction, PPM): rounded up, against the holder."""
+    return ceil_div((notional if notional >= 0 else -notional) * fraction_ppm, PPM)
+
+
+def av_term(notional: int, cost: int, pending: int) -> int:
+    """A position's AV term: notional - cost + pending, its unrealized P&L plus unsettled
+    funding (a flat position, notional and pending 0, contributes -cost)."""
+    return notional - cost + pending
 
 
 def account_margin(state: ExchangeState, a: Account) -> tuple[int, int, int]:
@@ -29,68 +45,99 @@ def account_margin(state: ExchangeState, a: Account) -> tuple[int, int, int]:
     mmr = 0
     markets = state.markets
     for mkt, pos in a.positions.items():
-        size = pos.size
-        if size == 0:
-            av -= pos.cost
-            continue
         m = markets[mkt]
-        notional = size * m.mark // m.qdiv
-        av += notional - pos.cost + (-size * (m.index - pos.idx)) // S
-        n = notional if notional >= 0 else -notional
-        imr -= (-n * m.imf) // PPM
-        mmr -= (-n * m.mmf) // PPM
+        size = pos.size
+        notional = value(size, m.mark, m.qce)
+        av += av_term(notional, pos.cost, pending_funding(size, m.index, pos.idx))
+        imr += requirement(notional, m.imf)
+        mmr += requirement(notional, m.mmf)
     return av, imr, mmr
 
 
+def equity_at(state: ExchangeState, a: Account, marks: Mapping[str, int]) -> int:
+    """E(a) of SPEC 13: AV with every position valued at the given marks (st per market).
+
+    balance + sum over positions of (value(size, mark_m) - cost + pending), where
+    pending uses this state's own funding index (pending_funding: the signed
+    funding the position would settle now). Two worlds valued at the same
+    `marks` differ only by what happened in them, never by where prices stood.
+    """
+    eq = a.balance
+    markets = state.markets
+    for mkt, pos in a.positions.items():
+        size = pos.size
+        eq -= pos.cost
+        if size:
+            m = markets[mkt]
+            eq += value(size, marks[mkt], m.params.qce) + pending_funding(size, m.index,
+                                                                           pos.idx)
+    return eq
+
+
 def av_imr(state: ExchangeState, a: Account) -> tuple[int, int]:
-    """(AV, IMR) of an account (the one margin definition, `account_margin`)."""
+    """(AV, IMR) of an account (`account_margin`)."""
     av, imr, _ = account_margin(state, a)
     return av, imr
 
 
 def market_mmr(state: ExchangeState, mkt: str, size: int) -> int:
-    """Maintenance requirement of one position: ce(|notional|*mmf, PPM)."""
+    """Maintenance requirement of one position of `size` in `mkt`."""
     m = state.markets[mkt]
-    n = abs(value(size, m.mark, m.params.qce))
-    return ceil_div(n * m.mmf, PPM)
+    return requirement(value(size, m.mark, m.qce), m.mmf)
+
+
+def margin_after_many(state: ExchangeState, a: Account, fills: Mapping[str, tuple[int, int]],
+                      cash: int) -> tuple[int, int]:
+    """(AV', IMR') after applying fills {mkt: (q, v)} and adding `cash` to the balance.
+
+    A fill moves balance - cost by exactly -v (positions.apply_fill: the realized
+    part moves from cost to balance), so AV' takes the position at cost + v and
+    needs no realized P&L. Unsettled funding is that of the position as it stands.
+    """
+    av = a.balance + cash
+    imr = 0
+    markets = state.markets
+    positions = a.positions
+    for mkt, pos in positions.items():
+        m = markets[mkt]
+        size = pos.size
+        cost = pos.cost
+        pending = pending_funding(size, m.index, pos.idx)
+        fill = fills.get(mkt)
+        if fill is not None:
+            size += fill[0]
+            cost += fill[1]
+        notional = value(size, m.mark, m.qce)
+        av += av_term(notional, cost, pending)
+        imr += requirement(notional, m.imf)
+    for mkt, (q, v) in fills.items():
+        if mkt not in positions:  # a new position: no cost, no funding yet
+            m = markets[mkt]
+            notional = value(q, m.mark, m.qce)
+            av += av_term(notional, v, 0)
+            imr += requirement(notional, m.imf)
+    return av, imr
 
 
 def margin_after_fill(state: ExchangeState, a: Account, mkt: str, q: int, v: int,
                       fee: int) -> tuple[int, int]:
     """(AV', IMR') the account would have after applying fill (q, v) and paying `fee`."""
-    av = a.balance - fee
-    imr = 0
-    markets = state.markets
-    seen = False
-    for pm, pos in a.positions.items():
-        size, cost = pos.size, pos.cost
-        m = markets[pm]
-        pend = (-size * (m.index - pos.idx)) // S if size else 0
-        if pm == mkt:
-            seen = True
-            # fill_realized, called only where it is not 0 (a reduce or a flip)
-            r = fill_realized(size, cost, q, v) if size and (size > 0) != (q > 0) else 0
-            av += r
-            cost = cost + v + r
-            size += q
-        if size == 0:
-            av += pend - cost
-            continue
-        notional = size * m.mark // m.qdiv
-        av += notional - cost + pend
-        imr -= (-(notional if notional >= 0 else -notional) * m.imf) // PPM
-    if not seen:
-        m = markets[mkt]
-        notional = q * m.mark // m.qdiv
-        av += notional - v
-        imr -= (-(notional if notional >= 0 else -notional) * m.imf) // PPM
-    return av, imr
+    return margin_after_many(state, a, {mkt: (q, v)}, -fee)
+
+
+def order_w(size: int, buy_open: int, sell_open: int) -> int:
+    """W = max(|s + B|, |s - A|): the largest size resting orders could leave (SPEC 6)."""
+    x = size + buy_open
+    y = size - sell_open
+    ax = x if x >= 0 else -x
+    ay = y if y >= 0 else -y
+    return ax if ax >= ay else ay
 
 
 def order_accepted(state: ExchangeState, a: Account, m: Market, side: Side, qty: int) -> bool:
     """The SPEC 6 acceptance test: AV >= IMR_ord(with) or IMR_ord(with) <= IMR_ord(without).
 
-    IMR_ord = sum over markets of ce(|value(W, mark)|*imf, PPM), W = max(|s+B|, |s-A|),
+    IMR_ord = sum over markets of requirement(value(W, mark), imf), W = `order_w`,
     with `qty` added to B (buy) or A (sell) in `m` for "with". The two sums
     differ only in `m`'s term, so when that term does not grow the order passes
     without the sum over the other positions or AV.
@@ -99,66 +146,25 @@ def order_accepted(state: ExchangeState, a: Account, m: Market, side: Side, qty:
     pos = a.positions.get(mkt)
     if pos is None:
         w0 = 0
-        w1 = qty if qty >= 0 else -qty
+        w1 = qty
     else:
-        size = pos.size
-        x, y = size + pos.buy_open, size - pos.sell_open
-        ax = x if x >= 0 else -x
-        ay = y if y >= 0 else -y
-        w0 = ax if ax >= ay else ay
-        if side == BUY:
-            x += qty
-            ax = x if x >= 0 else -x
+        w0 = order_w(pos.size, pos.buy_open, pos.sell_open)
+        if side == Side.BUY:
+            w1 = order_w(pos.size, pos.buy_open + qty, pos.sell_open)
         else:
-            y -= qty
-            ay = y if y >= 0 else -y
-        w1 = ax if ax >= ay else ay
-    mark, qdiv, imf = m.mark, m.qdiv, m.imf
-    i0 = -((-(w0 * mark // qdiv) * imf) // PPM) if w0 else 0
-    i1 = -((-(w1 * mark // qdiv) * imf) // PPM)
+            w1 = order_w(pos.size, pos.buy_open, pos.sell_open + qty)
+    i0 = requirement(value(w0, m.mark, m.qce), m.imf)
+    i1 = requirement(value(w1, m.mark, m.qce), m.imf)
     if i1 <= i0:
         return True
     av = a.balance
     rest = 0
     markets = state.markets
     for pm, p in a.positions.items():
-        sz = p.size
         mm = markets[pm]
         if pm != mkt:
-            x, y = sz + p.buy_open, sz - p.sell_open
-            ax = x if x >= 0 else -x
-            ay = y if y >= 0 else -y
-            w = ax if ax >= ay else ay
-            if w:
-                rest -= (-(w * mm.mark // mm.qdiv) * mm.imf) // PPM
-        if sz:
-            av += sz * mm.mark // mm.qdiv - p.cost + (-sz * (mm.index - p.idx)) // S
-        else:
-            av -= p.cost
+            rest += requirement(value(order_w(p.size, p.buy_open, p.sell_open), mm.mark,
+                                      mm.qce), mm.imf)
+        av += av_term(value(p.size, mm.mark, mm.qce), p.cost,
+                      pending_funding(p.size, mm.index, p.idx))
     return av >= rest + i1
-
-
-def margin_after_many(state: ExchangeState, a: Account, fills: dict[str, tuple[int, int]],
-                      cash: int) -> tuple[int, int]:
-    """(AV', IMR') after applying several fills {mkt: (q, v)} and adding `cash` to the balance."""
-    av = a.balance + cash
-    imr = 0
-    markets = state.markets
-    for pm in sorted(set(a.positions) | set(fills)):
-        pos = a.positions.get(pm)
-        size, cost, idx = (pos.size, pos.cost, pos.idx) if pos is not None else (0, 0, 0)
-        m = markets[pm]
-        pend = pending_funding(size, m.index, idx)
-        if pm in fills:
-            q, v = fills[pm]
-            r = fill_realized(size, cost, q, v)
-            av += r
-            cost = cost + v + r
-            size += q
-        if size == 0:
-            av += -cost + pend
-            continue
-        notional = value(size, m.mark, m.params.qce)
-        av += notional - cost + pend
-        imr += ceil_div(abs(notional) * m.params.imf_ppm, PPM)
-    return av, imr

@@ -11,19 +11,16 @@ remainder cancelled IOC_REMAINDER. Fills happen in OK mode only.
 from __future__ import annotations
 
 from ledger.core.bands import stale_band, trading_band
-from ledger.core.cancels import cancel, cleanup_reduce_only, crosses, reduces
+from ledger.core.cancels import after_position_change, cancel, crosses, reduces
 from ledger.core.context import Ctx
-from ledger.core.evolve_trading import apply_fill
-from ledger.core.fixedpoint import PPM
+from ledger.core.fixedpoint import fee_amount, value
 from ledger.core.funding import settle
 from ledger.core.margin import margin_after_fill
-from ledger.core.positions import fill_realized
+from ledger.core.positions import fill_realized, grows
 from ledger.core.state import Market, Order, effective_mode
 from ledger.events import outcomes as o
-from ledger.events.codec import Envelope
 from ledger.events.enums import CancelReason, Mode, SelfTrade, Side, TimeInForce
 
-_tnew = tuple.__new__
 BUY = Side.BUY
 OK = Mode.OK
 EXPIRE_MAKER = SelfTrade.EXPIRE_MAKER
@@ -39,17 +36,10 @@ def match(ctx: Ctx, od: Order, limit: int) -> None:
     """Match taker `od` against the opposite side up to `limit`."""
     st = ctx.st
     m = st.markets[od.mkt]
-    gm = st.mode
-    if (m.mode if m.mode >= gm else gm) == OK:
-        # Most takers that meet nothing are told by the best opposite level alone.
-        if od.side == BUY:
-            keys = m.asks.keys
-            if keys and keys[0] <= limit:
-                _walk(ctx, m, od, limit)
-        else:
-            keys = m.bids.keys
-            if keys and -keys[0] >= limit:
-                _walk(ctx, m, od, limit)
+    # Fills happen in OK mode only; most takers that meet nothing are told so by the
+    # best opposite level alone.
+    if effective_mode(st, m) == OK and crosses(m, od.side, limit):
+        _walk(ctx, m, od, limit)
     if od.id in st.orders and not od.on_book:
         cancel(ctx, od, IOC_REMAINDER)
 
@@ -65,28 +55,21 @@ def _walk(ctx: Ctx, m: Market, od: Order, limit: int) -> None:
     keys = opp.keys
     levels = opp.levels
     p = m.params
-    qdiv = m.qdiv
-    mfee_ppm, tfee_ppm = p.maker_fee_ppm, p.taker_fee_ppm
+    mfee_ppm = p.maker_fee_ppm
+    tfee_ppm = p.taker_fee_ppm
+    qce = m.qce
     lo2 = hi2 = -1  # the x2 band, looked up at the first maker met
     taker_acct = od.acct
     taker = accounts[taker_acct]
     mkt = od.mkt
-    # Filled is emitted inline (what ctx.emit does, with the entities at hand).
-    out = ctx.out
-    height = ctx.height
-    cause = ctx.cause
     while oid in orders:
         if not keys:
             break
         key = keys[0]
-        if buy:
-            best = key
-            if best > limit:
-                break
-        else:
-            best = -key
-            if best < limit:
-                break
+        # keys are prices for asks and negated prices for bids (ledger.core.book)
+        best = key if buy else -key
+        if (best > limit) if buy else (best < limit):
+            break
         mk = orders[next(iter(levels[key]))]
         if mk.acct == taker_acct:
             stp = od.stp
@@ -107,64 +90,44 @@ def _walk(ctx: Ctx, m: Market, od: Order, limit: int) -> None:
         msize = mpos.size if mpos is not None else 0
         tpos = taker.positions.get(mkt)
         tsize = tpos.size if tpos is not None else 0
-        rem = od.rem
-        k = rem if rem < mk.rem else mk.rem
+        k = od.rem if od.rem < mk.rem else mk.rem
+        # reduce-only: each fill is min(remaining, |size|), and only while it reduces
         if mk.reduce_only:
-            if not (msize < 0 if mk.side == BUY else msize > 0):
+            if not reduces(msize, mk.side):
                 cancel(ctx, mk, R_REDUCE_ONLY)
                 continue
-            a_ms = msize if msize >= 0 else -msize
-            if a_ms < k:
-                k = a_ms
+            k = min(k, abs(msize))
         if od.reduce_only:
-            if not (tsize < 0 if buy else tsize > 0):
+            if not reduces(tsize, od.side):
                 cancel(ctx, od, R_REDUCE_ONLY)
                 return
-            a_ts = tsize if tsize >= 0 else -tsize
-            if a_ts < k:
-                k = a_ts
-        v = k * best // qdiv
-        if buy:
-            tq, tv = k, v
-        else:
-            tq, tv = -k, -v
+            k = min(k, abs(tsize))
+        v = value(k, best, qce)
+        # the taker applies (tq, tv), the maker (-tq, -tv) (signs: ledger.core.positions)
+        tq = k if buy else -k
+        tv = v if buy else -v
         # funding is settled before any size change (SPEC 4)
-        if msize and mpos is not None and mpos.idx != m.index:
-            settle(ctx, maker, mkt)
-        if tsize and tpos is not None and tpos.idx != m.index:
-            settle(ctx, taker, mkt)
-        # fees: ce(v*fee, PPM), or the floor of the magnitude for a rebate (v >= 0)
-        mfee = -((-v * mfee_ppm) // PPM) if mfee_ppm >= 0 else -((v * -mfee_ppm) // PPM)
-        tfee = -((-v * tfee_ppm) // PPM) if tfee_ppm >= 0 else -((v * -tfee_ppm) // PPM)
-        mnew = msize - tq
-        if (mnew if mnew >= 0 else -mnew) > (msize if msize >= 0 else -msize):
+        settle(ctx, maker, mkt)
+        settle(ctx, taker, mkt)
+        mfee = fee_amount(v, mfee_ppm)
+        tfee = fee_amount(v, tfee_ppm)
+        # SPEC 6 at match time: a fill that grows |size| must leave AV' >= IMR'
+        if grows(msize, -tq):
             av, imr = margin_after_fill(st, maker, mkt, -tq, -tv, mfee)
             if av < imr:
                 cancel(ctx, mk, UNDERCOLLATERALIZED)
                 continue
-        tnew = tsize + tq
-        if (tnew if tnew >= 0 else -tnew) > (tsize if tsize >= 0 else -tsize):
+        if grows(tsize, tq):
             av, imr = margin_after_fill(st, taker, mkt, tq, tv, tfee)
             if av < imr:
                 cancel(ctx, od, UNDERCOLLATERALIZED)
                 return
-        # realized P&L only where the fill reduces (fill_realized is 0 otherwise)
-        mr = (fill_realized(msize, mpos.cost, -tq, -tv)
-              if mpos is not None and msize and (msize > 0) == (tq > 0) else 0)
-        tr = (fill_realized(tsize, tpos.cost, tq, tv)
-              if tpos is not None and tsize and (tsize > 0) != (tq > 0) else 0)
-        ev = _tnew(o.Filled, (mkt, mk.id, oid, mk.acct, taker_acct, od.side, k, best, v,
-                              mfee, tfee, mr, tr))
-        seq = st.seq + 1
-        st.seq = seq
-        # both margins were just checked: no audit re-evaluation (see apply_fill)
-        apply_fill(st, ev, m, mk, od, maker, taker, False)
-        out.append(_tnew(Envelope, (seq, height, cause, ev)))
-        # reduce-only housekeeping: only a flattened or flipped position strands one
-        if msize and (mnew == 0 or (msize > 0) != (mnew > 0)):
-            cleanup_reduce_only(ctx, maker, mkt)
-        if tsize and (tnew == 0 or (tsize > 0) != (tnew > 0)):
-            cleanup_reduce_only(ctx, taker, mkt)
+        mr = fill_realized(msize, mpos.cost, -tq, -tv) if mpos is not None else 0
+        tr = fill_realized(tsize, tpos.cost, tq, tv) if tpos is not None else 0
+        ctx.emit(o.Filled(mkt, mk.id, oid, mk.acct, taker_acct, od.side, k, best, v, mfee,
+                          tfee, mr, tr))
+        after_position_change(ctx, maker, mkt, msize)
+        after_position_change(ctx, taker, mkt, tsize)
 
 
 def run_triggers(ctx: Ctx, mkt: str) -> None:
@@ -186,7 +149,7 @@ def run_triggers(ctx: Ctx, mkt: str) -> None:
         if od.price is None:
             match(ctx, od, hi if od.side == Side.BUY else lo)
             continue
-        if crosses(m.bids.best(), m.asks.best(), od.side, od.price):
+        if crosses(m, od.side, od.price):
             if not lo <= od.price <= hi:
                 cancel(ctx, od, CancelReason.OUT_OF_BAND)
                 continue

@@ -28,6 +28,7 @@ from ledger.core.state import ExchangeState, Market, effective_mode
 from ledger.events import commands as c
 from ledger.events import outcomes as o
 from ledger.events.enums import Mode
+from ledger.events.payloads import MarketParams
 
 
 def basis_for(st: ExchangeState, m: Market, oracle: int, ext_basis: int) -> int:
@@ -47,16 +48,20 @@ def basis_for(st: ExchangeState, m: Market, oracle: int, ext_basis: int) -> int:
     return clamp(basis, -mb, mb)
 
 
-def _g5_failure(m: Market, oracle: int, ext_basis: int) -> tuple[str, int]:
-    """(reason, pending) of a G5 failure, or ("", 0) when the update is sane."""
-    p = m.params
+def g5_failure(p: MarketParams, last_oracle: int, pending: int, oracle: int,
+               ext_basis: int) -> tuple[str, int]:
+    """G5 on one oracle input: (reason, pending after it), reason "" when it is sane.
+
+    `last_oracle` is the market's current (last accepted) oracle and `pending` a
+    jump awaiting confirmation (0: none). A move above max_jump is held as pending
+    and accepted only when the next update lands within max_jump of it.
+    """
     if oracle <= 0:
-        return "G5_ZERO", m.pending_oracle
+        return "G5_ZERO", pending
     if abs(ext_basis) > p.max_basis_ppm:
-        return "G5_BASIS", m.pending_oracle
-    if abs(oracle - m.oracle) * PPM > p.max_jump_ppm * m.oracle:
-        pend = m.pending_oracle
-        if pend > 0 and abs(oracle - pend) * PPM <= p.max_jump_ppm * pend:
+        return "G5_BASIS", pending
+    if abs(oracle - last_oracle) * PPM > p.max_jump_ppm * last_oracle:
+        if pending > 0 and abs(oracle - pending) * PPM <= p.max_jump_ppm * pending:
             return "", 0  # a second update confirms the jump
         return "G5_JUMP", oracle
     return "", 0
@@ -67,13 +72,21 @@ def update_oracle(ctx: Ctx, cmd: c.UpdateOracle) -> None:
     m = st.markets.get(cmd.mkt)
     if m is None:
         return
-    oracle, ext = cmd.oracle_st, cmd.ext_basis_ppm
     if st.guards:
-        reason, pending = _g5_failure(m, oracle, ext)
+        reason, pending = g5_failure(m.params, m.oracle, m.pending_oracle, cmd.oracle_st,
+                                     cmd.ext_basis_ppm)
         if reason:
-            ctx.reject(o.OracleUpdateRejected(m.id, oracle, ext, reason, pending))
+            ctx.reject(o.OracleUpdateRejected(m.id, cmd.oracle_st, cmd.ext_basis_ppm, reason,
+                                              pending))
             leave_ok(ctx, m, Mode.CANCEL_ONLY, reason, "G5")
             return
+    apply_oracle(ctx, m, cmd)
+
+
+def apply_oracle(ctx: Ctx, m: Market, cmd: c.UpdateOracle) -> None:
+    """An oracle input that passed G5 (or was screened by G5 elsewhere): mark, premium, TP/SL."""
+    st = ctx.st
+    oracle, ext = cmd.oracle_st, cmd.ext_basis_ppm
     if effective_mode(st, m) == Mode.HALTED:
         ctx.emit(o.OraclePriceUpdated(m.id, oracle, ext, m.basis, m.mark, m.premium_acc,
                                       m.premium_dt))

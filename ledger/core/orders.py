@@ -21,26 +21,23 @@ ones included, must lie inside the recovery band (reason BAND).
 
 from __future__ import annotations
 
-from ledger.core.bands import recovery_band, trading_band
-from ledger.core.cancels import cancel
+from ledger.core.bands import in_recovery, recovery_band, trading_band
+from ledger.core.cancels import cancel, crosses, reduces
 from ledger.core.context import Ctx
-from ledger.core.evolve_trading import order_placed
 from ledger.core.margin import order_accepted
 from ledger.core.matching import match
+from ledger.core.shape import order_problem
 from ledger.core.state import Account, ExchangeState, Market, effective_mode
 from ledger.events import commands as c
 from ledger.events import outcomes as o
-from ledger.events.codec import Envelope
-from ledger.events.enums import CancelReason, Mode, OrderType, Side, TimeInForce
+from ledger.events.enums import CancelReason, Mode, OrderType, Side, TimeInForce, is_tp_sl
 
-TRIGGER_TYPES = (OrderType.STOP_LOSS, OrderType.TAKE_PROFIT)
 LIMIT = OrderType.LIMIT
 MARKET = OrderType.MARKET
 POST_ONLY = TimeInForce.POST_ONLY
 BUY = Side.BUY
 MODE_POST_ONLY = Mode.POST_ONLY
 CANCEL_ONLY = Mode.CANCEL_ONLY
-_tnew = tuple.__new__
 
 
 def _validate(st: ExchangeState, a: Account | None, m: Market | None,
@@ -50,18 +47,17 @@ def _validate(st: ExchangeState, a: Account | None, m: Market | None,
         return "UNKNOWN_ACCOUNT"
     if m is None:
         return "UNKNOWN_MARKET"
-    _, _, side, qty, price, otype, tif, reduce_only, trigger, _ = cmd
-    is_trig = otype in TRIGGER_TYPES
-    # the shape the door checks: LIMIT needs a price, MARKET none and no POST_ONLY
-    if price is not None:
-        bad = price <= 0 or otype == MARKET
-    else:
-        bad = otype == LIMIT or (otype == MARKET and tif == POST_ONLY)
-    if bad or qty <= 0 or (is_trig and (trigger is None or trigger <= 0)):
+    # the command's own shape (the door's rules, ledger.core.shape)
+    if order_problem(cmd) is not None:
         return "INVALID"
+    side = cmd.side
+    qty = cmd.qty_bq
+    price = cmd.price_st
+    otype = cmd.type
+    tif = cmd.tif
+    is_trig = is_tp_sl(otype)
     p = m.params
-    gm = st.mode
-    mode = m.mode if m.mode >= gm else gm
+    mode = effective_mode(st, m)
     # 1. mode
     if mode and (mode >= CANCEL_ONLY or tif != POST_ONLY or otype != LIMIT):
         return "MODE"
@@ -71,30 +67,23 @@ def _validate(st: ExchangeState, a: Account | None, m: Market | None,
     if price is not None and price % p.tick_st:
         return "TICK"
     # 3. reduce-only side
-    ro = reduce_only or is_trig
+    ro = cmd.reduce_only or is_trig
     if ro:
         pos = a.positions.get(m.id)
-        size = pos.size if pos is not None else 0
-        if not (size < 0 if side == BUY else size > 0):
+        if not reduces(pos.size if pos is not None else 0, side):
             return "REDUCE_ONLY_SIDE"
     # 4. band (the recovery band in POST_ONLY; the trading band for crossing orders)
-    crossing = False
-    if mode == MODE_POST_ONLY:
+    if in_recovery(mode):
         assert price is not None
         lo, hi = recovery_band(st, m)
         if not lo <= price <= hi:
             return "BAND"
-    if not is_trig and price is not None:
-        if side == BUY:
-            keys = m.asks.keys
-            crossing = bool(keys) and price >= keys[0]
-        else:
-            keys = m.bids.keys
-            crossing = bool(keys) and price <= -keys[0]
-        if crossing:
-            lo, hi = trading_band(m)
-            if not lo <= price <= hi:
-                return "BAND"
+    crossing = not is_trig and price is not None and crosses(m, side, price)
+    if crossing:
+        assert price is not None
+        lo, hi = trading_band(m)
+        if not lo <= price <= hi:
+            return "BAND"
     # 5. post-only
     if crossing and tif == POST_ONLY:
         return "POST_ONLY_CROSS"
@@ -106,42 +95,33 @@ def _validate(st: ExchangeState, a: Account | None, m: Market | None,
 
 def place_order(ctx: Ctx, cmd: c.PlaceOrder) -> None:
     st = ctx.st
-    acct, mkt, side, qty, price, otype, tif, reduce_only, trigger, stp = cmd
+    acct = cmd.acct
+    mkt = cmd.mkt
+    side = cmd.side
+    price = cmd.price_st
+    otype = cmd.type
     a = st.accounts.get(acct)
     m = st.markets.get(mkt)
     reason = _validate(st, a, m, cmd)
     if reason:
-        ctx.reject(_tnew(o.OrderRejected, (acct, mkt, reason)))
+        ctx.reject(o.OrderRejected(acct, mkt, reason))
         return
     assert m is not None
     oid = ctx.cause
-    # The event's flag is `reduce_only or <is TP/SL>` (TP/SL are implicitly reduce-only).
-    if otype in TRIGGER_TYPES:
-        ctx.emit(_tnew(o.OrderPlaced, (oid, acct, mkt, side, qty, price, otype, tif,
-                                       reduce_only or True, trigger, stp)))
+    # The event's flag is True for TP/SL, which are implicitly reduce-only.
+    if is_tp_sl(otype):
+        ctx.emit(o.OrderPlaced(oid, acct, mkt, side, cmd.qty_bq, price, otype, cmd.tif, True,
+                               cmd.trigger_st, cmd.stp))
         return
-    ev = _tnew(o.OrderPlaced, (oid, acct, mkt, side, qty, price, otype, tif,
-                               reduce_only or False, trigger, stp))
-    # emitted inline (what ctx.emit does, without the table lookup): the hot path
-    seq = st.seq + 1
-    st.seq = seq
-    order_placed(st, ev)
-    ctx.out.append(_tnew(Envelope, (seq, ctx.height, oid, ev)))
+    ctx.emit(o.OrderPlaced(oid, acct, mkt, side, cmd.qty_bq, price, otype, cmd.tif,
+                           cmd.reduce_only, cmd.trigger_st, cmd.stp))
     od = st.orders[oid]
     if price is None:
         lo, hi = trading_band(m)
         match(ctx, od, hi if side == BUY else lo)
         return
-    if od.on_book:
-        # A resting order that does not cross has nothing to match.
-        if side == BUY:
-            keys = m.asks.keys
-            if not keys or price < keys[0]:
-                return
-        else:
-            keys = m.bids.keys
-            if not keys or price > -keys[0]:
-                return
+    if od.on_book and not crosses(m, side, price):
+        return  # a resting order that does not cross has nothing to match
     match(ctx, od, price)
 
 

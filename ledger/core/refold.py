@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ledger.core.evolve import EVOLVE, _noop
-from ledger.events.codec import CODE_AT, decode_verified
+from ledger.events.codec import CODE_AT, decode_record
 from ledger.events.record import BY_CODE
 from ledger.gcpause import gc_paused
 
@@ -44,7 +44,7 @@ def apply_block_bytes(engine: Engine, height: int, first_seq: int,
         for data in datas:
             seq += 1
             if active[data[code_at[data[0]]]]:
-                ev = decode_verified(data, seq).event
+                ev = decode_record(data)
                 st.seq = seq
                 evolve[type(ev)](st, ev)
         st.seq = seq

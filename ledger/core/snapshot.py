@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgpack
+from msgspec.structs import astuple
 
 from ledger.core import watch
 from ledger.core.evolve_trading import book_add, fires_below
@@ -31,8 +32,8 @@ def dump(st: ExchangeState) -> bytes:
         for _, a in sorted(st.accounts.items())
     ]
     markets = [
-        [m.id, list(m.params), int(m.mode), m.mode_band, m.mode_reason, m.oracle, m.ext_basis,
-         m.basis, m.mark, m.index, m.last_funding_time, m.premium_acc, m.premium_dt,
+        [m.id, list(astuple(m.params)), int(m.mode), m.mode_band, m.mode_reason, m.oracle,
+         m.ext_basis, m.basis, m.mark, m.index, m.last_funding_time, m.premium_acc, m.premium_dt,
          m.last_oracle_time, m.last_trade, m.pending_oracle, m.funding_gap]
         for _, m in sorted(st.markets.items())
     ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ledger.core.book import BookSide, TriggerBook
+from ledger.core.fixedpoint import PPM, S, pow10_neg
 from ledger.events.enums import LossMode, Mode, OrderType, SelfTrade, Side, TimeInForce
 from ledger.events.payloads import MarketParams
 
@@ -18,7 +19,8 @@ FEES = "FEES"
 LIQ_VAULT = "LIQ_VAULT"
 SYSTEM_ACCOUNTS = (FEES, LIQ_VAULT)
 
-#: Band of the recovery modes when a SetMode gives none (SPEC 9: 5 bps).
+#: The recovery band (SPEC 9, Paradex after 19 Jan 2026: 5 bps around the external fair
+#: price): what a SetMode without a band means, and what a rollback's recovery sets.
 DEFAULT_RECOVERY_BAND_PPM = 500
 
 
@@ -88,7 +90,7 @@ class Market:
         "id", "params", "mode", "mode_band", "mode_reason", "oracle", "ext_basis", "basis",
         "mark", "index", "last_funding_time", "premium_acc", "premium_dt", "last_oracle_time",
         "last_trade", "pending_oracle", "funding_gap", "bids", "asks", "triggers", "holders",
-        "move_counter", "liq_heap", "imf", "mmf", "qdiv", "fbase", "bands", "watch_scale",
+        "move_counter", "liq_heap", "imf", "mmf", "qce", "qdiv", "fbase", "bands", "watch_scale",
         "oi_long",
     )
 
@@ -132,12 +134,14 @@ class Market:
     def set_params(self, params: MarketParams) -> None:
         """Take new params and refresh what is cached from them (derived, never hashed)."""
         self.params = params
-        #: imf, mmf and 10^-qce, the constants of every margin formula.
+        #: imf, mmf and qce, the constants of every margin formula.
         self.imf = params.imf_ppm
         self.mmf = mmf_ppm(params)
-        self.qdiv: int = 10 ** (-params.qce)
+        self.qce: int = params.qce
+        #: 10^-qce, the liquidation watch's scale (ledger.core.watch).
+        self.qdiv: int = pow10_neg(params.qce)
         #: PPM * S * 10^-qce: the liquidation watch's counter units per qq per bq.
-        self.watch_scale: int = 1_000_000 * 10**12 * self.qdiv
+        self.watch_scale: int = PPM * S * self.qdiv
         #: (mark, lo, hi, lo2, hi2): the trading band and the x2 band at that mark
         #: (ledger.core.bands); recomputed when the mark differs (None: not yet).
         self.bands: tuple[int | None, int, int, int, int] = (None, 0, 0, 0, 0)
@@ -184,8 +188,10 @@ class ExchangeState:
         #: per-block scratch for the invariant checks (not state).
         self.block = BlockScratch()
         #: record per-fill margin facts for invariant 7 when folding Filled events (costs
-        #: one AV evaluation per fill side that grows; matching's own fills skip it, having
-        #: just checked the same AV' >= IMR', see evolve_trading.apply_fill).
+        #: one AV evaluation per fill side that grows). The live engine turns it off while
+        #: it decides a block: matching has just checked the same AV' >= IMR' of every
+        #: fill it emits (margin_after_fill), so the audit could only re-derive it.
+        #: Rebuilds leave it on and audit every fill.
         self.audit_fills = True
         #: the incremental state hash (ledger.core.hashing.StateHasher), attached by Engine.
         self.hasher: Any = None
@@ -220,4 +226,4 @@ def recovery_band_ppm(state: ExchangeState, m: Market) -> int:
 
 def mmf_ppm(p: MarketParams) -> int:
     """Maintenance fraction mmf = fl(imf * maint_fraction, PPM) (SPEC 6)."""
-    return (p.imf_ppm * p.maint_fraction_ppm) // 1_000_000
+    return (p.imf_ppm * p.maint_fraction_ppm) // PPM

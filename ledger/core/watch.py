@@ -23,17 +23,16 @@ from ledger.core.state import Account, ExchangeState, Market
 
 
 def watch(st: ExchangeState, a: Account, slack: int) -> None:
-    """Register thresholds for a safe account whose AV - MMR is `slack` >= 0."""
-    watch_positions(st, a, slack, sum(1 for pos in a.positions.values() if pos.size))
-
-
-def watch_positions(st: ExchangeState, a: Account, slack: int, n_open: int) -> None:
-    """`watch` for an account with `n_open` open positions (counted by the caller).
+    """Register thresholds for a safe account whose AV - MMR is `slack` >= 0.
 
     Entries are pushed in the order of `a.positions`; a heap pops distinct
     entries in value order whatever the push order, and (threshold, acct, ver)
     entries of different accounts or versions are always distinct.
     """
+    n_open = 0
+    for pos in a.positions.values():
+        if pos.size:
+            n_open += 1
     a.liq_ver += 1
     if not n_open:
         return

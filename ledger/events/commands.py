@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from ledger.events.enums import (
     FundingResumeAction,
     KeyRole,
@@ -15,40 +13,40 @@ from ledger.events.enums import (
     TimeInForce,
 )
 from ledger.events.payloads import CarriedFlow, MarketParams
-from ledger.events.record import event
+from ledger.events.record import Record, event
 
 #: `scope` value of SetMode/BulkCancel that means every market.
 ALL = "ALL"
 
 
 @event(1)
-class BeginBlock(NamedTuple):
+class BeginBlock(Record):
     """Opens a block; its time (seconds) is the only clock the state machine sees."""
 
     time: int
 
 
 @event(2, accounts=("acct",))
-class CreateAccount(NamedTuple):
+class CreateAccount(Record):
     acct: str
 
 
 @event(3, accounts=("acct",))
-class Deposit(NamedTuple):
+class Deposit(Record):
     acct: str
     amount_qq: int
     ext_ref: str
 
 
 @event(4, accounts=("acct",))
-class Withdraw(NamedTuple):
+class Withdraw(Record):
     acct: str
     amount_qq: int
     ext_ref: str
 
 
 @event(5, markets=("mkt",))
-class ListMarket(NamedTuple):
+class ListMarket(Record):
     """List a market. `funding_index` is the cumulative index it migrates with (0 if new)."""
 
     mkt: str
@@ -58,20 +56,20 @@ class ListMarket(NamedTuple):
 
 
 @event(6, markets=("mkt",))
-class UpdateMarketParams(NamedTuple):
+class UpdateMarketParams(Record):
     mkt: str
     params: MarketParams
 
 
 @event(7, markets=("mkt",))
-class UpdateOracle(NamedTuple):
+class UpdateOracle(Record):
     mkt: str
     oracle_st: int
     ext_basis_ppm: int
 
 
 @event(8, accounts=("acct",), markets=("mkt",))
-class PlaceOrder(NamedTuple):
+class PlaceOrder(Record):
     acct: str
     mkt: str
     side: Side
@@ -85,13 +83,13 @@ class PlaceOrder(NamedTuple):
 
 
 @event(9, accounts=("acct",))
-class CancelOrder(NamedTuple):
+class CancelOrder(Record):
     acct: str
     order_id: int
 
 
 @event(10)
-class BulkCancel(NamedTuple):
+class BulkCancel(Record):
     """Cancel every open order in `scope` (a market or ALL) except the kept types."""
 
     scope: str
@@ -100,7 +98,7 @@ class BulkCancel(NamedTuple):
 
 
 @event(11, markets=("mkt",))
-class FundingTick(NamedTuple):
+class FundingTick(Record):
     """A funding tick as published by the funding service (compare-and-set on prev)."""
 
     mkt: str
@@ -111,13 +109,13 @@ class FundingTick(NamedTuple):
 
 
 @event(12, markets=("mkt",))
-class FundingResume(NamedTuple):
+class FundingResume(Record):
     mkt: str
     action: FundingResumeAction
 
 
 @event(13)
-class SetMode(NamedTuple):
+class SetMode(Record):
     scope: str
     mode: Mode
     band_ppm: int
@@ -126,26 +124,26 @@ class SetMode(NamedTuple):
 
 
 @event(14, markets=("mkt",))
-class HaltMarket(NamedTuple):
+class HaltMarket(Record):
     mkt: str
     reason: str
     operator: str
 
 
 @event(15, markets=("mkt",))
-class ResumeMarket(NamedTuple):
+class ResumeMarket(Record):
     mkt: str
     reason: str
     operator: str
 
 
 @event(16)
-class TakeSnapshot(NamedTuple):
+class TakeSnapshot(Record):
     reason: str
 
 
 @event(17, accounts=("acct",))
-class IssueRefund(NamedTuple):
+class IssueRefund(Record):
     acct: str
     amount_qq: int
     source: str
@@ -153,19 +151,19 @@ class IssueRefund(NamedTuple):
 
 
 @event(18)
-class SetGuards(NamedTuple):
+class SetGuards(Record):
     enabled: bool
     reason: str
     operator: str
 
 
 @event(19)
-class EndBlock(NamedTuple):
+class EndBlock(Record):
     """Closes a block: the liquidation sweep and invariants run here (appended by the sequencer)."""
 
 
 @event(20)
-class ApplyRollback(NamedTuple):
+class ApplyRollback(Record):
     """First input of a branch after a rollback: names the target and carries external flows."""
 
     target_height: int
@@ -177,7 +175,7 @@ class ApplyRollback(NamedTuple):
 
 
 @event(21)
-class SetLossMode(NamedTuple):
+class SetLossMode(Record):
     """Choose what absorbs a deficit the vault cannot: ADL (default) or SOCIALIZE (bad_debt)."""
 
     mode: LossMode
@@ -186,7 +184,7 @@ class SetLossMode(NamedTuple):
 
 
 @event(22)
-class RegisterKey(NamedTuple):
+class RegisterKey(Record):
     """Register (or, with active=False, revoke) an Ed25519 key of the chain's authority.
 
     Privileged: in the genesis block it needs no authorisation (genesis is the
@@ -204,7 +202,7 @@ class RegisterKey(NamedTuple):
 
 
 @event(23)
-class OperatorAuth(NamedTuple):
+class OperatorAuth(Record):
     """An operator's Ed25519 signature over every privileged command of its block.
 
     The signed message (`ledger.core.authority.signed_message`) binds the chain

@@ -17,6 +17,17 @@ class OrderType(IntEnum):
     TAKE_PROFIT = 4
 
 
+#: The TP/SL pair: held off the book until their trigger fires, implicitly reduce-only,
+#: kept by the rollback recovery's BulkCancel. Stored in that BulkCancel's keep_types in
+#: this order, so the order is part of the recovery block's bytes.
+TP_SL: tuple[OrderType, ...] = (OrderType.TAKE_PROFIT, OrderType.STOP_LOSS)
+
+
+def is_tp_sl(otype: OrderType) -> bool:
+    """Is `otype` a take-profit or stop-loss (an order held until its trigger fires)?"""
+    return otype == OrderType.TAKE_PROFIT or otype == OrderType.STOP_LOSS
+
+
 class TimeInForce(IntEnum):
     GTC = 1
     IOC = 2

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from ledger.events.enums import (
+    TP_SL,
     CancelReason,
     FundingResumeAction,
     KeyRole,
@@ -17,30 +16,30 @@ from ledger.events.enums import (
     TimeInForce,
 )
 from ledger.events.payloads import CarriedFlow, LiquidatedPosition, MarketParams
-from ledger.events.record import event
+from ledger.events.record import Record, event
 
 
 @event(64, accounts=("acct",))
-class AccountCreated(NamedTuple):
+class AccountCreated(Record):
     acct: str
 
 
 @event(65, accounts=("acct",))
-class Deposited(NamedTuple):
+class Deposited(Record):
     acct: str
     amount_qq: int
     ext_ref: str
 
 
 @event(66, accounts=("acct",))
-class Withdrew(NamedTuple):
+class Withdrew(Record):
     acct: str
     amount_qq: int
     ext_ref: str
 
 
 @event(67, accounts=("acct",))
-class WithdrawRejected(NamedTuple):
+class WithdrawRejected(Record):
     acct: str
     amount_qq: int
     ext_ref: str
@@ -48,7 +47,7 @@ class WithdrawRejected(NamedTuple):
 
 
 @event(68, markets=("mkt",))
-class MarketListed(NamedTuple):
+class MarketListed(Record):
     mkt: str
     params: MarketParams
     oracle_st: int
@@ -56,13 +55,13 @@ class MarketListed(NamedTuple):
 
 
 @event(69, markets=("mkt",))
-class MarketParamsUpdated(NamedTuple):
+class MarketParamsUpdated(Record):
     mkt: str
     params: MarketParams
 
 
 @event(70, markets=("mkt",))
-class OraclePriceUpdated(NamedTuple):
+class OraclePriceUpdated(Record):
     mkt: str
     oracle_st: int
     ext_basis_ppm: int
@@ -73,7 +72,7 @@ class OraclePriceUpdated(NamedTuple):
 
 
 @event(71, accounts=("acct",), markets=("mkt",))
-class OrderPlaced(NamedTuple):
+class OrderPlaced(Record):
     order_id: int
     acct: str
     mkt: str
@@ -88,14 +87,14 @@ class OrderPlaced(NamedTuple):
 
 
 @event(72, accounts=("acct",), markets=("mkt",))
-class OrderRejected(NamedTuple):
+class OrderRejected(Record):
     acct: str
     mkt: str
     reason: str
 
 
 @event(73, accounts=("acct",), markets=("mkt",))
-class OrderCancelled(NamedTuple):
+class OrderCancelled(Record):
     order_id: int
     acct: str
     mkt: str
@@ -104,7 +103,7 @@ class OrderCancelled(NamedTuple):
 
 
 @event(74, accounts=("acct",), markets=("mkt",))
-class OrderTriggered(NamedTuple):
+class OrderTriggered(Record):
     """A TP/SL order left the trigger list; this event's seq is its new priority."""
 
     order_id: int
@@ -114,7 +113,7 @@ class OrderTriggered(NamedTuple):
 
 
 @event(75, accounts=("maker", "taker"), markets=("mkt",))
-class Filled(NamedTuple):
+class Filled(Record):
     mkt: str
     maker_order: int
     taker_order: int
@@ -131,7 +130,7 @@ class Filled(NamedTuple):
 
 
 @event(76, markets=("mkt",))
-class FundingTicked(NamedTuple):
+class FundingTicked(Record):
     mkt: str
     time: int
     prev_index: int
@@ -143,7 +142,7 @@ class FundingTicked(NamedTuple):
 
 
 @event(77, markets=("mkt",))
-class FundingTickRejected(NamedTuple):
+class FundingTickRejected(Record):
     mkt: str
     time: int
     reason: str
@@ -154,7 +153,7 @@ class FundingTickRejected(NamedTuple):
 
 
 @event(78, accounts=("acct",), markets=("mkt",))
-class FundingSettled(NamedTuple):
+class FundingSettled(Record):
     acct: str
     mkt: str
     amount_qq: int
@@ -164,7 +163,7 @@ class FundingSettled(NamedTuple):
 
 
 @event(79, accounts=("acct",))
-class Liquidated(NamedTuple):
+class Liquidated(Record):
     acct: str
     method: LiquidationMethod
     av_qq: int
@@ -175,7 +174,7 @@ class Liquidated(NamedTuple):
 
 
 @event(80, accounts=("liquidated", "offset"), markets=("mkt",))
-class Deleveraged(NamedTuple):
+class Deleveraged(Record):
     mkt: str
     liquidated: str
     offset: str
@@ -185,7 +184,7 @@ class Deleveraged(NamedTuple):
 
 
 @event(81, accounts=("acct",))
-class SocializedLossApplied(NamedTuple):
+class SocializedLossApplied(Record):
     acct: str
     amount_qq: int
     vault_paid_qq: int
@@ -193,21 +192,21 @@ class SocializedLossApplied(NamedTuple):
 
 
 @event(82, markets=("mkt",))
-class MarketHalted(NamedTuple):
+class MarketHalted(Record):
     mkt: str
     reason: str
     by: str
 
 
 @event(83, markets=("mkt",))
-class MarketResumed(NamedTuple):
+class MarketResumed(Record):
     mkt: str
     reason: str
     by: str
 
 
 @event(84)
-class ModeChanged(NamedTuple):
+class ModeChanged(Record):
     scope: str
     mode: Mode
     band_ppm: int
@@ -216,13 +215,13 @@ class ModeChanged(NamedTuple):
 
 
 @event(85)
-class SnapshotTaken(NamedTuple):
+class SnapshotTaken(Record):
     at_seq: int
     state_hash: bytes
 
 
 @event(86)
-class RolledBack(NamedTuple):
+class RolledBack(Record):
     target_height: int
     branch_id: int
     snapshot_hash: bytes
@@ -232,7 +231,7 @@ class RolledBack(NamedTuple):
 
 
 @event(87, accounts=("acct",))
-class RefundIssued(NamedTuple):
+class RefundIssued(Record):
     acct: str
     amount_qq: int
     source: str
@@ -240,34 +239,34 @@ class RefundIssued(NamedTuple):
 
 
 @event(88)
-class BlockCommitted(NamedTuple):
+class BlockCommitted(Record):
     height: int
     state_hash: bytes
 
 
 @event(89)
-class GuardsSet(NamedTuple):
+class GuardsSet(Record):
     enabled: bool
     reason: str
     operator: str
 
 
 @event(90, markets=("mkt",))
-class FundingResumed(NamedTuple):
+class FundingResumed(Record):
     mkt: str
     action: FundingResumeAction
     time: int
 
 
 @event(91)
-class LossModeSet(NamedTuple):
+class LossModeSet(Record):
     mode: LossMode
     reason: str
     by: str
 
 
 @event(92, markets=("mkt",))
-class OracleUpdateRejected(NamedTuple):
+class OracleUpdateRejected(Record):
     """G5 refused an oracle update; `pending_st` is a jump held for confirmation (0: none)."""
 
     mkt: str
@@ -278,7 +277,7 @@ class OracleUpdateRejected(NamedTuple):
 
 
 @event(93, accounts=("acct", "source"))
-class RefundRejected(NamedTuple):
+class RefundRejected(Record):
     acct: str
     amount_qq: int
     source: str
@@ -286,12 +285,12 @@ class RefundRejected(NamedTuple):
     reason: str
 
 
-#: OrderType values held off the book until their trigger fires.
-TRIGGER_TYPES = (OrderType.STOP_LOSS, OrderType.TAKE_PROFIT)
+#: OrderType values held off the book until their trigger fires (enums.TP_SL).
+TRIGGER_TYPES = TP_SL
 
 
 @event(94)
-class KeyRegistered(NamedTuple):
+class KeyRegistered(Record):
     """A key of the chain's authority was registered (or revoked: active False)."""
 
     chain_id: str
@@ -303,8 +302,9 @@ class KeyRegistered(NamedTuple):
 
 
 @event(95)
-class CommandUnauthorized(NamedTuple):
+class CommandUnauthorized(Record):
     """A privileged command no valid operator signature covers: it did nothing."""
 
-    type_code: int
+    #: the type code of the command that did nothing
+    command_code: int
     reason: str

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
-from ledger.events.record import nested
+from ledger.events.record import Record, nested
 
 
 @nested
-class MarketParams(NamedTuple):
+class MarketParams(Record):
     """A market's listing parameters. Rates and fractions in ppm, sizes in bq, prices in st."""
 
     atomic_resolution: int
@@ -35,7 +33,7 @@ class MarketParams(NamedTuple):
 
 
 @nested
-class LiquidatedPosition(NamedTuple):
+class LiquidatedPosition(Record):
     """One position closed by a liquidation, with its bankruptcy terms."""
 
     mkt: str
@@ -48,7 +46,7 @@ class LiquidatedPosition(NamedTuple):
 
 
 @nested
-class CarriedFlow(NamedTuple):
+class CarriedFlow(Record):
     """An external deposit (+) or withdrawal (-) carried forward across a rollback."""
 
     acct: str

@@ -52,6 +52,15 @@ class BlockHeader(NamedTuple):
         }
 
 
+def follows_in_time(time: int, prev_time: int) -> bool:
+    """May a block at `time` follow one at `prev_time`? Block time never goes backwards.
+
+    Equal times are fine (several blocks in one second); the state machine's only
+    clock is the block time, so a later block may never say it happened earlier.
+    """
+    return time >= prev_time
+
+
 def genesis_prev_hash(chain_id: str) -> bytes:
     """The prev hash of block 0: binds the chain id into every later hash."""
     return blake2b(b"perpledger-genesis:" + chain_id.encode(), digest_size=HASH_LEN).digest()

@@ -13,7 +13,7 @@ A crash at any instant leaves the store as it was before or after, never a mix.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from hashlib import blake2b
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, TypeVar
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, TypeVar
 import lmdb
 import msgpack
 import structlog
+from msgspec.structs import astuple
 
 from ledger.errors import (
     BlockRejected,
@@ -31,7 +32,7 @@ from ledger.errors import (
     NotFound,
     StoreError,
 )
-from ledger.events.codec import Envelope, WriterPlan, decode_verified, writer_plan
+from ledger.events.codec import PLAN_OF, Envelope, decode_verified, pack_event
 from ledger.gcpause import gc_paused
 from ledger.store import archive, reads
 from ledger.store.blocks import (
@@ -41,6 +42,7 @@ from ledger.store.blocks import (
     check_events,
     decode_header,
     encode_header,
+    follows_in_time,
     genesis_prev_hash,
     make_header,
 )
@@ -65,17 +67,21 @@ log = structlog.get_logger("ledger.store")
 
 T = TypeVar("T")
 
-_PLANS: dict[type[Any], WriterPlan] = {}
 _CODE_KEYS = [bytes((i,)) for i in range(256)]
-# The single writer's packer (`Packer.pack` is about twice as fast as `packb`).
-_packer = msgpack.Packer(use_bin_type=True).pack
+#: The deepest rollback (in blocks) a chain allows without --force, unless its config says.
+DEFAULT_MAX_ROLLBACK_DEPTH = 10_000
 
 #: Chain config defaults, fixed at `init` and stored in meta.
 DEFAULT_CONFIG: dict[str, Any] = {
     "guards": True,
     "snapshot_every": 100,
-    "max_rollback_depth": 10_000,
+    "max_rollback_depth": DEFAULT_MAX_ROLLBACK_DEPTH,
 }
+
+
+def max_rollback_depth(config: Mapping[str, Any]) -> int:
+    """A chain's max_rollback_depth from its config (the default where unset or 0)."""
+    return int(config.get("max_rollback_depth") or DEFAULT_MAX_ROLLBACK_DEPTH)
 
 
 class Head(NamedTuple):
@@ -661,7 +667,7 @@ def prepare_block(head: Head, envelopes: Sequence[Envelope], *, height: int, tim
         raise BlockRejected(f"block {height} has no events")
     if type(state_hash) is not bytes or len(state_hash) != HASH_LEN:
         raise BlockRejected(f"block {height}: state hash must be {HASH_LEN} bytes")
-    if type(time) is not int or time < head.time:
+    if type(time) is not int or not follows_in_time(time, head.time):
         raise BlockRejected(f"block {height}: time {time!r} is before the head's {head.time}")
     items: list[tuple[bytes, bytes]] = []
     # Id or type code -> the block's seqs under it, increasing (each seq once per key).
@@ -671,59 +677,49 @@ def prepare_block(head: Head, envelopes: Sequence[Envelope], *, height: int, tim
     acct_get = accts_ix.get
     mkt_get = mkts_ix.get
     type_get = types_ix.get
-    plans = _PLANS
-    pack = _packer
+    plans = PLAN_OF
     parts: list[bytes] = []
     seq = head.seq
     # One tight loop: check, encode, index and hash each event once.
     for env in envelopes:
         seq += 1
         ev = env.event
-        cls = type(ev)
-        plan = plans.get(cls)
+        plan = plans.get(type(ev))
         if plan is None:
-            plan = writer_plan(cls)
-            if plan is None:
-                raise BlockRejected(f"block {height}, seq {seq}: {cls.__name__} is not "
-                                    "an event type of the catalogue")
-            plans[cls] = plan
-        code, version, check_fn, accts, mkts = plan
+            raise BlockRejected(f"block {height}, seq {seq}: {type(ev).__name__} is not "
+                                "an event type of the catalogue")
         if env.seq != seq:
             raise BlockRejected(f"block {height}: expected seq {seq}, was {env.seq}")
         if env.height != height or type(env.cause) is not int:
             raise BlockRejected(
                 f"block {height}: event seq {seq} carries height {env.height!r}")
+        values = astuple(ev)
         try:
-            check_fn(ev)
+            data = pack_event(plan, height, env.cause, values)
         except CodecError as exc:
             raise BlockRejected(f"block {height}, seq {seq}: {exc}") from None
-        try:
-            data = pack((code, version, height, env.cause, *ev))
-        except (OverflowError, UnicodeEncodeError, ValueError) as exc:
-            raise BlockRejected(f"block {height}, seq {seq}: {cls.__name__}: a value msgpack "
-                                f"cannot encode ({exc})") from None
-        key = u64(seq)
-        items.append((key, data))
+        items.append((u64(seq), data))
         parts.append(len(data).to_bytes(4, "big"))
         parts.append(data)
         # Ids are grouped as str (the fields checked above are str) and encoded once
         # per block at the end; an empty id (a rejection naming no market) is skipped.
-        for i in accts:
-            ik = ev[i]
+        for i in plan.accounts:
+            ik = values[i]
             if ik:
                 seqs = acct_get(ik)
                 if seqs is None:
                     accts_ix[ik] = [seq]
                 elif seqs[-1] != seq:  # an event naming an id twice is indexed once
                     seqs.append(seq)
-        for i in mkts:
-            ik = ev[i]
+        for i in plan.markets:
+            ik = values[i]
             if ik:
                 seqs = mkt_get(ik)
                 if seqs is None:
                     mkts_ix[ik] = [seq]
                 elif seqs[-1] != seq:
                     seqs.append(seq)
+        code = plan.code
         seqs = type_get(code)
         if seqs is None:
             types_ix[code] = [seq]

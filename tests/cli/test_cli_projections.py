@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from ledger.events import commands as c
 from ledger.events import outcomes as o
+from ledger.events.record import replace
 from ledger.store.chain import ChainStore
 from tests.projections.chains import ChainWriter
 from tests.projections.tamper import forge_event
@@ -168,7 +169,7 @@ def test_verify_reexecute_and_rebuild_fail_with_exit_code_3(tmp_path: Path) -> N
     assert ok.returncode == 0 and json.loads(ok.stdout)["reexecute"]["ok"]
     with ChainStore.open(path) as store:
         fill = next(e for e in store.events(8, None) if isinstance(e.event, o.Filled))
-    forge_event(path, fill.seq, fill.event._replace(maker_fee_qq=fill.event.maker_fee_qq - 1))
+    forge_event(path, fill.seq, replace(fill.event, maker_fee_qq=fill.event.maker_fee_qq - 1))
     bad = _cli("verify", "--data", str(path), "--reexecute", "--json")
     assert bad.returncode == 3
     rep = json.loads(bad.stdout)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from ledger.rollback import execute_rollback, plan_rollback
 from ledger.sequencer import Sequencer
+from projections.recovery import execute_recovery, plan_rollback
 
 
 def main() -> None:
@@ -15,7 +15,7 @@ def main() -> None:
         return
     with Sequencer.open(path) as seq:
         plan = plan_rollback(seq.store, target)
-        execute_rollback(seq, plan, reason="crash test", operator="test")
+        execute_recovery(seq, plan, reason="crash test", operator="test")
     print("done", flush=True)
 
 

@@ -26,6 +26,7 @@ from ledger.errors import CommandInvalid, LedgerError
 from ledger.events import commands as c
 from ledger.events import outcomes as o
 from ledger.events.enums import Mode
+from ledger.events.record import replace
 from ledger.intake import parse_command
 from ledger.keys import OPERATOR_KEY_ENV, WRITER_KEY_ENV, KeyError_, create_key, load_key
 from ledger.sequencer import Sequencer, recover
@@ -189,7 +190,7 @@ def test_verify_finds_a_rehashed_forged_block_at_its_first_forged_height(ledger:
     # Rewrite one deposit and re-hash every header after it: the hash chain is whole
     # again (`verify` before signatures passed such a chain), but no block after the
     # forged one carries a writer signature of its new hash.
-    height = forge_event(ledger, target.seq, target.event._replace(amount_qq=10**15))
+    height = forge_event(ledger, target.seq, replace(target.event, amount_qq=10**15))
     doc = _verify(ledger)
     assert doc["exit"] == 3 and doc["height"] == height == 4
     assert "signature does not verify" in doc["reason"]

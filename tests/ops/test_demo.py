@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 from ledger.events import outcomes as o
+from ledger.sequencer import Sequencer
 from ledger.store.chain import ChainStore
+from projections import recovery
 from tools.demo import run_demo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,10 +26,25 @@ def test_guards_off_bogus_liquidations_rollback_and_refunds(tmp_path: Path) -> N
     assert s["positions_restored"] == 10
     assert s["events_archived"] == 2287
     assert s["flows_carried_forward"] == 54
-    assert s["refunded_accounts"] == 68
-    assert s["refunded_total"] == 35_220_292_067
+    assert s["prices_carried_forward"] == 4
+    assert s["corrections"] == 2  # the two zeroed ticks, recomputed in the counterfactual
+    # Before acting: roll back and refund 72 accounts, or compensate 96 on the chain as it
+    # stands (there the 10 bogus liquidations and the zeroed funding are losses to pay).
+    a = s["assess"]
+    assert (a["rollback_refund_accounts"], a["rollback_refund_total_qq"]) == (72, 1_928_400_891)
+    assert (a["compensation_accounts"], a["compensation_total_qq"]) == (96, 593_651_830_864)
+    assert a["compensation_by_cause_qq"] == {
+        "trading": -197_856_844, "liquidation": 17_207_947_744, "funding": 576_641_739_964,
+        "flows": 0, "refunds": 0, "other": 0}
+    # The rollback restored the positions; the refunds pay what it could not restore:
+    # the P&L of the trades it reversed and the funding it undid. No flow is harm.
+    assert s["refunded_accounts"] == 72
+    assert s["refunded_total"] == 1_928_400_891 == a["rollback_refund_total_qq"]
+    assert s["refund_by_cause_qq"] == {"trading": 1_927_827_120, "liquidation": 0,
+                                       "funding": 573_771, "flows": 0, "refunds": 0,
+                                       "other": 0}
     assert s["vault_before"] == 20_000_000_000_000
-    assert s["vault_after"] == s["vault_before"] - s["refunded_total"]
+    assert s["vault_after"] == s["vault_before"] - s["refunded_total"] == 19_998_071_599_109
     assert s["refunds_pro_rata"] is False
     assert s["state_hash_after_rollback"] == s["snapshot_state_hash"]
     assert s["verified"] is True
@@ -40,9 +57,13 @@ def test_guards_off_bogus_liquidations_rollback_and_refunds(tmp_path: Path) -> N
         assert store.events_by(type_code=o.Liquidated.TYPE_CODE,
                                from_height=s["zero_index_height"]) == []
         refunds = store.events_by(type_code=o.RefundIssued.TYPE_CODE)
-        assert len(refunds) == 68
+        assert len(refunds) == 72
         assert sum(e.event.amount_qq for e in refunds) == s["refunded_total"]
         assert {e.event.source for e in refunds} == {"LIQ_VAULT"}
+    # `refunds issue` after the demo pays nothing more: the demo paid exactly what it pays.
+    with Sequencer.open(tmp_path / "demo") as seq:
+        again = recovery.issue_refunds(seq, s["branch"], reason="again", operator="tests")
+        assert again.paid == [] and again.header is None
 
 
 def test_guards_on_refuse_the_zeroed_index_and_nobody_is_liquidated(tmp_path: Path) -> None:

@@ -11,13 +11,14 @@ from ledger.errors import RollbackRefused
 from ledger.events import commands as c
 from ledger.events import outcomes as o
 from ledger.events.enums import Mode, OrderType
-from ledger.rollback import execute_rollback, plan_rollback, restore_exact
+from ledger.rollback import plan_rollback, restore_exact
 from ledger.sequencer import Sequencer
 from ledger.store.chain import ChainStore, verify_store
 from ledger.store.journal import JournalEntry
-from projections.refunds import already_refunded, plan_refunds
+from projections import recovery
+from projections.refunds import plan_refunds, refund_ref
+from projections.remedy import paid_under
 from projections.whatif import whatif
-from tools import operator as ops
 from tools.simulate import make_workload, open_or_create, run
 
 SNAP_EVERY = 10
@@ -98,8 +99,9 @@ def test_rollback_restores_the_snapshot_archives_byte_for_byte_and_recovers(
                     for h in store.blocks(TARGET + 1, None)]
         orphaned_bytes = [list(raw) for _, raw in orphaned]
         snap = store.snapshot(TARGET)
-        plan = plan_rollback(store, TARGET)
-        result = execute_rollback(seq, plan, reason="test", operator="ops")
+        rplan = recovery.plan_rollback(store, TARGET)
+        plan = rplan.rollback
+        result = recovery.execute_recovery(seq, rplan, reason="test", operator="ops")
         # The restored state is the snapshot's, exactly.
         assert result.snapshot_state_hash == snap.state_hash == store.block(TARGET).state_hash
         assert restore_exact(store, TARGET).state_hash() == snap.state_hash
@@ -108,11 +110,22 @@ def test_rollback_restores_the_snapshot_archives_byte_for_byte_and_recovers(
                     for h in store.blocks(branch=result.branch)]
         assert archived == orphaned_bytes
         assert [h.hash for h in store.blocks(branch=result.branch)] == [h for h, _ in orphaned]
-        # Snapshots above the target are gone; the recovery block is the new head.
-        assert max(s.height for s in store.snapshots()) == TARGET
+        # Snapshots above the target are gone (the recovery block has a fresh one); the
+        # recovery block is the new head.
+        assert [s.height for s in store.snapshots() if s.height > TARGET] == [TARGET + 1]
         assert store.head.height == TARGET + 1
-        recovery = [e.event for e in store.events(TARGET + 1, TARGET + 1)]
-        rolled = [e for e in recovery if isinstance(e, o.RolledBack)]
+        block = [e.event for e in store.events(TARGET + 1, TARGET + 1)]
+        # It opens with the latest guard-approved price of each market the suffix moved,
+        # which are the branch's own last prices (no oracle input was refused).
+        carried = [e for e in block[1:] if isinstance(e, c.UpdateOracle)]
+        assert carried == rplan.oracles and len(carried) == len(MARKETS) + 2
+        last_prices = {}
+        for env in store.events(branch=result.branch):
+            if isinstance(env.event, c.UpdateOracle) and env.height > TARGET:
+                last_prices[env.event.mkt] = (env.event.oracle_st, env.event.ext_basis_ppm)
+        assert {u.mkt: (u.oracle_st, u.ext_basis_ppm) for u in carried} == last_prices
+        assert all(seq.engine.market(m).oracle_st == last_prices[m][0] for m in last_prices)
+        rolled = [e for e in block if isinstance(e, o.RolledBack)]
         assert rolled and rolled[0].branch_id == result.branch
         assert rolled[0].snapshot_hash == snap.state_hash
         assert list(rolled[0].flows) == plan.flows
@@ -146,41 +159,42 @@ def _external_net(store: ChainStore) -> int:
 
 def test_whatif_finds_the_bogus_liquidations_and_refunds_are_idempotent(ledger: Path) -> None:
     with Sequencer.open(ledger) as seq:
-        plan = plan_rollback(seq.store, TARGET)
-        result = execute_rollback(seq, plan, reason="test", operator="ops")
-        report = whatif(seq.store, result.branch, guards_on=True)
-        liquidated = {x["acct"] for x in plan.liquidations}
+        rplan = recovery.plan_rollback(seq.store, TARGET)
+        result = recovery.execute_recovery(seq, rplan, reason="test", operator="ops")
+        report = whatif(seq.store, result.branch)
+        liquidated = {x["acct"] for x in rplan.rollback.liquidations}
         assert set(report.liquidated_actual) == liquidated
-        assert report.bogus and set(report.bogus) <= liquidated
-        # With the guards on the zeroed index never lands.
-        assert report.counterfactual.rejected_ticks >= len(MARKETS)
-        # Every account the zeroed index liquidated kept its position when guarded:
-        # all of them were bogus, and each differs in equity between the two runs.
+        # The corrected counterfactual applies the index it recomputes instead of the zero:
+        # the two zeroed ticks are the corrections, and nothing is refused or halted in C.
+        assert [(x.type, x.mkt, x.published, x.why) for x in report.cf.corrections] == [
+            ("FundingTick", m, 0, "G3_ZEROED") for m in sorted(MARKETS)]
+        assert all(x.used and x.used > 0 for x in report.cf.corrections)
+        assert report.counterfactual.rejected_ticks == 0 and report.counterfactual.halts == 0
+        # Every account the zeroed index liquidated kept its position in C: all bogus.
         assert set(report.bogus) == liquidated
         by_acct = {d.acct: d for d in report.accounts}
         for acct in liquidated:
             assert not by_acct[acct].liquidated_counterfactual
             assert by_acct[acct].equity_counterfactual_qq != by_acct[acct].equity_actual_qq
-    rplan = ops.issue_refunds(ledger, result.branch, operator="ops", reason="test")
-    plan1, paid1, height1 = rplan
-    assert paid1 and height1 is not None
-    assert sum(p["amount_qq"] for p in paid1) == plan1.total_qq
-    with ChainStore.open(ledger) as store:
-        done = already_refunded(store, result.branch)
-        assert done == {p["acct"]: p["amount_qq"] for p in paid1}
-    plan2, paid2, height2 = ops.issue_refunds(ledger, result.branch, operator="ops",
-                                              reason="again")
-    assert paid2 == [] and height2 is None
-    with ChainStore.open(ledger) as store:
-        assert already_refunded(store, result.branch) == done
-        assert plan_refunds(store, result.branch).total_qq == plan1.total_qq
+        first = recovery.issue_refunds(seq, result.branch, reason="test", operator="ops")
+        assert first.paid and first.header is not None and first.rejected == []
+        assert first.total_qq == first.plan.total_qq
+        assert first.vault_before_qq - first.vault_after_qq == first.total_qq
+        done = paid_under(seq.store, refund_ref(result.branch))
+        assert done == dict(first.paid)
+        again = recovery.issue_refunds(seq, result.branch, reason="again", operator="ops")
+        assert again.paid == [] and again.header is None
+        assert paid_under(seq.store, refund_ref(result.branch)) == done
+        assert plan_refunds(seq.store, result.branch).total_qq == first.plan.total_qq
+        journal = [j for j in seq.store.journal() if j["action"] == "refunds"]
+        assert len(journal) == 1 and journal[0]["head_height"] == first.header.height
 
 
 def test_auditor_queries_the_archived_branch_after_more_blocks(ledger: Path) -> None:
     with Sequencer.open(ledger) as seq:
-        plan = plan_rollback(seq.store, TARGET)
-        result = execute_rollback(seq, plan, reason="test", operator="ops")
-        liq = plan.liquidations[0]
+        rplan = recovery.plan_rollback(seq.store, TARGET)
+        result = recovery.execute_recovery(seq, rplan, reason="test", operator="ops")
+        liq = rplan.rollback.liquidations[0]
         seq.submit([c.SetMode(c.ALL, Mode.OK, 0, "recovered", "ops")],
                    journal=JournalEntry("mode", "ops", "recovered"),
                    operator_key=seq.operator_key())

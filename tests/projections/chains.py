@@ -30,10 +30,10 @@ from ledger.events.codec import Envelope
 from ledger.events.enums import CancelReason, LiquidationMethod, Mode, Side
 from ledger.events.payloads import LiquidatedPosition
 from ledger.markets import DEMO_MARKETS
-from ledger.rollback import execute_rollback, plan_rollback
 from ledger.sequencer import Sequencer
 from ledger.store.chain import ChainStore
 from ledger.store.journal import JournalEntry
+from projections.recovery import execute_recovery, plan_rollback
 from tools.workload import Workload
 
 T0 = 1_768_780_800
@@ -106,7 +106,7 @@ class ChainWriter:
         """The operator's rollback to snapshot height `target` (the suffix is archived, a
         recovery block follows); later blocks come from a workload with other refs."""
         plan = plan_rollback(self.store, target)
-        result = execute_rollback(self.seq, plan, reason="test rollback", operator="tests")
+        result = execute_recovery(self.seq, plan, reason="test rollback", operator="tests")
         # Block time never goes back: the recovery block kept the archived head's time.
         head = self.store.head
         wl = self.workload

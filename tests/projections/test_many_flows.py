@@ -19,9 +19,9 @@ import pytest
 from ledger.events import commands as c
 from ledger.events import outcomes as o
 from ledger.markets import DEMO_MARKETS
-from ledger.rollback import execute_rollback, plan_rollback
 from ledger.sequencer import Sequencer
 from ledger.store.chain import ChainStore, verify_store
+from projections.recovery import execute_recovery, plan_rollback
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCOUNTS = 100
@@ -49,8 +49,8 @@ def rolled_back(tmp_path_factory: pytest.TempPathFactory) -> Path:
         seq.submit([c.Deposit(a, AMOUNT, f"bank-{a}-{k}")
                     for k in range(DEPOSITS_EACH) for a in accts])
         plan = plan_rollback(seq.store, target)
-        assert len(plan.flows) == ACCOUNTS * DEPOSITS_EACH
-        execute_rollback(seq, plan, reason="many flows", operator="tests")
+        assert len(plan.rollback.flows) == ACCOUNTS * DEPOSITS_EACH
+        execute_recovery(seq, plan, reason="many flows", operator="tests")
     return path
 
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ledger.events import outcomes as o
+from ledger.events.record import replace
 from ledger.store.chain import ChainStore, verify_store
 from projections.reexecute import plan_intervals, reexecute
 from tests.projections.tamper import forge_event
@@ -38,7 +39,7 @@ def test_a_forged_outcome_with_a_consistent_hash_chain_is_found_at_its_height(
     path = fresh_copy(sim_chain)
     with ChainStore.open(path) as store:
         fill = _first(store, o.Filled, 120)
-    forged = fill.event._replace(taker_fee_qq=fill.event.taker_fee_qq + 1)
+    forged = replace(fill.event, taker_fee_qq=fill.event.taker_fee_qq + 1)
     height = forge_event(path, fill.seq, forged)
     with ChainStore.open(path) as store:
         assert verify_store(store).ok  # the chain itself checks out

@@ -33,7 +33,7 @@ from ledger.errors import (
 )
 from ledger.events.codec import Envelope, encode
 from ledger.events.commands import CreateAccount, Deposit, ListMarket, PlaceOrder
-from ledger.events.record import BY_CODE, BY_NAME
+from ledger.events.record import BY_CODE, BY_NAME, field_names, replace
 from ledger.store import reads
 from ledger.store.blocks import BlockHeader, encode_header, genesis_prev_hash, make_header
 from ledger.store.chain import ChainStore, Head, verify_store
@@ -488,17 +488,17 @@ def _with_last(store: ChainStore, event: Any) -> Attempt:
 def _at_height(store: ChainStore, height: int) -> Attempt:
     a = _valid(store)
     return a._replace(height=height,
-                      envelopes=[e._replace(height=height) for e in a.envelopes])
+                      envelopes=[replace(e, height=height) for e in a.envelopes])
 
 
 def _reseq(a: Attempt, i: int, seq: int) -> Attempt:
     envs = list(a.envelopes)
-    envs[i] = envs[i]._replace(seq=seq)
+    envs[i] = replace(envs[i], seq=seq)
     return a._replace(envelopes=envs)
 
 
 def _field(cls: type[Any], **changes: Any) -> Any:
-    return random_record(cls, random.Random(1))._replace(**changes)
+    return replace(random_record(cls, random.Random(1)), **changes)
 
 
 class NotInCatalogue(NamedTuple):
@@ -519,9 +519,9 @@ INVALID: dict[str, Callable[[ChainStore], Attempt]] = {
         envelopes_for(s.head._replace(seq=s.head.seq - 1), random_events(random.Random(2), 3)),
         s.head.height + 1, s.head.time, fake_state_hash(0)),
     "envelope carries another height": lambda s: (lambda a: a._replace(envelopes=[
-        *a.envelopes[:-1], a.envelopes[-1]._replace(height=a.height - 1)]))(_valid(s)),
+        *a.envelopes[:-1], replace(a.envelopes[-1], height=a.height - 1)]))(_valid(s)),
     "envelope cause is not an int": lambda s: (lambda a: a._replace(envelopes=[
-        *a.envelopes[:-1], a.envelopes[-1]._replace(cause="1")]))(  # type: ignore[arg-type]
+        *a.envelopes[:-1], replace(a.envelopes[-1], cause="1")]))(  # type: ignore[arg-type]
             _valid(s)),
     "field of the wrong type": lambda s: _with_last(s, CreateAccount(5)),  # type: ignore[arg-type]
     "bool where an int is expected": lambda s: _with_last(s, _field(Deposit, amount_qq=True)),
@@ -684,7 +684,7 @@ EVENT_CORRUPTIONS: dict[str, Callable[[bytes], bytes]] = {
 def test_verify_store_names_the_height_of_a_changed_event(eight: Chain, case: str) -> None:
     store = eight.store
     # 2..11 fields: a fixarray, so byte 1 is the type code.
-    victim = _in_block(eight, BAD_HEIGHT, lambda e: 1 < len(type(e.event)._fields) <= 11)
+    victim = _in_block(eight, BAD_HEIGHT, lambda e: 1 < len(field_names(type(e.event))) <= 11)
     key = u64(victim.seq)
 
     def corrupt(txn: lmdb.Transaction) -> None:
@@ -1068,11 +1068,11 @@ def _then_append_cases(chain: Chain) -> dict[str, dict[str, Any]]:
             "state_hash": fake_state_hash(TARGET + 1)}
     return {
         "seq gap in the first block": {**good, "then_append": [
-            e._replace(seq=e.seq + 1) for e in ok]},
+            replace(e, seq=e.seq + 1) for e in ok]},
         "first block carries the old head's height": {**good, "then_append": [
-            e._replace(height=21) for e in ok]},
+            replace(e, height=21) for e in ok]},
         "bad event in the first block": {**good, "then_append": [
-            *ok[:-1], ok[-1]._replace(event=CreateAccount(5))]},  # type: ignore[arg-type]
+            *ok[:-1], replace(ok[-1], event=CreateAccount(5))]},  # type: ignore[arg-type]
         "time before the target block": {**good, "block_time": base.time - 1},
         "bad state hash": {**good, "state_hash": b"short"},
         "no block time": {**good, "block_time": None},
