@@ -117,12 +117,16 @@ class Sequencer:
                                     authority=genesis_authority(chain_id, writer, operators))
             seq._run(0, cmds)
             seq.snapshot()
+            seq.latency.flush()
         finally:
             store.close()
         if ledger_exists(final):  # another create won the race
             shutil.rmtree(build, ignore_errors=True)
             raise LedgerExists(f"a ledger already exists at {final}; refusing to overwrite it")
         os.rename(build / "data.mdb", final / "data.mdb")
+        # The genesis append's latency sample goes with the ledger (metrics/, if any).
+        if (build / "metrics").is_dir() and not (final / "metrics").exists():
+            os.rename(build / "metrics", final / "metrics")
         _fsync_dir(final)
         shutil.rmtree(build, ignore_errors=True)
         log.info("ledger created", path=str(path), chain_id=chain_id, guards=guards,
