@@ -26,7 +26,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from ledger.errors import CommandInvalid, NotFound
-from ledger.store.chain import verify_store
 from projections.audit import Auditor
 from projections.catalog import branches_json, journal_json, snapshots_json
 from projections.series import funding_series, liquidation_counts, mark_series
@@ -46,9 +45,9 @@ def counts_json(counts: Mapping[int, int]) -> list[dict[str, int]]:
 
 def verify_json(store: Any, branch: int | None = None) -> dict[str, Any]:
     """What `ledgerctl verify [--branch B] --json` prints (without --reexecute)."""
-    r = verify_store(store, branch=branch)
-    return {"ok": r.ok, "height": r.height, "reason": r.reason, "blocks": r.blocks,
-            "events": r.events}
+    from projections.verification import verify_ledger
+
+    return verify_ledger(store, branch=branch, guarded=False)
 
 
 def build_incident(au: Auditor, *, branch: int | None = None, from_height: int | None = None,
