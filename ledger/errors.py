@@ -89,5 +89,37 @@ class VerificationFailed(LedgerError):
         self.reason = reason
 
 
+class StoreCorrupted(StoreError):
+    """LMDB or a record in it is damaged: verification failed (exit 3).
+
+    Names the data directory, and where known the sub-database and the height.
+    """
+
+    exit_code = 3
+
+    def __init__(self, path: str, detail: str, *, subdb: str | None = None,
+                 height: int | None = None, fix: str | None = None) -> None:
+        where = [f"the store at {path}"]
+        if subdb is not None:
+            where.append(f"sub-database {subdb!r}")
+        if height is not None:
+            where.append(f"height {height}")
+        msg = f"{', '.join(where)} is damaged: {detail}"
+        if fix:
+            msg += f"; {fix}"
+        super().__init__(msg)
+        self.path = path
+        self.subdb = subdb
+        self.height = height
+
+
+class StoreFull(StoreError):
+    """The disk (or the file system) holding a store has no room for a write.
+
+    Nothing of the refused write is kept; acknowledged blocks are intact. Free
+    space and run the command again.
+    """
+
+
 class RollbackRefused(LedgerError):
     """A rollback that may not run as asked; the message says what to do instead."""

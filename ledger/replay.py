@@ -27,7 +27,12 @@ def restore(store: ChainReader, *, at_or_below: int) -> tuple[Engine, int]:
     if info is None:
         return Engine(), -1
     snap = store.snapshot(info.height)
-    engine = Engine.from_snapshot(snap.data)
+    try:
+        engine = Engine.from_snapshot(snap.data)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError,
+            UnicodeDecodeError) as exc:
+        raise VerificationFailed(info.height, f"the snapshot's bytes do not restore to a state "
+                                 f"({type(exc).__name__}); the store is damaged") from None
     header = store.block(info.height)
     got = engine.state_hash()
     if got != snap.state_hash or got != header.state_hash:

@@ -32,8 +32,10 @@ from ledger.events.codec import to_jsonable
 from ledger.events.enums import TP_SL, FundingResumeAction, Mode
 from ledger.events.payloads import CarriedFlow
 from ledger.events.record import type_code
+from ledger.keys import Key
 from ledger.replay import replay, restore
 from ledger.sequencer import Sequencer
+from ledger.signing import authorise
 from ledger.store.blocks import BlockHeader
 from ledger.store.chain import ChainStore, max_rollback_depth
 
@@ -180,15 +182,27 @@ def recovery_commands(plan: RollbackPlan, *, reason: str, operator: str,
 def recovery_block(engine: Engine, plan: RollbackPlan, *, reason: str, operator: str,
                    oracles: Sequence[c.UpdateOracle],
                    funding_resume: FundingResumeAction | None,
-                   band_ppm: int = RECOVERY_BAND_PPM) -> BlockResult:
+                   band_ppm: int = RECOVERY_BAND_PPM, key: Key | None = None) -> BlockResult:
     """Run the recovery block on `engine`, the state at the target height (nothing written).
 
-    `execute_rollback` appends what this returns; an assessment runs it on a copy
-    to see the chain a rollback would leave, before anyone decides.
+    `execute_rollback` appends what this returns, signed with the operator's `key`
+    on a signed chain (ledger.signing.authorise); an assessment runs it on a copy,
+    without a key, to see the chain a rollback would leave, before anyone decides
+    (a simulation: the authority is not enforced on it).
     """
     cmds = recovery_commands(plan, reason=reason, operator=operator, oracles=oracles,
                              funding_resume=funding_resume, band_ppm=band_ppm)
-    return engine.run_block(plan.target_height + 1, cmds)
+    height = plan.target_height + 1
+    if key is not None:
+        cmds = authorise(engine.state, engine.state.chain_id, height, cmds, key,
+                         operator=operator, reason=reason)
+        return engine.run_block(height, cmds)
+    enforce = engine.enforce_authority
+    engine.enforce_authority = False
+    try:
+        return engine.run_block(height, cmds)
+    finally:
+        engine.enforce_authority = enforce
 
 
 def restore_exact(store: ChainStore, height: int) -> Engine:
@@ -201,8 +215,12 @@ def restore_exact(store: ChainStore, height: int) -> Engine:
 def execute_rollback(seq: Sequencer, plan: RollbackPlan, *, reason: str, operator: str,
                      oracles: Sequence[c.UpdateOracle],
                      funding_resume: FundingResumeAction | None,
-                     band_ppm: int = RECOVERY_BAND_PPM) -> RollbackResult:
+                     band_ppm: int = RECOVERY_BAND_PPM, key: Key | None = None
+                     ) -> RollbackResult:
     """Carry out a plan (see module docstring). The sequencer must hold the write lock.
+
+    On a signed chain the recovery block carries the operator's signature (`key`,
+    else the sequencer's operator key) over its privileged commands.
 
     `oracles` and `funding_resume` shape the recovery block (`recovery_commands`);
     the recovery service (projections.recovery) derives the oracles from the
@@ -219,8 +237,12 @@ def execute_rollback(seq: Sequencer, plan: RollbackPlan, *, reason: str, operato
     if got != plan.snapshot_state_hash:
         raise VerificationFailed(plan.target_height,
                                  "restored state hash differs from the snapshot's")
+    if key is None:
+        key = seq.operator_key()
+    if engine.state.keys and key is None:
+        raise RollbackRefused("a rollback of a signed chain needs the operator key")
     result = recovery_block(engine, plan, reason=reason, operator=operator, oracles=oracles,
-                            funding_resume=funding_resume, band_ppm=band_ppm)
+                            funding_resume=funding_resume, band_ppm=band_ppm, key=key)
     cancelled = sum(1 for e in result.envelopes if isinstance(e.event, o.OrderCancelled))
     details = {"plan": {k: v for k, v in plan.to_json().items()
                         if k not in ("accounts_touched", "flows_carried_forward",

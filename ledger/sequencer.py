@@ -18,24 +18,30 @@ from the log), rather than append anything on top of an unknown state.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
 
-from ledger.core.engine import Engine
+from ledger.core.authority import PRIVILEGED, check_block, is_privileged
+from ledger.core.engine import Engine, processing_order
 from ledger.core.genesis import genesis_commands
-from ledger.errors import CommandInvalid, LedgerError, VerificationFailed
+from ledger.errors import CommandInvalid, LedgerError, LedgerExists, VerificationFailed
 from ledger.events.codec import Envelope
-from ledger.events.commands import BeginBlock, EndBlock, SetGuards
+from ledger.events.commands import BeginBlock, EndBlock, OperatorAuth, SetGuards
+from ledger.events.enums import KeyRole
 from ledger.gcpause import gc_paused
+from ledger.keys import OPERATOR_KEY_ENV, WRITER_KEY_ENV, Key, resolve
 from ledger.latency import AppendLatency
 from ledger.markets import Listing
 from ledger.replay import replay, restore
+from ledger.signing import authorise, genesis_authority, keys_for_new_ledger
 from ledger.store.blocks import BlockHeader, follows_in_time
-from ledger.store.chain import ChainStore, SnapshotInfo, verify_store
+from ledger.store.chain import ChainStore, SnapshotInfo, ledger_exists, verify_store
 from ledger.store.journal import JournalEntry
 
 log = structlog.get_logger("ledger.sequencer")
@@ -73,33 +79,94 @@ class Sequencer:
     def create(cls, path: str | os.PathLike[str], *, chain_id: str,
                listings: Sequence[Listing], guards: bool = True, genesis_time: int = 0,
                config: dict[str, Any] | None = None,
-               check_invariants: bool = False) -> Sequencer:
-        """Create a ledger and write its genesis block (height 0)."""
+               check_invariants: bool = False, map_size: int | None = None,
+               writer_key: str | None = None, operator_key: str | None = None,
+               operator: str = "operator") -> Sequencer:
+        """Create a ledger and write its genesis block (height 0).
+
+        Signed from its first block: the genesis block registers the writer key
+        and the first operator key (`ledger.signing.keys_for_new_ledger`: the
+        paths given, else $PERPLEDGER_WRITER_KEY / $PERPLEDGER_OPERATOR_KEY, else
+        new keys in `<data>.keys/`), and the writer signs every block.
+
+        Crash-safe: the ledger is built in a hidden directory inside `path`
+        (`.init-<pid>`), genesis and its snapshot included, and its data file is
+        renamed into `path` last, an atomic step that is the completion marker.
+        A killed create leaves no ledger (only the hidden directory, which the
+        next create removes) or a complete one; never one `init` refuses to
+        overwrite and `info` calls empty.
+        """
+        final = Path(path)
+        if ledger_exists(final):
+            raise LedgerExists(f"a ledger already exists at {final}; refusing to overwrite it")
+        final.mkdir(parents=True, exist_ok=True)
+        _remove_stale_builds(final)
+        build = final / f"{_BUILD_PREFIX}{os.getpid()}"
+        shutil.rmtree(build, ignore_errors=True)
+        writer, operators, key_cfg = keys_for_new_ledger(final, writer_key=writer_key,
+                                                         operator_key=operator_key,
+                                                         operator=operator)
         cfg = dict(config or {})
         cfg["guards"] = guards
-        store = ChainStore.create(path, chain_id=chain_id, config=cfg)
+        cfg.update(key_cfg)
+        store = ChainStore.create(build, chain_id=chain_id, config=cfg, map_size=map_size)
+        store.signer = writer
         seq = cls(store, Engine(), check_invariants=check_invariants)
         try:
-            cmds = genesis_commands(listings, time=genesis_time, guards_enabled=guards)
+            cmds = genesis_commands(listings, time=genesis_time, guards_enabled=guards,
+                                    authority=genesis_authority(chain_id, writer, operators))
             seq._run(0, cmds)
             seq.snapshot()
-        except BaseException:
+            seq.latency.flush()
+        finally:
             store.close()
-            raise
+        if ledger_exists(final):  # another create won the race
+            shutil.rmtree(build, ignore_errors=True)
+            raise LedgerExists(f"a ledger already exists at {final}; refusing to overwrite it")
+        os.rename(build / "data.mdb", final / "data.mdb")
+        # The genesis append's latency sample goes with the ledger (metrics/, if any).
+        if (build / "metrics").is_dir() and not (final / "metrics").exists():
+            os.rename(build / "metrics", final / "metrics")
+        _fsync_dir(final)
+        shutil.rmtree(build, ignore_errors=True)
         log.info("ledger created", path=str(path), chain_id=chain_id, guards=guards,
                  markets=[lst.mkt for lst in listings])
-        return seq
+        return cls.open(final, check_invariants=check_invariants, writer_key=str(writer.path))
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, check_invariants: bool = False) -> Sequencer:
-        """Open an existing ledger for writing, after the restart protocol passes."""
+    def open(cls, path: str | os.PathLike[str], *, check_invariants: bool = False,
+             writer_key: str | None = None) -> Sequencer:
+        """Open an existing ledger for writing, after the restart protocol passes.
+
+        A signed chain needs its writer key (`writer_key`, else
+        $PERPLEDGER_WRITER_KEY, else the path recorded at init), registered and
+        active on the chain; a legacy chain created without keys stays unsigned.
+        """
         store = ChainStore.open(path, write=True)
         try:
             engine = recover(store)
+            writers = {k for k, (role, _, _, active) in engine.state.keys.items()
+                       if role == KeyRole.WRITER and active}
+            if writers:
+                key = resolve(writer_key, WRITER_KEY_ENV, store.config.get("writer_key_path"),
+                              data_dir=store.path, what="writer")
+                if key.key_id not in writers:
+                    raise CommandInvalid(f"the writer key {key.path} (id {key.key_id}) is not "
+                                         f"this chain's writer key ({', '.join(sorted(writers))})")
+                store.signer = key
         except BaseException:
             store.close()
             raise
         return cls(store, engine, check_invariants=check_invariants)
+
+    def operator_key(self, explicit: str | os.PathLike[str] | None = None) -> Key | None:
+        """The operator key for this chain's operator commands: the path given, else
+        $PERPLEDGER_OPERATOR_KEY, else the one recorded at init; None on a legacy chain
+        (no authority) when none is given."""
+        if not self.engine.state.keys and explicit is None:
+            return None
+        return resolve(explicit, OPERATOR_KEY_ENV, self.store.config.get("operator_key_path"),
+                       data_dir=self.store.path)
 
     def close(self) -> None:
         self.latency.flush()
@@ -113,19 +180,31 @@ class Sequencer:
 
     # -- appending -----------------------------------------------------------
 
-    def submit(self, commands: Sequence[Any], *,
-               journal: JournalEntry | None = None) -> BlockOutcome:
+    def submit(self, commands: Sequence[Any], *, journal: JournalEntry | None = None,
+               operator_key: Key | None = None) -> BlockOutcome:
         """Run one block of commands and append it.
 
         A block starts with `BeginBlock(time)`; without one, the head's time is
         carried. Commands refused at the door (unknown account or market, off
         tick, ...) are left out of the log and listed in `refused`. An operator
         action's `journal` record is written in the block's own transaction.
+
+        Privileged commands (ledger.core.authority) need the `journal` record
+        (operator and reason) and, on a signed chain, the `operator_key` that
+        signs them: the block then carries its OperatorAuth.
         """
         cmds = list(commands)
         if not cmds or not isinstance(cmds[0], BeginBlock):
             cmds.insert(0, BeginBlock(self.store.head.time))
-        return self._run(self.store.head.height + 1, cmds, journal)
+        height = self.store.head.height + 1
+        if any(is_privileged(cmd) for cmd in cmds):
+            if journal is None:
+                names = sorted({type(x).__name__ for x in cmds if is_privileged(x)})
+                raise CommandInvalid(f"{', '.join(names)} is an operator command: it needs an "
+                                     "operator, a reason and its journal record")
+            cmds = authorise(self.engine.state, self.store.chain_id, height, cmds,
+                             operator_key, operator=journal.operator, reason=journal.reason)
+        return self._run(height, cmds, journal)
 
     def _run(self, height: int, cmds: list[Any],
              journal: JournalEntry | None = None) -> BlockOutcome:
@@ -141,6 +220,12 @@ class Sequencer:
             # Refused before the engine runs, so the sequencer stays usable.
             raise CommandInvalid(f"BeginBlock.time {cmds[0].time} is before the head's block "
                                  f"time {head.time}; block time never goes backwards")
+        st = self.engine.state
+        if st.keys and any(type(x) in PRIVILEGED or type(x) is OperatorAuth for x in cmds):
+            ordered = [cmds[i] for i in processing_order([type(x) for x in cmds])]
+            problem = check_block(st.chain_id, st.keys, height, ordered)
+            if problem is not None:  # refused whole, before the engine runs
+                raise CommandInvalid(problem)
         try:
             # One GC pause across decide/evolve, encoding and the durable append.
             with gc_paused():
@@ -163,17 +248,102 @@ class Sequencer:
             outcome.snapshot = self.snapshot()
         return outcome
 
+    def dry_run(self, blocks: Sequence[Sequence[Any]]) -> list[tuple[int, int, str]]:
+        """Run blocks on a scratch copy of the state; nothing is written.
+
+        Each block is a command list as `submit` takes it. Returns every refusal as
+        (block index, command index in the block as given, message): door
+        refusals (`admit`), block times going backwards, and whatever the store
+        would refuse to encode. An empty list means `submit` of each block in
+        turn would append them all with nothing refused.
+        """
+        from ledger.store.chain import prepare_block
+
+        scratch = Engine.from_snapshot(self.engine.snapshot_bytes())
+        head = self.store.head
+        out: list[tuple[int, int, str]] = []
+        for b, block in enumerate(blocks):
+            cmds = list(block)
+            offset = 0
+            if not cmds or not isinstance(cmds[0], BeginBlock):
+                cmds.insert(0, BeginBlock(head.time))
+                offset = 1
+            if not follows_in_time(cmds[0].time, head.time):
+                out.append((b, 0, f"BeginBlock.time {cmds[0].time} is before the block time "
+                            f"{head.time} it would follow; block time never goes backwards"))
+                continue
+            height = head.height + 1
+            result = scratch.run_block(height, cmds, admit=True)
+            for index, err in result.refused:
+                out.append((b, index - offset, str(err)))
+            try:
+                block_ = prepare_block(head, result.envelopes, height=height,
+                                       time=cmds[0].time, state_hash=result.state_hash)
+            except LedgerError as exc:
+                out.append((b, _culprit(cmds, result.envelopes) - offset, str(exc)))
+                break  # the scratch state is past what could be appended
+            head = block_.new_head
+        return out
+
     def snapshot(self) -> SnapshotInfo:
         """Snapshot the state at the head (a verified cache of the projection)."""
         head = self.store.head
         return self.store.put_snapshot(head.height, self.engine.state_hash(),
                                        self.engine.snapshot_bytes())
 
-    def set_guards(self, enabled: bool, *, reason: str, operator: str) -> BlockOutcome:
+    def set_guards(self, enabled: bool, *, reason: str, operator: str,
+                   key: Key | None = None) -> BlockOutcome:
         """Switch the data-check guards, recorded in the log and the journal."""
         return self.submit([SetGuards(enabled, reason, operator)],
                            journal=JournalEntry("guards", operator, reason,
-                                                {"enabled": enabled}))
+                                                {"enabled": enabled}), operator_key=key)
+
+
+#: Name prefix of the hidden directory a ledger is built in by `Sequencer.create`.
+_BUILD_PREFIX = ".init-"
+
+
+def _remove_stale_builds(final: Path) -> None:
+    """Remove what killed creates left in `final` (their process is gone)."""
+    for build in final.glob(f"{_BUILD_PREFIX}*"):
+        pid = build.name[len(_BUILD_PREFIX):]
+        alive = pid.isdigit() and _alive(int(pid))
+        if not alive:
+            shutil.rmtree(build, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _culprit(cmds: list[Any], envelopes: list[Envelope]) -> int:
+    """Index in `cmds` of the IN command whose event (or outcome) cannot be encoded."""
+    from ledger.events.codec import check_and_encode
+
+    by_seq = {env.seq: env for env in envelopes}
+    for env in envelopes:
+        try:
+            check_and_encode(env)
+        except LedgerError:
+            cause = env if env.cause == 0 else by_seq.get(env.cause, env)
+            for i, cmd in enumerate(cmds):
+                if cmd is cause.event:
+                    return i
+    return -1
 
 
 def recover(store: ChainStore) -> Engine:

@@ -92,7 +92,11 @@ class Auditor:
              progress: bool = False) -> Auditor:
         """Open a ledger read-only with its audit read models: a data directory (the read
         models there are caught up first unless told not to) or a PostgreSQL replica
-        URL (`postgresql://...`), whose read models the replicator keeps current."""
+        URL (`postgresql://...`), whose read models the replicator keeps current.
+
+        On a read-only directory the read models cannot catch up: they answer as of
+        their checkpoint (`lag` says how many blocks behind the head that is).
+        """
         chain: ChainReader
         models: AuditModels
         if is_pg_spec(store):
@@ -104,7 +108,10 @@ class Auditor:
 
             lmdb_chain = ChainStore.open(store)
             try:
-                models = LmdbAuditModels(lmdb_chain, ReadModels.open(store))
+                rm = ReadModels.open_for_reading(store)
+                if rm.mode == "readonly":
+                    catch_up = False
+                models = LmdbAuditModels(lmdb_chain, rm)
             except BaseException:
                 lmdb_chain.close()
                 raise
@@ -135,6 +142,11 @@ class Auditor:
         the audit read models and the exchange-state projection, skipped if another
         runner is busy; a replica's are kept current by its replicator)."""
         self.models.catch_up(progress=self._progress)
+
+    @property
+    def lag(self) -> int:
+        """Blocks the canonical read models are behind the head (0: caught up)."""
+        return max(0, self.store.head.height - self.as_of.height)
 
     @property
     def as_of(self) -> Checkpoint:

@@ -14,6 +14,8 @@ import fcntl
 import os
 from typing import NamedTuple
 
+from ledger.errors import LedgerError
+from ledger.store.chain import ChainStore
 from projections.readmodels import (
     CANONICAL,
     ReadModels,
@@ -129,3 +131,51 @@ class RunnerLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def verify_checkpoints(store: ChainStore, rm: ReadModels) -> list[tuple[int | None, str]]:
+    """Check every projection checkpoint against the chain: (height, problem) pairs.
+
+    A checkpoint must name a block the chain holds at its height: on the
+    canonical chain (namespace 0), or on the archived branch its namespace
+    names (or the canonical history below that branch's base). A checkpoint on
+    a block a rollback archived is fine: the runner rewinds from it. Its saved
+    fold state must decode. A read model that cannot be read is reported with
+    the command that rebuilds it.
+    """
+    problems: list[tuple[int | None, str]] = []
+    try:
+        records = rm.read(lambda txn: [
+            (bytes(k), unpack(v)) for k, v in txn.cursor(rm.meta) if bytes(k).startswith(b"ckpt:")])
+    except LedgerError as exc:
+        return [(None, str(exc))]
+    for key, rec in records:
+        label = key[5:].decode(errors="replace")
+        try:
+            name, ns_text = label.rsplit("@", 1)
+            ns = int(ns_text)
+            height, block_hash = int(rec["height"]), bytes(rec["hash"])
+        except (ValueError, KeyError, TypeError):
+            problems.append((None, f"read model checkpoint {label!r} does not decode; "
+                             f"{rm.rebuild_hint()}"))
+            continue
+        if height < 0:
+            continue
+        if not _on_chain(store, ns, height, block_hash):
+            problems.append((height, f"read model {name!r} (namespace {ns}) is checkpointed "
+                             f"at height {height} on block {block_hash.hex()[:16]}, which no "
+                             f"chain or archived branch holds; {rm.rebuild_hint()}"))
+            continue
+        def load(txn: Txn, n: str = name, s: int = ns, h: int = height) -> bytes | None:
+            return load_state(txn, rm, n, s, h)
+
+        try:
+            rm.read(load)
+        except LedgerError as exc:
+            problems.append((height, str(exc)))
+    return problems
+
+
+def _on_chain(store: ChainStore, ns: int, height: int, block_hash: bytes) -> bool:
+    return store.where_is_block(height, block_hash,
+                                branches=None if ns == CANONICAL else [ns, None]) is not False

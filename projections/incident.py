@@ -46,9 +46,9 @@ def counts_json(counts: Mapping[int, int]) -> list[dict[str, int]]:
 
 def verify_json(store: Any, branch: int | None = None) -> dict[str, Any]:
     """What `ledgerctl verify [--branch B] --json` prints (without --reexecute)."""
-    from projections.verification import structure_json
+    from projections.verification import verify_ledger
 
-    return structure_json(store, branch=branch)
+    return verify_ledger(store, branch=branch, guarded=False)
 
 
 def build_incident(au: Auditor, *, branch: int | None = None, from_height: int | None = None,

@@ -109,8 +109,23 @@ def state_prefix(projection: str, ns: int) -> bytes:
     return s8(projection) + u32(ns)
 
 
+# What damaged read-model bytes raise on the way out of LMDB and msgpack.
+_DAMAGED = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.PanicError, lmdb.InvalidError,
+            lmdb.BadValsizeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError,
+            UnicodeDecodeError, KeyError, IndexError, TypeError, struct.error)
+
+
 def readmodels_path(data_dir: str | os.PathLike[str]) -> Path:
     return Path(data_dir) / READMODELS_DIR
+
+
+def _writable(path: Path) -> bool:
+    """True if read models can be written at `path` (or created in its parent)."""
+    probe = path if path.exists() else path.parent
+    if not os.access(probe, os.W_OK):
+        return False
+    lock = path / "lock.mdb"
+    return not lock.exists() or os.access(lock, os.W_OK)
 
 
 class ReadModels:
@@ -130,15 +145,54 @@ class ReadModels:
         self.tables: dict[int, Any] = {T_STMT: self.stmt, T_FUNDING: self.funding,
                                        T_LIQS: self.liqs}
 
+    #: How these read models were opened: "writable", "readonly" (a read-only
+    #: directory: they answer as of their checkpoint, they cannot catch up) or
+    #: "scratch" (none could be opened there: built in a temporary directory).
+    mode = "writable"
+    _scratch: str | None = None
+
     @classmethod
-    def open(cls, data_dir: str | os.PathLike[str]) -> ReadModels:
-        """Open (creating if needed) the read models of the ledger at `data_dir`."""
-        return cls(open_env(readmodels_path(data_dir)))
+    def open(cls, data_dir: str | os.PathLike[str], *, readonly: bool = False) -> ReadModels:
+        """Open (creating if needed, unless `readonly`) the read models at `data_dir`."""
+        rm = cls(open_env(readmodels_path(data_dir), readonly=readonly, create=not readonly))
+        rm.mode = "readonly" if readonly else "writable"
+        return rm
+
+    @classmethod
+    def open_for_reading(cls, data_dir: str | os.PathLike[str]) -> ReadModels:
+        """Open the read models of a ledger a reader may not be able to write.
+
+        Writable where the directory allows it; read-only where it exists on a
+        read-only directory or mount; else fresh ones in a temporary directory
+        (removed on close), so queries still answer on a read-only copy.
+        """
+        import tempfile
+
+        from ledger.errors import StoreFull
+
+        path = readmodels_path(data_dir)
+        if _writable(path):
+            try:
+                return cls.open(data_dir)
+            except StoreFull:  # a full disk: read what is there, as a read-only reader
+                pass
+        if (path / "data.mdb").exists():
+            return cls.open(data_dir, readonly=True)
+        scratch = tempfile.mkdtemp(prefix="perpledger-readmodels-")
+        rm = cls(open_env(readmodels_path(scratch)))
+        rm.mode = "scratch"
+        rm._scratch = scratch
+        return rm
 
     def close(self) -> None:
         if self.shared is not None:
             close_env(self.shared)
             self.shared = None  # type: ignore[assignment]
+        if self._scratch is not None:
+            import shutil
+
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
     def __enter__(self) -> ReadModels:
         return self
@@ -147,12 +201,35 @@ class ReadModels:
         self.close()
 
     def read(self, fn: Callable[[Txn], T]) -> T:
-        """Run `fn` in one read transaction (a consistent MVCC snapshot)."""
-        return run_read(self.shared, fn)
+        """Run `fn` in one read transaction (a consistent MVCC snapshot).
+
+        Damaged read-model bytes raise `StoreCorrupted` naming the command that
+        rebuilds them (`rebuild_hint`), never a decoding traceback.
+        """
+        try:
+            return run_read(self.shared, fn)
+        except _DAMAGED as exc:
+            raise self.damaged(exc) from exc
 
     def write(self, fn: Callable[[Txn], T]) -> T:
         """Run `fn` in one durable write transaction (all or nothing)."""
-        return self.shared.run_write(cast(Callable[[lmdb.Transaction], T], fn))
+        try:
+            return self.shared.run_write(cast(Callable[[lmdb.Transaction], T], fn))
+        except _DAMAGED as exc:
+            raise self.damaged(exc) from exc
+
+    def rebuild_hint(self) -> str:
+        """The command that rebuilds these read models from the chain."""
+        data = self.path.parent
+        return (f"they hold nothing the chain does not: rebuild them with `rm -rf {self.path} "
+                f"&& ledgerctl rebuild --from genesis --data {data}`")
+
+    def damaged(self, exc: BaseException) -> Exception:
+        from ledger.errors import StoreCorrupted
+
+        return StoreCorrupted(str(self.path), f"the read models do not decode "
+                              f"({type(exc).__name__}: {str(exc)[:120]})",
+                              fix=self.rebuild_hint())
 
     # -- meta ------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from ledger.events import commands as c
 from ledger.events import outcomes as o
 from ledger.events.codec import to_jsonable
 from ledger.events.enums import FundingResumeAction, Mode
+from ledger.keys import Key
 from ledger.rollback import RECOVERY_BAND_PPM, RollbackPlan, RollbackResult, execute_rollback
 from ledger.rollback import plan_rollback as plan_ledger_rollback
 from ledger.sequencer import BlockOutcome, Sequencer, recover
@@ -98,11 +99,16 @@ def plan_rollback(store: ChainStore, target: int, *, force: bool = False,
 
 
 def execute_recovery(seq: Sequencer, plan: RecoveryPlan, *, reason: str | None,
-                     operator: str | None) -> RollbackResult:
-    """Archive the suffix and append the recovery block in one transaction, then snapshot."""
+                     operator: str | None, key: Key | None = None) -> RollbackResult:
+    """Archive the suffix and append the recovery block in one transaction, then snapshot.
+
+    On a signed chain the recovery block is signed with the operator's `key` (else
+    the sequencer's operator key: ledger.sequencer.Sequencer.operator_key).
+    """
     reason, operator = _require(reason, operator, "a rollback")
     result = execute_rollback(seq, plan.rollback, reason=reason, operator=operator,
-                              oracles=plan.oracles, funding_resume=plan.funding_resume)
+                              oracles=plan.oracles, funding_resume=plan.funding_resume,
+                              key=key)
     seq.snapshot()
     return result
 
@@ -136,7 +142,7 @@ class Payout:
 
 
 def _pay(seq: Sequencer, plan: RemedyPlan, *, action: str, reason: str, operator: str,
-         details: dict[str, Any]) -> Payout:
+         details: dict[str, Any], key: Key | None = None) -> Payout:
     """Pay what `plan` still owes from LIQ_VAULT in one block (idempotent by the plan's ref).
 
     The plan must have been computed at the current head (the callers re-plan otherwise).
@@ -149,7 +155,8 @@ def _pay(seq: Sequencer, plan: RemedyPlan, *, action: str, reason: str, operator
     out = seq.submit(cmds, journal=JournalEntry(action, operator, reason, {
         **details, "ref": plan.ref, "accounts": len(owed),
         "total_qq": sum(a for _, a in owed), "pro_rata": plan.pro_rata,
-        "corrections": len(plan.cf.corrections)}))
+        "corrections": len(plan.cf.corrections)}),
+        operator_key=key if key is not None else seq.operator_key())
     rejected = [to_jsonable(e.event) for e in out.rejections
                 if type(e.event) is o.RefundRejected]
     if rejected:
@@ -160,7 +167,7 @@ def _pay(seq: Sequencer, plan: RemedyPlan, *, action: str, reason: str, operator
 
 def issue_refunds(seq: Sequencer, branch: int, *, reason: str | None, operator: str | None,
                   overrides: Mapping[int, Override] | None = None,
-                  plan: RemedyPlan | None = None) -> Payout:
+                  plan: RemedyPlan | None = None, key: Key | None = None) -> Payout:
     """Pay the refund plan of an archived branch (what is outstanding only).
 
     `plan`: the branch's refund plan if just computed; re-planned if the head moved.
@@ -170,18 +177,19 @@ def issue_refunds(seq: Sequencer, branch: int, *, reason: str | None, operator: 
             or plan.cf.stretch.branch != branch):
         plan = plan_refunds(seq.store, branch, overrides=overrides)
     return _pay(seq, plan, action="refunds", reason=reason, operator=operator,
-                details={"branch": branch})
+                details={"branch": branch}, key=key)
 
 
 def issue_compensation(seq: Sequencer, from_height: int, *, reason: str | None,
                        operator: str | None, snapshot: int | None = None,
-                       overrides: Mapping[int, Override] | None = None) -> Payout:
+                       overrides: Mapping[int, Override] | None = None,
+                       key: Key | None = None) -> Payout:
     """Pay the compensation plan of an incident first suspect at `from_height`."""
     reason, operator = _require(reason, operator, "issuing compensation")
     plan = plan_compensation(seq.store, from_height, snapshot=snapshot, overrides=overrides)
     return _pay(seq, plan, action="compensation", reason=reason, operator=operator,
                 details={"from_height": from_height,
-                         "snapshot_height": plan.cf.stretch.base_height})
+                         "snapshot_height": plan.cf.stretch.base_height}, key=key)
 
 
 # -- modes and verification -------------------------------------------------------
@@ -189,7 +197,7 @@ def issue_compensation(seq: Sequencer, from_height: int, *, reason: str | None,
 
 def set_mode(seq: Sequencer, mode: str, *, market: str | None = None,
              band_ppm: int = RECOVERY_BAND_PPM, reason: str | None,
-             operator: str | None) -> BlockOutcome:
+             operator: str | None, key: Key | None = None) -> BlockOutcome:
     """Append a SetMode (global, or one market), journaled with its block."""
     reason, operator = _require(reason, operator, "a mode change")
     m = MODES.get(mode.lower())
@@ -202,7 +210,8 @@ def set_mode(seq: Sequencer, mode: str, *, market: str | None = None,
     scope = market or c.ALL
     return seq.submit([c.SetMode(scope, m, band_ppm, reason, operator)],
                       journal=JournalEntry("mode", operator, reason, {
-                          "scope": scope, "mode": m.name, "band_ppm": band_ppm}))
+                          "scope": scope, "mode": m.name, "band_ppm": band_ppm}),
+                      operator_key=key if key is not None else seq.operator_key())
 
 
 def verify_recovery(store: ChainStore, branch: int | None) -> dict[str, bool]:

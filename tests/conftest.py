@@ -18,6 +18,28 @@ COMPONENT_MARKERS = ("needs_postgres", "needs_chromium")
 _skipped: list[str] = []
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """One shared writer key and operator key for every ledger the tests create.
+
+    Real chains are signed from genesis (ledger.signing); instead of weakening that
+    for tests, the session makes one key pair of each kind outside any data
+    directory and points $PERPLEDGER_WRITER_KEY / $PERPLEDGER_OPERATOR_KEY at them
+    (subprocesses inherit them). Tests about keys pass their own.
+    """
+    import atexit
+    import shutil
+    import tempfile
+
+    from ledger.keys import OPERATOR_KEY_ENV, WRITER_KEY_ENV, create_key
+
+    if os.environ.get(WRITER_KEY_ENV) and os.environ.get(OPERATOR_KEY_ENV):
+        return
+    keydir = tempfile.mkdtemp(prefix="perpledger-test-keys-")
+    atexit.register(shutil.rmtree, keydir, True)
+    os.environ[WRITER_KEY_ENV] = str(create_key(os.path.join(keydir, "writer.key")).path)
+    os.environ[OPERATOR_KEY_ENV] = str(create_key(os.path.join(keydir, "operator.key")).path)
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.skipped and any(m in report.keywords for m in COMPONENT_MARKERS):
         _skipped.append(report.nodeid)

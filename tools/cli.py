@@ -70,8 +70,22 @@ def init(
     max_rollback_depth: Annotated[int, typer.Option(help="Deepest rollback without --force.")]
     = DEFAULT_MAX_ROLLBACK_DEPTH,
     genesis_time: Annotated[int, typer.Option(help="Genesis block time (s).")] = 0,
+    map_size: Annotated[str | None, typer.Option(
+        "--map-size", help="Initial LMDB map size (e.g. 4G; default $PERPLEDGER_MAP_SIZE "
+        "or 1G); it grows by itself.")] = None,
+    writer_key: Annotated[str | None, typer.Option(
+        "--writer-key", help="Writer key file (created if absent; default "
+        "$PERPLEDGER_WRITER_KEY, else DATA.keys/writer.key).")] = None,
+    key: Annotated[str | None, typer.Option(
+        "--key", help="First operator key file (created if absent; default "
+        "$PERPLEDGER_OPERATOR_KEY, else DATA.keys/operator.key).")] = None,
+    operator: Annotated[str, typer.Option("--operator", help="The first operator's name.")]
+    = "operator",
 ) -> None:
     """Create a ledger: the genesis block with the chain id, config and market listings."""
+    from ledger.store.env import parse_size
+
+    size = parse_size(map_size, "--map-size") if map_size is not None else None
     listings = load_markets(markets) if markets else DEMO_MARKETS
     path = data_dir(data)
     if snapshot_every < 0 or max_rollback_depth < 1:
@@ -79,12 +93,16 @@ def init(
     seq = Sequencer.create(path, chain_id=chain_id, listings=listings,
                            guards=_onoff(guards, "--guards"), genesis_time=genesis_time,
                            config={"snapshot_every": snapshot_every,
-                                   "max_rollback_depth": max_rollback_depth})
+                                   "max_rollback_depth": max_rollback_depth},
+                           map_size=size, writer_key=writer_key, operator_key=key,
+                           operator=operator)
     with seq:
         head = seq.store.head
         doc = {"data": str(path), "chain_id": chain_id, "genesis_hash": head.hash.hex(),
                "markets": [lst.mkt for lst in listings], "guards": guards.lower(),
-               "state_hash": seq.engine.state_hash().hex()}
+               "state_hash": seq.engine.state_hash().hex(),
+               "writer_key": seq.store.config.get("writer_key_path"),
+               "operator_key": seq.store.config.get("operator_key_path")}
     if json_out:
         output.dump_json(doc)
     else:
@@ -204,13 +222,19 @@ def verify(
     store: StoreOpt = None,
     scheduler: SchedulerOpt = None,
     worker_store: WorkerStoreOpt = None,
+    trust_key: Annotated[list[str] | None, typer.Option(
+        "--trust-key", help="A writer key (or its .pub) you hold: the chain's genesis must "
+        "register it (catches a chain rewritten from genesis with other keys).")] = None,
 ) -> None:
-    """Walk the hash chain, events and indexes (and with --reexecute, the state machine)."""
+    """Walk the hash chain, events and indexes, every signature and the journal, every
+    snapshot's bytes and the read models' checkpoints (and with --reexecute, the state
+    machine); on a replica (--store postgresql://...), its chain, events and indexes."""
     from projections.verification import verify as run_verify
 
     doc = run_verify(store_spec(store, data), branch=branch, reexecute=reexecute,
                      from_height=from_height, to_height=to_height, jobs=jobs,
-                     scheduler=scheduler, worker_store=worker_store, progress=not json_out)
+                     scheduler=scheduler, worker_store=worker_store, progress=not json_out,
+                     trust_keys=trust_key or [])
     if json_out:
         output.dump_json(doc)
     else:
@@ -300,11 +324,14 @@ def guards_set(
     operator: Annotated[str, typer.Option("--operator", help="Who (journaled).")],
     data: DataOpt = None,
     json_out: JsonOpt = False,
+    key: Annotated[str | None, typer.Option("--key", help="Operator key file that signs.")]
+    = None,
 ) -> None:
     """Switch the data-check guards on or off, recorded in the log and the journal."""
     enabled = _onoff(state, "guards state")
     with Sequencer.open(data_dir(data)) as seq:
-        out = seq.set_guards(enabled, reason=reason, operator=operator)
+        out = seq.set_guards(enabled, reason=reason, operator=operator,
+                             key=seq.operator_key(key))
     doc = {"guards": "on" if enabled else "off", "height": out.header.height}
     if json_out:
         output.dump_json(doc)
@@ -318,7 +345,7 @@ def _register_extensions() -> None:
 
     for name in ("tools.cli_sim", "tools.cli_projections", "tools.cli_operator",
                  "tools.cli_bench", "tools.cli_demo", "tools.cli_report",
-                 "tools.cli_serve", "tools.cli_replicate"):
+                 "tools.cli_serve", "tools.cli_replicate", "tools.cli_keys"):
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -332,13 +359,17 @@ _register_extensions()
 
 
 def main() -> None:
-    """Entry point: run the app, map errors to one line and an exit code.
+    """Entry point: run the app; no traceback ever reaches the user.
 
     Typer runs in standalone mode: it answers usage errors with exit code 2 and
     turns `typer.Exit(n)` into exit code n. The click command is built once and
     its help polished (`tools.helptext`: no type noise) before it runs.
-    Everything perpledger raises on purpose is a `LedgerError`, rendered here
-    as one line with its own code.
+    Everything perpledger raises on purpose is a `LedgerError`, rendered as one
+    line with its own exit code (ledger/errors.py: 1 error, 2 usage, 3
+    verification failed). LMDB and OS errors are translated
+    (`ledger.store.failures`: damage is exit 3, a full disk names the directory
+    and its free space). Anything else is a bug: one line here, the traceback in
+    the debug log (PERPLEDGER_LOG_LEVEL=debug).
     """
     from tools.helptext import polish
 
@@ -348,13 +379,59 @@ def main() -> None:
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted", 1)
+    except BrokenPipeError:
+        _quiet_exit(1)
+    except Exception as exc:  # the one place that catches everything: see docstring
+        _unexpected(exc)
+
+
+def _unexpected(exc: Exception) -> None:
+    import structlog
+
+    from ledger.store.failures import translate
+
+    configure()
+    structlog.get_logger("ledgerctl").debug("unexpected error", argv=sys.argv[1:],
+                                            exc_info=exc)
+    known = translate(exc, _data_arg())
+    if known is not None:
+        _fail(str(known), known.exit_code)
+    text = " ".join(str(exc).split()) or "no message"
+    if len(text) > 300:
+        text = text[:297] + "..."
+    _fail(f"unexpected {type(exc).__name__}: {text} (this is a bug in perpledger; run again "
+          "with PERPLEDGER_LOG_LEVEL=debug for the traceback and report it)", 1)
+
+
+def _data_arg() -> Path:
+    """The data directory this invocation names (for messages about its store)."""
+    argv = sys.argv[1:]
+    for i, arg in enumerate(argv):
+        if arg == "--data" and i + 1 < len(argv):
+            return Path(argv[i + 1])
+        if arg.startswith("--data="):
+            return Path(arg.split("=", 1)[1])
+    return data_dir(None)
+
+
+def _quiet_exit(code: int) -> None:
+    import os
+
+    # stdout's reader went away (`| head`): say nothing more on it.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(code)
 
 
 def _fail(message: str, code: int) -> None:
+    message = message.replace("\r", " ")
     if "--json" in sys.argv:
         sys.stdout.write('{"error": ' + _json_str(message) + ', "exit_code": ' + str(code)
                          + "}\n")
-    output.err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    output.err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False,
+                             soft_wrap=True)
     sys.exit(code)
 
 

@@ -46,6 +46,9 @@ FundingResumeOpt = Annotated[
     str, typer.Option("--funding-resume",
                       help="Restart funding in the recovery block: skip | accrue | none.")]
 ExecuteOpt = Annotated[bool, typer.Option("--execute", help="Carry it out (else: plan).")]
+KeyOpt = Annotated[str | None, typer.Option(
+    "--key", help="Operator key file that signs (else $PERPLEDGER_OPERATOR_KEY, else the one "
+    "init created).")]
 
 
 def _overrides(correct: list[str] | None, path: Path | None) -> dict[int, Override]:
@@ -91,6 +94,7 @@ def rollback(
     correct: CorrectOpt = None,
     corrections: CorrectionsOpt = None,
     funding_resume: FundingResumeOpt = "skip",
+    key: KeyOpt = None,
 ) -> None:
     """Roll the chain back to a snapshot height: prints the plan; --execute carries it out."""
     overrides = _overrides(correct, corrections)
@@ -104,7 +108,8 @@ def rollback(
         with Sequencer.open(path) as seq:
             plan = recovery.plan_rollback(seq.store, to_height, force=force,
                                           overrides=overrides, funding_resume=resume)
-            result = recovery.execute_recovery(seq, plan, reason=reason, operator=operator)
+            result = recovery.execute_recovery(seq, plan, reason=reason, operator=operator,
+                                               key=seq.operator_key(key))
     else:
         with open_store(data) as store:
             plan = recovery.plan_rollback(store, to_height, force=force, overrides=overrides,
@@ -219,6 +224,7 @@ def refunds_issue(
     = "refund of rollback damage",
     correct: CorrectOpt = None,
     corrections: CorrectionsOpt = None,
+    key: KeyOpt = None,
 ) -> None:
     """Pay the refund plan from LIQ_VAULT (idempotent: a second run pays nothing)."""
     if not execute:
@@ -228,7 +234,8 @@ def refunds_issue(
         return
     with Sequencer.open(data_dir(data)) as seq:
         payout = recovery.issue_refunds(seq, branch, reason=reason, operator=operator,
-                                        overrides=_overrides(correct, corrections))
+                                        overrides=_overrides(correct, corrections),
+                                        key=seq.operator_key(key))
     _show_payout(payout, json_out)
 
 
@@ -267,6 +274,7 @@ def compensate_issue(
     snapshot: SnapshotOpt = None,
     correct: CorrectOpt = None,
     corrections: CorrectionsOpt = None,
+    key: KeyOpt = None,
 ) -> None:
     """Pay the compensation plan from LIQ_VAULT (idempotent by its ref)."""
     if not execute:
@@ -277,7 +285,8 @@ def compensate_issue(
     with Sequencer.open(data_dir(data)) as seq:
         payout = recovery.issue_compensation(seq, from_height, reason=reason,
                                              operator=operator, snapshot=snapshot,
-                                             overrides=_overrides(correct, corrections))
+                                             overrides=_overrides(correct, corrections),
+                                             key=seq.operator_key(key))
     _show_payout(payout, json_out)
 
 
@@ -339,11 +348,12 @@ def mode_set(
     = None,
     band_ppm: Annotated[int, typer.Option("--band-ppm", help="Recovery band.")]
     = RECOVERY_BAND_PPM,
+    key: KeyOpt = None,
 ) -> None:
     """Set the global (or one market's) mode; recorded in the log and the journal."""
     with Sequencer.open(data_dir(data)) as seq:
         out = recovery.set_mode(seq, mode, market=market, band_ppm=band_ppm, reason=reason,
-                                operator=operator)
+                                operator=operator, key=seq.operator_key(key))
     doc = {"mode": mode.upper(), "scope": market or "ALL", "band_ppm": band_ppm,
            "height": out.header.height,
            "orders_cancelled": sum(1 for e in out.envelopes

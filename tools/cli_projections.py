@@ -54,8 +54,20 @@ CatchOpt = Annotated[bool, typer.Option("--catch-up/--no-catch-up",
 
 def _auditor(data: Path | None, catch_up: bool, json_out: bool,
              store: str | None = None) -> Auditor:
-    """The Auditor over --store (a replica URL or a data directory), else over --data."""
-    return Auditor.open(store_spec(store, data), catch_up=catch_up, progress=not json_out)
+    """The Auditor over --store (a replica URL or a data directory), else over --data.
+
+    On a read-only directory the read models answer as of their checkpoint; say so.
+    """
+    if store is None:
+        _open_store(data).close()  # the error that says what to do if there is no ledger
+    au = Auditor.open(store_spec(store, data), catch_up=catch_up, progress=not json_out)
+    rm = au.models.readmodels
+    if rm is not None and rm.mode == "readonly" and au.lag:
+        output.err_console.print(
+            f"note: read-only directory; the read models answer as of height "
+            f"{au.as_of.height}, {au.lag} block(s) behind the head {au.store.head.height}",
+            highlight=False, soft_wrap=True)
+    return au
 
 
 def _heights(**named: int | None) -> None:
@@ -428,7 +440,7 @@ def _export_parquet(au: Auditor, what: str, path: Path, kw: dict[str, Any], *,
 
 def status(data: DataOpt = None, json_out: JsonOpt = False) -> None:
     """Where each projection stands against the head (no catch-up)."""
-    with _open_store(data) as store, ReadModels.open(store.path) as rm:
+    with _open_store(data) as store, ReadModels.open_for_reading(store.path) as rm:
         head = store.head
         rows = []
         for name in ("exchange", "audit"):

@@ -11,6 +11,16 @@ import structlog
 _configured = False
 
 
+class _Stderr:
+    """Whatever `sys.stderr` is when a line is logged (it may be replaced after configure)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(level: str | None = None) -> None:
     """Configure structlog for the process (idempotent). Logs go to stderr."""
     global _configured
@@ -28,9 +38,11 @@ def configure(level: str | None = None) -> None:
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            # exc_info=... renders the traceback into the (debug) log line.
+            structlog.processors.format_exc_info,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )

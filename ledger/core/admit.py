@@ -79,6 +79,8 @@ def admit(state: ExchangeState, command: Any) -> None:
             if getattr(old, f) != getattr(cmd.params, f):
                 raise _bad(cmd, f"params.{f}", f"cannot change after listing "
                            f"({getattr(old, f)} -> {getattr(cmd.params, f)})")
+    elif t is c.RegisterKey and st.chain_id and cmd.chain_id != st.chain_id:
+        raise _bad(cmd, "chain_id", f"{cmd.chain_id!r} is not this chain ({st.chain_id!r})")
     elif t is c.PlaceOrder and cmd.price_st is not None:
         tick = st.markets[cmd.mkt].params.tick_st
         if cmd.price_st % tick:

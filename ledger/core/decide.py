@@ -30,6 +30,7 @@ HANDLERS: dict[type[Any], Callable[[Ctx, Any], None]] = {
     c.SetGuards: operator.set_guards,
     c.SetLossMode: operator.set_loss_mode,
     c.TakeSnapshot: operator.take_snapshot,
+    c.RegisterKey: operator.register_key,
     c.BulkCancel: orders.bulk_cancel,
     c.UpdateOracle: oracle.update_oracle,
     c.PlaceOrder: orders.place_order,

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple, Protocol
 
 from ledger.core import invariants, snapshot, views
 from ledger.core.admit import admit as _admit
+from ledger.core.authority import PRIVILEGED, check_block
 from ledger.core.context import Ctx
 from ledger.core.decide import HANDLERS
 from ledger.core.evolve import apply_envelope
@@ -44,6 +45,10 @@ PHASE: dict[type[Any], int] = {
     # same block as a bad FundingTick must already guard that tick.
     c.SetGuards: 0,
     c.SetLossMode: 0,
+    # The authority first: keys register, and a block's signature is seen, before the
+    # commands they govern.
+    c.RegisterKey: 0,
+    c.OperatorAuth: 0,
     c.UpdateOracle: 1,
     c.FundingTick: 2,
     c.FundingResume: 2,
@@ -53,6 +58,13 @@ REJECTION_TYPES = (o.OrderRejected, o.WithdrawRejected, o.FundingTickRejected,
                    o.RefundRejected, o.OracleUpdateRejected)
 #: every IN record type (codes below 64)
 IN_TYPES = frozenset(cls for code, cls in BY_CODE.items() if code < 64)
+
+
+def processing_order(types: Sequence[type[Any]]) -> list[int]:
+    """Indices of a block's commands in processing (and log) order: stable by phase."""
+    phase = PHASE.get
+    phases = [phase(t, 3) for t in types]
+    return sorted(range(len(types)), key=phases.__getitem__)
 
 
 class InputPolicy(Protocol):
@@ -95,6 +107,11 @@ class Engine:
     #: automatic passes over them and over the whole state cost about a quarter of
     #: the engine's time. Set False to leave the collector alone.
     pause_gc = True
+    #: Check operator signatures (ledger.core.authority). A counterfactual engine
+    #: (what-if audits re-running a branch with corrected inputs) turns it off: it
+    #: simulates, it writes nothing, and its edited blocks carry no valid signature.
+    #: A run with an `inputs` policy (an audit's re-execution) never enforces it.
+    enforce_authority = True
 
     def __init__(self, state: ExchangeState | None = None) -> None:
         self.state = state if state is not None else ExchangeState()
@@ -143,15 +160,18 @@ class Engine:
                                          f"(found at position {i})")
                 if getattr(t, "KIND", None) != "IN":
                     raise CommandInvalid(f"block: {t.__name__} is not an IN event")
-        phases = [PHASE.get(t, 3) for t in types]
-        order = sorted(range(n), key=phases.__getitem__)
+        order = processing_order(types)
+        st = self.state
+        unauthorised: str | None = None
+        if (self.enforce_authority and inputs is None and st.keys and height > 0
+                and (PRIVILEGED.intersection(types) or c.OperatorAuth in types)):
+            unauthorised = check_block(st.chain_id, st.keys, height, [cmds[i] for i in order])
         with gc_paused(self.pause_gc):
-            st = self.state
             # Matching checks the margins of every fill it emits; the fold's invariant-7
             # audit of the same fill would only re-derive them (ExchangeState.audit_fills).
             st.audit_fills = False
             try:
-                return self._run(height, cmds, types, order, admit, inputs)
+                return self._run(height, cmds, types, order, admit, inputs, unauthorised)
             finally:
                 st.audit_fills = True
 
@@ -160,7 +180,8 @@ class Engine:
         return self.hasher.current(self.state)
 
     def _run(self, height: int, cmds: list[Any], types: list[type[Any]], order: list[int],
-             admit: bool, inputs: InputPolicy | None) -> Decided:
+             admit: bool, inputs: InputPolicy | None,
+             unauthorised: str | None = None) -> Decided:
         st = self.state
         st.height = height
         refused: list[tuple[int, CommandInvalid]] = []
@@ -173,6 +194,10 @@ class Engine:
                 if cmd is None:
                     continue
                 t = type(cmd)
+            guarded = unauthorised is not None and (t in PRIVILEGED or t is c.OperatorAuth)
+            if guarded and admit:
+                refused.append((i, CommandInvalid(str(unauthorised))))
+                continue
             if admit and t is not c.BeginBlock and t is not c.EndBlock:
                 try:
                     _admit(st, cmd)
@@ -183,6 +208,12 @@ class Engine:
             # with cause 0; the OUT events its rule emits name its seq as their cause.
             ctx.cause = 0
             seq = ctx.emit(cmd).seq
+            if guarded:
+                # Re-executing a log whose privileged commands no valid signature
+                # covers: they do nothing (so a forged log diverges here).
+                ctx.cause = seq
+                ctx.emit(o.CommandUnauthorized(t.TYPE_CODE, str(unauthorised)))
+                continue
             h = HANDLERS.get(t)
             if h is not None:
                 ctx.cause = seq

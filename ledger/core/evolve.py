@@ -219,6 +219,11 @@ def _loss_mode_set(st: ExchangeState, ev: o.LossModeSet) -> None:
     st.loss_mode = ev.mode
 
 
+def _key_registered(st: ExchangeState, ev: o.KeyRegistered) -> None:
+    st.chain_id = ev.chain_id
+    st.keys[ev.key_id] = (int(ev.role), ev.name, ev.public_key, ev.active)
+
+
 EVOLVE: dict[type[Any], Callable[[ExchangeState, Any], None]] = {
     cls: _noop for code, cls in BY_CODE.items() if code < 64
 }
@@ -254,6 +259,8 @@ EVOLVE.update({
     o.BlockCommitted: _noop,
     o.GuardsSet: _guards_set,
     o.LossModeSet: _loss_mode_set,
+    o.KeyRegistered: _key_registered,
+    o.CommandUnauthorized: _noop,
 })
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ledger.core.state import FEES, LIQ_VAULT
@@ -12,14 +12,18 @@ from ledger.markets import Listing
 
 
 def genesis_commands(listings: Iterable[Listing], *, time: int, guards_enabled: bool,
-                     loss_mode: LossMode | None = None) -> list[Any]:
+                     loss_mode: LossMode | None = None,
+                     authority: Sequence[c.RegisterKey] = ()) -> list[Any]:
     """The IN records of block 0, in order.
 
-    BeginBlock, SetGuards, CreateAccount(FEES), CreateAccount(LIQ_VAULT),
-    SetLossMode (only when given), one ListMarket per listing, EndBlock.
+    BeginBlock, the authority's RegisterKey records (writer and operator keys;
+    none on a chain created without keys), SetGuards, CreateAccount(FEES),
+    CreateAccount(LIQ_VAULT), SetLossMode (only when given), one ListMarket per
+    listing, EndBlock.
     """
     cmds: list[Any] = [
         c.BeginBlock(time),
+        *authority,
         c.SetGuards(guards_enabled, "genesis", "genesis"),
         c.CreateAccount(FEES),
         c.CreateAccount(LIQ_VAULT),

@@ -58,8 +58,12 @@ def _market(m: Market) -> tuple[Any, ...]:
 
 
 def _globals(st: ExchangeState) -> tuple[Any, ...]:
-    return ("G", st.seq, st.time, int(st.mode), st.mode_band, st.mode_reason, st.guards,
-            int(st.loss_mode), st.funding_dust, st.ext_in, st.ext_out, st.bad_debt)
+    g: tuple[Any, ...] = (
+        "G", st.seq, st.time, int(st.mode), st.mode_band, st.mode_reason, st.guards,
+        int(st.loss_mode), st.funding_dust, st.ext_in, st.ext_out, st.bad_debt)
+    if st.keys:  # the authority, only where there is one: legacy hashes stay as they were
+        g += (st.chain_id, tuple(sorted(st.keys.items())))
+    return g
 
 
 def entity(st: ExchangeState, key: tuple[Any, ...]) -> tuple[Any, ...] | None:

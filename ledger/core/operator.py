@@ -64,3 +64,11 @@ def set_loss_mode(ctx: Ctx, cmd: c.SetLossMode) -> None:
 def take_snapshot(ctx: Ctx, cmd: c.TakeSnapshot) -> None:
     st = ctx.st
     ctx.emit(o.SnapshotTaken(st.seq, st.hasher.current(st) if st.hasher else bytes(32)))
+
+
+def register_key(ctx: Ctx, cmd: c.RegisterKey) -> None:
+    st = ctx.st
+    if st.chain_id and cmd.chain_id != st.chain_id:
+        return  # a registration for another chain does nothing here
+    ctx.emit(o.KeyRegistered(cmd.chain_id, cmd.key_id, cmd.role, cmd.name, cmd.public_key,
+                             cmd.active))

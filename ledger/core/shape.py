@@ -110,6 +110,18 @@ def _apply_rollback(cmd: c.ApplyRollback) -> Problem:
     return None
 
 
+def _register_key(cmd: c.RegisterKey) -> Problem:
+    from ledger.core.authority import key_id
+
+    if len(cmd.public_key) != 32:
+        return "public_key", f"an Ed25519 public key is 32 bytes, was {len(cmd.public_key)}"
+    if cmd.key_id != key_id(cmd.public_key):
+        return "key_id", f"must be {key_id(cmd.public_key)}, the id of its key"
+    if not cmd.chain_id or not cmd.name:
+        return ("chain_id" if not cmd.chain_id else "name"), "must not be empty"
+    return None
+
+
 _RULES: dict[type[Any], Callable[[Any], Problem]] = {
     c.CreateAccount: _create_account,
     c.Deposit: lambda cmd: _positive(cmd, "amount_qq"),
@@ -122,6 +134,7 @@ _RULES: dict[type[Any], Callable[[Any], Problem]] = {
     c.SetMode: _set_mode,
     c.IssueRefund: _issue_refund,
     c.ApplyRollback: _apply_rollback,
+    c.RegisterKey: _register_key,
 }
 
 

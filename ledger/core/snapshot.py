@@ -44,15 +44,20 @@ def dump(st: ExchangeState) -> bytes:
     ]
     glob = [int(st.mode), st.mode_band, st.mode_reason, st.guards, int(st.loss_mode),
             str(st.funding_dust), st.ext_in, st.ext_out, st.bad_debt]
-    return bytes(msgpack.packb([VERSION, st.seq, st.height, st.time, glob, accounts, markets,
-                                orders], use_bin_type=True))
+    arr: list[Any] = [VERSION, st.seq, st.height, st.time, glob, accounts, markets, orders]
+    if st.keys:  # a 9th element only where there is an authority (legacy bytes unchanged)
+        arr.append([st.chain_id, [[k, *v] for k, v in sorted(st.keys.items())]])
+    return bytes(msgpack.packb(arr, use_bin_type=True))
 
 
 def load(data: bytes) -> ExchangeState:
     """Restore a state from `dump` bytes (raises CodecError on bytes of another shape)."""
     try:
         arr: Any = msgpack.unpackb(data, raw=False, use_list=True)
-        version, seq, height, time, glob, accounts, markets, orders = arr
+        version, seq, height, time, glob, accounts, markets, orders = arr[:8]
+        authority = arr[8] if len(arr) == 9 else None
+        if len(arr) not in (8, 9):
+            raise ValueError(f"{len(arr)} elements")
     except Exception as exc:
         raise CodecError(f"snapshot: not a state snapshot ({exc})") from None
     if version != VERSION:
@@ -64,6 +69,10 @@ def load(data: bytes) -> ExchangeState:
     st.mode = Mode(mode)
     st.loss_mode = LossMode(loss)
     st.funding_dust = int(dust)
+    if authority is not None:
+        st.chain_id = authority[0]
+        st.keys = {k: (role, name, bytes(pub), active) for k, role, name, pub, active
+                   in authority[1]}
     for row in markets:
         m = Market(row[0], MarketParams(*row[1]), row[5], row[9], row[10])
         m.mode = Mode(row[2])

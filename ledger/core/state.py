@@ -154,6 +154,7 @@ class ExchangeState:
         "seq", "height", "time", "accounts", "markets", "orders", "mode", "mode_band",
         "mode_reason", "guards", "loss_mode", "funding_dust", "ext_in", "ext_out", "bad_debt",
         "dirty_a", "dirty_o", "dirty_m", "liq_dirty", "block", "audit_fills", "hasher",
+        "chain_id", "keys",
     )
 
     def __init__(self) -> None:
@@ -172,6 +173,11 @@ class ExchangeState:
         self.ext_in = 0
         self.ext_out = 0
         self.bad_debt = 0
+        #: the chain's authority (ledger.core.authority): the chain id its keys were
+        #: registered for, and key id -> (role, name, public key, active). Empty on a
+        #: chain created without keys (legacy, unsigned): then nothing is enforced.
+        self.chain_id = ""
+        self.keys: dict[str, tuple[int, str, bytes, bool]] = {}
         #: ids of the accounts, orders and markets touched since the last hash update
         #: (insertion-ordered sets); the globals are re-digested at every update.
         self.dirty_a: dict[str, None] = {}

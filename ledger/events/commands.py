@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ledger.events.enums import (
     FundingResumeAction,
+    KeyRole,
     LossMode,
     Mode,
     OrderType,
@@ -180,3 +181,37 @@ class SetLossMode(Record):
     mode: LossMode
     reason: str
     operator: str
+
+
+@event(22)
+class RegisterKey(Record):
+    """Register (or, with active=False, revoke) an Ed25519 key of the chain's authority.
+
+    Privileged: in the genesis block it needs no authorisation (genesis is the
+    root of trust); later, an OperatorAuth by an active operator key must cover
+    it. `key_id` is `ledger.keys.key_id(public_key)`; `chain_id` binds the
+    registration to this chain.
+    """
+
+    chain_id: str
+    key_id: str
+    role: KeyRole
+    name: str
+    public_key: bytes
+    active: bool
+
+
+@event(23)
+class OperatorAuth(Record):
+    """An operator's Ed25519 signature over every privileged command of its block.
+
+    The signed message (`ledger.core.authority.signed_message`) binds the chain
+    id, the height, this record's key id, operator and reason, and the stored
+    bytes of each privileged command of the block in log order, so a signed
+    command cannot be replayed on another chain, at another height, or altered.
+    """
+
+    key_id: str
+    operator: str
+    reason: str
+    signature: bytes

@@ -81,3 +81,10 @@ class LossMode(IntEnum):
 
     ADL = 1
     SOCIALIZE = 2
+
+
+class KeyRole(IntEnum):
+    """What an Ed25519 key registered on the chain may sign."""
+
+    OPERATOR = 1  # privileged commands (an OperatorAuth)
+    WRITER = 2  # block headers (the sequencer)

@@ -6,6 +6,7 @@ from ledger.events.enums import (
     TP_SL,
     CancelReason,
     FundingResumeAction,
+    KeyRole,
     LiquidationMethod,
     LossMode,
     Mode,
@@ -286,3 +287,24 @@ class RefundRejected(Record):
 
 #: OrderType values held off the book until their trigger fires (enums.TP_SL).
 TRIGGER_TYPES = TP_SL
+
+
+@event(94)
+class KeyRegistered(Record):
+    """A key of the chain's authority was registered (or revoked: active False)."""
+
+    chain_id: str
+    key_id: str
+    role: KeyRole
+    name: str
+    public_key: bytes
+    active: bool
+
+
+@event(95)
+class CommandUnauthorized(Record):
+    """A privileged command no valid operator signature covers: it did nothing."""
+
+    #: the type code of the command that did nothing
+    command_code: int
+    reason: str

@@ -26,6 +26,7 @@ from ledger.store.layout import (
     u64,
     write_head,
 )
+from ledger.store.signatures import archive_signatures
 
 
 def _pack(obj: Any) -> bytes:
@@ -67,6 +68,9 @@ def truncate(txn: Txn, dbs: Dbs, height: int, *, reason: str, operator: str,
     if cur.set_range(u64(height + 1)):
         while cur.delete():
             pass
+
+    if dbs.block_sigs is not None and dbs.arch_block_sigs is not None:
+        archive_signatures(txn, dbs, height, branch)
 
     # Events, and from their bytes the distinct index keys the suffix touched.
     moved: list[tuple[bytes, bytes]] = []

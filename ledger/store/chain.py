@@ -49,7 +49,7 @@ from ledger.store.blocks import (
     make_header,
     take_run,
 )
-from ledger.store.env import INITIAL_MAP_SIZE, SharedEnv, WriterLock, close_env, open_env
+from ledger.store.env import MAP_SIZE_ENV, SharedEnv, WriterLock, close_env, open_env
 from ledger.store.journal import JournalEntry, journal_put
 from ledger.store.layout import (
     MAX_ID_BYTES,
@@ -65,6 +65,7 @@ from ledger.store.layout import (
     u64,
     write_head,
 )
+from ledger.store.signatures import Signer, get_signature, put_signature
 
 if TYPE_CHECKING:
     from ledger.store.verify import VerifyReport
@@ -125,7 +126,12 @@ class ChainStore:
         self._shared = shared
         self._lock = lock
         self.path = Path(shared.path)
-        self.dbs = Dbs(shared)
+        try:
+            self.dbs = Dbs(shared)
+        except lmdb.NotFoundError:  # a read-only open of an environment without our tables
+            self.close()
+            raise LedgerNotFound(f"no ledger at {self.path} (its files hold no chain)") \
+                from None
         meta = self._read(lambda txn: self._meta_all(txn))
         if b"chain_id" not in meta:
             self.close()
@@ -138,21 +144,27 @@ class ChainStore:
             raise StoreError(f"ledger at {self.path} has schema version {version}, "
                              f"this perpledger reads {SCHEMA_VERSION}")
         self._head_cache: Head | None = None
+        #: The writer key that signs every block this store appends (None: unsigned).
+        self.signer: Signer | None = None
 
     # -- lifecycle -----------------------------------------------------------
 
     @classmethod
     def create(cls, path: str | os.PathLike[str], *, chain_id: str,
                config: dict[str, Any] | None = None,
-               map_size: int = INITIAL_MAP_SIZE) -> ChainStore:
+               map_size: int | None = None) -> ChainStore:
         """Create an empty ledger (no genesis block yet) and return it open for writing.
 
-        Raises `LedgerExists` if `path` already holds one.
+        `map_size` (bytes; default $PERPLEDGER_MAP_SIZE, else 1 GiB) is recorded in
+        the config, and every later open starts from it. Raises `LedgerExists` if
+        `path` already holds one.
         """
         if ledger_exists(path):
             raise LedgerExists(f"a ledger already exists at {path}; refusing to overwrite it")
         cfg = dict(DEFAULT_CONFIG)
         cfg.update(config or {})
+        if map_size is not None:
+            cfg["map_size"] = map_size
         Path(path).mkdir(parents=True, exist_ok=True)
         lock = WriterLock(path)
         lock.acquire()
@@ -172,8 +184,12 @@ class ChainStore:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, write: bool = False,
-             map_size: int = INITIAL_MAP_SIZE) -> ChainStore:
-        """Open an existing ledger; `write=True` takes the single-writer lock."""
+             map_size: int | None = None) -> ChainStore:
+        """Open an existing ledger; `write=True` takes the single-writer lock.
+
+        A reader opens the environment read-only, so it works on a read-only
+        directory or mount (ledger/store/env.py).
+        """
         if not ledger_exists(path):
             raise LedgerNotFound(f"no ledger at {path} (run `ledgerctl init` first)")
         lock = None
@@ -181,12 +197,18 @@ class ChainStore:
             lock = WriterLock(path)
             lock.acquire()
         try:
-            shared = open_env(path, create=False, map_size=map_size)
+            shared = open_env(path, create=False, map_size=map_size, readonly=not write)
         except BaseException:
             if lock is not None:
                 lock.release()
             raise
-        return cls(shared, lock)
+        store = cls(shared, lock)
+        recorded = store.config.get("map_size")
+        if write and map_size is None and isinstance(recorded, int) \
+                and recorded > shared.env.info()["map_size"] and shared.refs == 1 \
+                and not os.environ.get(MAP_SIZE_ENV):
+            shared.env.set_mapsize(recorded)
+        return store
 
     def close(self) -> None:
         """Release the environment and, for a writer, the lock."""
@@ -275,12 +297,23 @@ class ChainStore:
 
         def fn(txn: Txn) -> None:
             block.write(txn, self.dbs)
+            self._sign(txn, block.header)
             if journal is not None:
                 journal_put(txn, self.dbs, journal)
 
         self._write(fn)
         self._head_cache = block.new_head
         return block.header
+
+    def _sign(self, txn: Txn, header: BlockHeader) -> None:
+        if self.signer is not None:
+            put_signature(txn, self.dbs, self.signer, self.chain_id, header.height,
+                          header.hash)
+
+    def block_signature(self, height: int, *, branch: int | None = None
+                        ) -> tuple[str, bytes] | None:
+        """(writer key id, signature) stored for a block, or None (an unsigned block)."""
+        return self._read(lambda txn: get_signature(txn, self.dbs, height, branch))
 
     # -- truncate ------------------------------------------------------------
 
@@ -319,6 +352,7 @@ class ChainStore:
             result["head"] = new_head
             if block is not None:
                 block.write(txn, self.dbs)
+                self._sign(txn, block.header)
                 result["head"] = block.new_head
                 facts["recovery_height"] = block.header.height
             journal_put(txn, self.dbs, JournalEntry("truncate", operator, reason,
@@ -526,6 +560,21 @@ class ChainStore:
         return list(self._read(lambda txn: reads.events_by(
             txn, self.dbs, account=account, market=market, type_code=type_code,
             from_height=from_height, to_height=to_height, branch=branch, limit=limit)))
+
+    def where_is_block(self, height: int, block_hash: bytes, *,
+                       branches: Sequence[int | None] | None = None) -> int | None | bool:
+        """Which chain holds block `block_hash` at `height`: None for the canonical chain,
+        a branch id for an archived branch, False for none. `branches` limits the search
+        (None in it standing for the canonical chain)."""
+        candidates: Sequence[int | None] = branches if branches is not None else \
+            [None, *[int(b["branch"]) for b in self.branches()]]
+        for branch in candidates:
+            try:
+                if self.block(height, branch=branch).hash == block_hash:
+                    return branch
+            except (NotFound, StoreError):
+                continue
+        return False
 
     def height_of_seq(self, seq: int, *, branch: int | None = None) -> int:
         """The height of the block holding `seq`."""

@@ -18,6 +18,8 @@ Other:
   snap_data    height u64be -> canonical state bytes
   journal      id u64be -> operator action record
   checkpoints  name utf8 -> checkpoint record
+  block_sigs       height u64be -> [writer key id, signature] (signatures.py)
+  arch_block_sigs  branch u32be + height u64be -> the same, archived
   meta         name -> value (schema version, chain id, config, genesis hash, head)
 
 Big-endian integers make LMDB's byte order the numeric order, so range scans
@@ -39,7 +41,7 @@ from __future__ import annotations
 
 import struct
 from bisect import bisect_right
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import lmdb
 import msgpack
@@ -148,6 +150,14 @@ def chunk_last(chunk: bytes) -> int:
 INDEX_NAMES = ("account", "market", "type")
 
 
+def _optional(db: Any, name: bytes) -> Db | None:
+    try:
+        handle: Db = db(name)
+    except lmdb.NotFoundError:
+        return None
+    return handle
+
+
 class Dbs:
     """Handles of every sub-database of one ledger environment."""
 
@@ -169,6 +179,9 @@ class Dbs:
         self.snap_data = db(b"snap_data")
         self.journal = db(b"journal")
         self.checkpoints = db(b"checkpoints")
+        # Added by the signed-chain format; a read-only open of an older ledger has none.
+        self.block_sigs: Db | None = _optional(db, b"block_sigs")
+        self.arch_block_sigs: Db | None = _optional(db, b"arch_block_sigs")
 
     def index(self, name: str, branch: int | None) -> Db:
         """The index sub-database for `name` on the canonical chain or the archive."""

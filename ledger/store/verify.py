@@ -26,6 +26,7 @@ from ledger.store.blocks import (
     genesis_prev_hash,
     header_hash,
 )
+from ledger.store.failures import DAMAGE
 from ledger.store.layout import (
     Db,
     Dbs,
@@ -52,7 +53,22 @@ class VerifyReport(NamedTuple):
 def verify_chain(txn: Txn, dbs: Dbs, chain_id: str, *,
                  branch: int | None = None, expected_prev: bytes | None = None,
                  progress: Callable[[int], None] | None = None) -> VerifyReport:
-    """Verify the canonical chain (or an archived branch) inside one read txn."""
+    """Verify the canonical chain (or an archived branch) inside one read txn.
+
+    LMDB reporting damage (a corrupted page, a page that does not exist) is a
+    failed verification at the height and sub-database being read, not a crash.
+    """
+    where: list[Any] = [None, "blocks"]
+    try:
+        return _verify_chain(txn, dbs, chain_id, branch, expected_prev, progress, where)
+    except DAMAGE as exc:
+        return VerifyReport(False, where[0], f"LMDB reports {type(exc).__name__} reading "
+                            f"sub-database {where[1]!r}: {exc}", 0, 0)
+
+
+def _verify_chain(txn: Txn, dbs: Dbs, chain_id: str, branch: int | None,
+                  expected_prev: bytes | None, progress: Callable[[int], None] | None,
+                  where: list[Any]) -> VerifyReport:
     pre = b"" if branch is None else u32(branch)
     n = len(pre)
     blocks_db = dbs.blocks if branch is None else dbs.arch_blocks
@@ -72,6 +88,7 @@ def verify_chain(txn: Txn, dbs: Dbs, chain_id: str, *,
     while positioned and cur.key().startswith(pre):
         key, raw = cur.item()
         height = read_u64(key, n)
+        where[:] = [height, "blocks" if branch is None else "arch_blocks"]
         try:
             hdr = decode_header(raw)
         except CodecError as exc:
@@ -84,6 +101,7 @@ def verify_chain(txn: Txn, dbs: Dbs, chain_id: str, *,
         # Index name -> key -> this block's seqs under it, as `prepare_block` groups them.
         groups: dict[str, dict[bytes, list[int]]] = {name: {} for name in owned}
         seq = hdr.first_seq
+        where[1] = "events" if branch is None else "arch_events"
         found = ev_cur.set_key(pre + u64(seq))
         while found and len(encoded) < hdr.count:
             ekey, data = ev_cur.item()
@@ -108,6 +126,7 @@ def verify_chain(txn: Txn, dbs: Dbs, chain_id: str, *,
             return VerifyReport(False, height, "events hash does not match the stored events",
                                 n_blocks, n_events)
         for name, by_key in groups.items():
+            where[1] = f"by_{name}" if branch is None else f"arch_by_{name}"
             items = index_items(by_key)
             ix_cur = ix_curs[name]
             for key, chunk in items:
@@ -147,11 +166,11 @@ def verify_chain(txn: Txn, dbs: Dbs, chain_id: str, *,
         total = _count_prefixed(txn, db, pre) if pre else txn.stat(db)["entries"]
         if total != owned[name]:
             stray = _first_stray(txn, db, pre, events_db, name, first_seqs, expected_seq)
-            where = None
+            at = None
             if stray is not None and first_seqs:
                 i = bisect.bisect_right(first_seqs, stray) - 1
-                where = heights[max(i, 0)]
-            return VerifyReport(False, where, f"{name} index holds {total} chunks, events own "
+                at = heights[max(i, 0)]
+            return VerifyReport(False, at, f"{name} index holds {total} chunks, events own "
                                 f"{owned[name]} (stray chunk from seq {stray})", n_blocks,
                                 n_events)
     return VerifyReport(True, None, "ok", n_blocks, n_events)

@@ -31,6 +31,7 @@ from projections.counterfactual import Counterfactual
 from projections.refunds import plan_refunds
 from projections.remedy import RemedyPlan, paid_under
 from projections.whatif import compare_worlds
+from tests.stubs import submit as operator_submit
 from tools.simulate import make_workload, open_or_create, run
 
 SNAP_EVERY = 10
@@ -306,7 +307,8 @@ def test_the_vault_pays_pro_rata_when_short(incident: Path, tmp_path: Path) -> N
         # Drain the vault to a tenth of what is owed (an internal transfer to a user).
         keep = total // 10
         vault = seq.engine.balance(LIQ_VAULT)
-        seq.submit([c.IssueRefund(plan.lines[0].acct, vault - keep, LIQ_VAULT, "drain")])
+        operator_submit(seq, [c.IssueRefund(plan.lines[0].acct, vault - keep, LIQ_VAULT,
+                                            "drain")])
         short = plan_compensation(seq.store, ZERO_AT)
         assert short.pro_rata
         available = short.vault_available_qq

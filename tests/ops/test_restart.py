@@ -25,7 +25,7 @@ def ledger(tmp_path: Path) -> Path:
 
 def _forge_state_hash(path: Path, height: int) -> None:
     """Rewrite one header's state hash and re-link every later header, as a forger would."""
-    with ChainStore.open(path) as store:
+    with ChainStore.open(path, write=True) as store:  # tampering needs a writable env
         _rewrite(store, height)
 
 
@@ -57,7 +57,8 @@ def test_restart_refuses_a_forged_state_hash_and_names_the_height(ledger: Path) 
 
 
 def test_restart_refuses_a_broken_hash_chain_at_the_tail(ledger: Path) -> None:
-    with ChainStore.open(ledger) as store, store.shared_env.env.begin(write=True) as txn:
+    with ChainStore.open(ledger, write=True) as store, \
+            store.shared_env.env.begin(write=True) as txn:
         raw = bytearray(txn.get(u64(24), db=store.dbs.blocks))
         raw[-1] ^= 0x01  # the header's own hash no longer matches its contents
         txn.put(u64(24), bytes(raw), db=store.dbs.blocks)

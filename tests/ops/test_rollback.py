@@ -14,6 +14,7 @@ from ledger.events.enums import Mode, OrderType
 from ledger.rollback import plan_rollback, restore_exact
 from ledger.sequencer import Sequencer
 from ledger.store.chain import ChainStore, verify_store
+from ledger.store.journal import JournalEntry
 from projections import recovery
 from projections.refunds import plan_refunds, refund_ref
 from projections.remedy import paid_under
@@ -194,7 +195,9 @@ def test_auditor_queries_the_archived_branch_after_more_blocks(ledger: Path) -> 
         rplan = recovery.plan_rollback(seq.store, TARGET)
         result = recovery.execute_recovery(seq, rplan, reason="test", operator="ops")
         liq = rplan.rollback.liquidations[0]
-        seq.submit([c.SetMode(c.ALL, Mode.OK, 0, "recovered", "ops")])
+        seq.submit([c.SetMode(c.ALL, Mode.OK, 0, "recovered", "ops")],
+                   journal=JournalEntry("mode", "ops", "recovered"),
+                   operator_key=seq.operator_key())
         head = seq.store.head
         wl = make_workload(seed=12, accounts=300, inject=[], ref_prefix="after",
                            start_time=head.time - head.height)

@@ -23,6 +23,7 @@ from typing import Any
 if __name__ == "__main__":  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from ledger.core.authority import is_privileged
 from ledger.events import commands as c
 from ledger.events import outcomes as o
 from ledger.events.codec import Envelope
@@ -31,6 +32,7 @@ from ledger.events.payloads import LiquidatedPosition
 from ledger.markets import DEMO_MARKETS
 from ledger.sequencer import Sequencer
 from ledger.store.chain import ChainStore
+from ledger.store.journal import JournalEntry
 from projections.recovery import execute_recovery, plan_rollback
 from tools.workload import Workload
 
@@ -90,9 +92,15 @@ class ChainWriter:
             self.seq.submit(self.workload.next_block(h, self.engine))
 
     def submit(self, *cmds: Any) -> None:
-        """Append one block of the given commands (after a BeginBlock at the next time)."""
+        """Append one block of the given commands (after a BeginBlock at the next time);
+        operator commands as the operator paths do: journaled and signed."""
         h = self.store.head.height + 1
-        self.seq.submit([c.BeginBlock(self.workload.block_time(h)), *cmds])
+        block = [c.BeginBlock(self.workload.block_time(h)), *cmds]
+        if any(is_privileged(cmd) for cmd in cmds):
+            self.seq.submit(block, journal=JournalEntry("mode", "tests", "recovered"),
+                            operator_key=self.seq.operator_key())
+        else:
+            self.seq.submit(block)
 
     def rollback(self, target: int, *, ref_prefix: str = "b") -> int:
         """The operator's rollback to snapshot height `target` (the suffix is archived, a

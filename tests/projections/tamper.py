@@ -9,6 +9,7 @@ stored outcome is not what the state machine decides.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import lmdb
 import msgpack
 
 from ledger.events.codec import decode, encode_trusted
+from ledger.keys import WRITER_KEY_ENV, load_key
 from ledger.store.blocks import (
     decode_header,
     encode_header,
@@ -23,10 +25,17 @@ from ledger.store.blocks import (
     make_header,
 )
 from ledger.store.layout import chunk_seqs, posting_chunks, u64
+from ledger.store.signatures import block_message
 
 
-def forge_event(path: Path, seq: int, new_event: Any) -> int:
-    """Replace the event at `seq` with `new_event` and re-chain every header; its height."""
+def forge_event(path: Path, seq: int, new_event: Any, *, resign: bool = False) -> int:
+    """Replace the event at `seq` with `new_event` and re-chain every header; its height.
+
+    With `resign`, every re-chained header is signed again with the tests' writer key
+    ($PERPLEDGER_WRITER_KEY): a writer holding the key that wrote a wrong block, which
+    only re-execution can find (a forger without the key is caught by the signatures).
+    """
+    signer = load_key(os.environ[WRITER_KEY_ENV]) if resign else None
     env = lmdb.open(str(path), max_dbs=64, subdir=True, map_size=1 << 30)
     try:
         dbs = {n: env.open_db(n.encode(), dupsort=n.startswith("by_"))
@@ -56,6 +65,11 @@ def forge_event(path: Path, seq: int, new_event: Any) -> int:
                                   prev_hash if prev_hash is not None else hdr.prev_hash,
                                   ev_hash, hdr.state_hash)
                 txn.put(key, encode_header(new), db=dbs["blocks"])
+                if signer is not None:
+                    chain_id = msgpack.unpackb(txn.get(b"chain_id", db=dbs["meta"]), raw=False)
+                    sig = signer.sign(block_message(chain_id, new.hash))
+                    txn.put(key, msgpack.packb([signer.key_id, sig], use_bin_type=True),
+                            db=env.open_db(b"block_sigs", txn=txn))
                 prev_hash = new.hash
             head = msgpack.unpackb(txn.get(b"head", db=dbs["meta"]), raw=False)
             head[2] = prev_hash

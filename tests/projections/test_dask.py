@@ -46,7 +46,8 @@ def scheduler() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def forged(sim_chain: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, int]:
-    """A copy of the simulated chain with one fill's fee forged and the hash chain redone."""
+    """A copy of the simulated chain with one fill's fee forged, the hash chain redone and
+    re-signed with the writer's key: only re-execution can find it."""
     import shutil
 
     path = tmp_path_factory.mktemp("forged") / "ledger"
@@ -56,7 +57,7 @@ def forged(sim_chain: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
     ev = fill.event
     fields = {name: getattr(ev, name) for name, _ in field_types(type(ev))}
     forged = type(ev)(**{**fields, "taker_fee_qq": ev.taker_fee_qq + 1})
-    return path, forge_event(path, fill.seq, forged), fill.seq
+    return path, forge_event(path, fill.seq, forged, resign=True), fill.seq
 
 
 def _same_finding(a: dict[str, Any], b: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ from projections.compensation import plan_compensation
 from projections.refunds import plan_refunds
 from projections.remedy import RemedyPlan
 from tests.stubs import random_commands
+from tests.stubs import submit as operator_submit
 
 USD = 10**6
 T0 = 1_768_780_800
@@ -66,7 +67,7 @@ def test_harm_by_cause_sums_to_delta_and_the_vault_pays_exactly(
         def block(cmds: list[object]) -> None:
             nonlocal time
             time += rng.choice([1, 20, 60])
-            seq.submit([c.BeginBlock(time), *cmds])
+            operator_submit(seq, [c.BeginBlock(time), *cmds])
 
         block([*(c.CreateAccount(a) for a in accts),
                *(c.Deposit(a, rng.randint(2_000, 60_000) * USD, f"d-{a}") for a in accts),

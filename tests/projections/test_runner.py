@@ -190,7 +190,7 @@ def test_a_rebuild_with_a_worker_process_writes_what_one_process_writes(
 def test_a_rebuild_with_a_worker_stops_at_a_corrupted_event_and_so_does_the_worker(
         sim_chain: Path, fresh_copy: Callable[[Path], Path]) -> None:
     path = fresh_copy(sim_chain)
-    with ChainStore.open(path) as store:
+    with ChainStore.open(path, write=True) as store:  # tampering needs a writable env
         hdr = store.block(30)
         key = (hdr.first_seq + 1).to_bytes(8, "big")
         with store.shared_env.env.begin(write=True) as txn:

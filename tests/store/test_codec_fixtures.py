@@ -32,15 +32,20 @@ RECORDS: list[list[Any]] = _load("codec_v2_records.msgpack.gz")
 CHAIN: dict[str, list[list[Any]]] = _load("chain_v2.msgpack.gz")
 
 
+#: Types added after the fixtures were recorded (issue 11's authority): a chain of
+#: ed5f814 holds none; tests/ops/test_authority.py writes and verifies them.
+ADDED_SINCE = {"RegisterKey", "OperatorAuth", "KeyRegistered", "CommandUnauthorized"}
+
+
 def test_the_fixtures_cover_every_type_the_chain_can_hold() -> None:
     from ledger.events.record import BY_NAME
 
     in_records = {doc["type"] for _, doc in RECORDS}
-    assert in_records == set(BY_NAME)
+    assert in_records == set(BY_NAME) - ADDED_SINCE
     in_chains = {decode(d, 1).type_name for blocks in CHAIN.values() for _, ds in blocks
                  for d in ds}
     # BlockCommitted is never emitted: the block header carries the state hash.
-    assert in_chains == set(BY_NAME) - {"BlockCommitted"}
+    assert in_chains == set(BY_NAME) - {"BlockCommitted"} - ADDED_SINCE
 
 
 @pytest.mark.parametrize("type_name", sorted({doc["type"] for _, doc in RECORDS}))
