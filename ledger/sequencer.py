@@ -10,30 +10,40 @@ Restart protocol (G8): before appending anything, `open` checks the tail of
 the hash chain, restores the newest snapshot, replays to the head and
 requires the head block's state hash. On any mismatch it refuses to start.
 
-If the engine or the store fails mid-block, the engine's state is ahead of
-the log; the sequencer then refuses further blocks (restart it to recover
-from the log), rather than append anything on top of an unknown state.
+Pipelined durable commit: `submit_many` decides block N+1 (engine, state
+hash, encoding) while a background thread commits block N (py-lmdb releases
+the GIL while LMDB writes and syncs). A block is acknowledged (yielded to the
+caller, counted by `info`, visible to readers) only once its transaction has
+committed; at most one block is in flight. `submit` is the one-block case.
+
+If a commit fails, the writer stops: the engine's state, which may already
+include the next block, is discarded and rebuilt from the log at the last
+durable block, and `CommitFailed` says which block failed, why, and what is
+durable. If the engine fails mid-block, its state is ahead of the log; the
+sequencer then refuses further blocks (restart it to recover from the log),
+rather than append anything on top of an unknown state.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 
 from ledger.core.engine import Engine
 from ledger.core.genesis import genesis_commands
-from ledger.errors import CommandInvalid, LedgerError, VerificationFailed
+from ledger.errors import CommandInvalid, CommitFailed, LedgerError, VerificationFailed
 from ledger.events.codec import Envelope
 from ledger.events.commands import BeginBlock, EndBlock, SetGuards
 from ledger.gcpause import gc_paused
 from ledger.markets import Listing
 from ledger.replay import replay, restore
 from ledger.store.blocks import BlockHeader, follows_in_time
-from ledger.store.chain import ChainStore, SnapshotInfo, verify_store
+from ledger.store.chain import ChainStore, Head, PreparedBlock, SnapshotInfo, verify_store
 
 log = structlog.get_logger("ledger.sequencer")
 
@@ -52,6 +62,16 @@ class BlockOutcome:
     snapshot: SnapshotInfo | None = None
 
 
+@dataclass
+class _Staged:
+    """A block decided and prepared, waiting for (or in) its durable commit."""
+
+    block: PreparedBlock
+    outcome: BlockOutcome
+    #: the engine snapshot to store with it (None: not a snapshot height)
+    snapshot: bytes | None
+
+
 class Sequencer:
     """The single writer of one ledger (see module docstring)."""
 
@@ -61,6 +81,9 @@ class Sequencer:
         self.engine = engine
         self.check_invariants = check_invariants
         self._poisoned: str | None = None
+        #: the head of the block in flight (None when none is): the next block goes on it
+        self._tip: Head | None = None
+        self._committer: ThreadPoolExecutor | None = None
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -75,11 +98,10 @@ class Sequencer:
         store = ChainStore.create(path, chain_id=chain_id, config=cfg)
         seq = cls(store, Engine(), check_invariants=check_invariants)
         try:
-            cmds = genesis_commands(listings, time=genesis_time, guards_enabled=guards)
-            seq._run(0, cmds)
+            seq.submit(genesis_commands(listings, time=genesis_time, guards_enabled=guards))
             seq.snapshot()
         except BaseException:
-            store.close()
+            seq.close()
             raise
         log.info("ledger created", path=str(path), chain_id=chain_id, guards=guards,
                  markets=[lst.mkt for lst in listings])
@@ -97,6 +119,9 @@ class Sequencer:
         return cls(store, engine, check_invariants=check_invariants)
 
     def close(self) -> None:
+        if self._committer is not None:
+            self._committer.shutdown(wait=True)
+            self._committer = None
         self.store.close()
 
     def __enter__(self) -> Sequencer:
@@ -107,49 +132,131 @@ class Sequencer:
 
     # -- appending -----------------------------------------------------------
 
+    @property
+    def next_height(self) -> int:
+        """The height the next submitted block will get (the block in flight counts)."""
+        return self._head().height + 1
+
+    def _head(self) -> Head:
+        """The head the next block goes on: the block in flight's, else the durable one."""
+        return self._tip if self._tip is not None else self.store.head
+
     def submit(self, commands: Sequence[Any]) -> BlockOutcome:
-        """Run one block of commands and append it.
+        """Run one block of commands and append it; returns once the block is durable.
 
-        A block starts with `BeginBlock(time)`; without one, the head's time is
-        carried. Commands refused at the door (unknown account or market, off
-        tick, ...) are left out of the log and listed in `refused`.
+        A block starts with `BeginBlock(time)`; without one, the time of the
+        block before is carried. Commands refused at the door (unknown account
+        or market, off tick, ...) are left out of the log and listed in `refused`.
         """
-        cmds = list(commands)
-        if not cmds or not isinstance(cmds[0], BeginBlock):
-            cmds.insert(0, BeginBlock(self.store.head.time))
-        return self._run(self.store.head.height + 1, cmds)
+        (outcome,) = self.submit_many([commands])
+        return outcome
 
-    def _run(self, height: int, cmds: list[Any]) -> BlockOutcome:
+    def submit_many(self, blocks: Iterable[Sequence[Any]]) -> Iterator[BlockOutcome]:
+        """Run and append blocks in order, yielding each once it is durable (pipelined).
+
+        Block N+1 is decided while block N commits in the background, so `blocks`
+        may be a generator that reads the engine (it holds every block decided so
+        far, acknowledged or not). A block refused before the engine runs (bad
+        BeginBlock time) raises CommandInvalid after the block before it is
+        acknowledged; a failed commit raises CommitFailed (see the module docstring).
+        """
+        inflight: tuple[Future[SnapshotInfo | None], _Staged] | None = None
+        try:
+            for commands in blocks:
+                try:
+                    staged = self._stage(list(commands))
+                except BaseException:
+                    if inflight is not None:
+                        done, inflight = inflight, None
+                        yield self._acknowledge(*done)
+                    raise
+                if inflight is not None:
+                    done, inflight = inflight, None
+                    yield self._acknowledge(*done)
+                inflight = (self._commit_async(staged), staged)
+                self._tip = staged.block.new_head
+            if inflight is not None:
+                done, inflight = inflight, None
+                yield self._acknowledge(*done)
+        finally:
+            if inflight is not None:  # the caller stopped early: finish the block in flight
+                self._acknowledge(*inflight)
+
+    def _stage(self, cmds: list[Any]) -> _Staged:
+        """Decide block `next_height` and prepare it on the tip (engine and encoding)."""
         if self._poisoned:
             raise LedgerError(f"the sequencer stopped after an earlier failure "
                               f"({self._poisoned}); restart it to recover from the log")
+        tip = self._head()
+        height = tip.height + 1
+        if not cmds or not isinstance(cmds[0], BeginBlock):
+            cmds.insert(0, BeginBlock(tip.time))
         if not isinstance(cmds[-1], EndBlock):
             cmds.append(EndBlock())
-        head = self.store.head
-        if not isinstance(cmds[0], BeginBlock) or type(cmds[0].time) is not int:
+        if type(cmds[0].time) is not int:
             raise CommandInvalid(f"block {height} must open with BeginBlock(time)")
-        if not follows_in_time(cmds[0].time, head.time):
+        if not follows_in_time(cmds[0].time, tip.time):
             # Refused before the engine runs, so the sequencer stays usable.
             raise CommandInvalid(f"BeginBlock.time {cmds[0].time} is before the head's block "
-                                 f"time {head.time}; block time never goes backwards")
+                                 f"time {tip.time}; block time never goes backwards")
         try:
-            # One GC pause across decide/evolve, encoding and the durable append.
+            # One GC pause across decide/evolve, hashing and encoding.
             with gc_paused():
                 result = self.engine.run_block(height, cmds, admit=True)
                 if self.check_invariants:
                     self.engine.check_invariants(height)
-                header = self.store.append_block(result.envelopes, height=height,
-                                                 time=cmds[0].time,
-                                                 state_hash=result.state_hash)
+                block = self.store.prepare(result.envelopes, height=height, time=cmds[0].time,
+                                           state_hash=result.state_hash, on=tip)
         except BaseException as exc:
             self._poisoned = f"block {height}: {exc}"
             raise
-        outcome = BlockOutcome(header, result.envelopes, list(result.rejections),
-                               list(getattr(result, "refused", [])))
         every = int(self.store.config.get("snapshot_every", 0) or 0)
-        if every and height > 0 and height % every == 0:
-            outcome.snapshot = self.snapshot()
-        return outcome
+        snap = self.engine.snapshot_bytes() if every and height > 0 and \
+            height % every == 0 else None
+        outcome = BlockOutcome(block.header, result.envelopes, list(result.rejections),
+                               list(result.refused))
+        return _Staged(block, outcome, snap)
+
+    def _commit_async(self, staged: _Staged) -> Future[SnapshotInfo | None]:
+        if self._committer is None:
+            self._committer = ThreadPoolExecutor(max_workers=1,
+                                                 thread_name_prefix="perpledger-commit")
+        return self._committer.submit(self._commit, staged)
+
+    def _commit(self, staged: _Staged) -> SnapshotInfo | None:
+        """The background thread's job: the block's transaction, then its snapshot's."""
+        header = self.store.commit_prepared(staged.block)
+        if staged.snapshot is None:
+            return None
+        return self.store.put_snapshot(header.height, header.state_hash, staged.snapshot)
+
+    def _acknowledge(self, future: Future[SnapshotInfo | None],
+                     staged: _Staged) -> BlockOutcome:
+        """Wait for a block's commit; the outcome once durable, else stop the writer."""
+        try:
+            staged.outcome.snapshot = future.result()
+        except BaseException as exc:
+            self._tip = None
+            self._stop(staged.block.header.height, exc)
+        if self._tip is staged.block.new_head:
+            self._tip = None  # nothing in flight any more
+        return staged.outcome
+
+    def _stop(self, height: int, exc: BaseException) -> NoReturn:
+        """A commit failed: discard every undurable block, rebuild the engine, refuse more."""
+        durable = self.store.head
+        if durable.height >= height:
+            # The block landed and only its snapshot failed: the chain is whole.
+            raise exc
+        self._poisoned = f"block {height} was not committed: {exc}"
+        log.error("commit failed; writer stopped", height=height, durable=durable.height,
+                  error=str(exc))
+        # The engine may hold this block and the next: rebuild it from the log.
+        try:
+            self.engine = recover(self.store)
+        except BaseException as rexc:  # the log itself unreadable: keep nothing
+            log.error("could not rebuild the engine from the log", error=str(rexc))
+        raise CommitFailed(height, durable.height, exc) from exc
 
     def snapshot(self) -> SnapshotInfo:
         """Snapshot the state at the head (a verified cache of the projection)."""

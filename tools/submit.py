@@ -49,8 +49,8 @@ def run_submit(path: Path, source: str, *, block_size: int | None, json_out: boo
                                          f"{ln.command.time} is before the block time "
                                          f"{last} it would follow")
                 last = ln.command.time
-        for block in blocks:
-            out = seq.submit([ln.command for ln in block])
+        outcomes = seq.submit_many([ln.command for ln in block] for block in blocks)
+        for block, out in zip(blocks, outcomes, strict=False):
             appended.append({"height": out.header.height, "events": out.header.count,
                              "hash": out.header.hash.hex()})
             for env in out.rejections:

@@ -262,13 +262,38 @@ class ChainStore:
         Checks: height is head+1, seqs continue the head's without gaps, every
         envelope carries this height, every event encodes, the state hash is 32
         bytes. Raises `BlockRejected` and writes nothing on any failure.
+        `prepare` then `commit_prepared`.
+        """
+        return self.commit_prepared(self.prepare(envelopes, height=height, time=time,
+                                                 state_hash=state_hash))
+
+    def prepare(self, envelopes: Sequence[Envelope], *, height: int, time: int,
+                state_hash: bytes, on: Head | None = None) -> PreparedBlock:
+        """Validate and encode a block on top of `on` (default: the durable head); no I/O.
+
+        A pipelined writer prepares block N+1 on top of block N's `new_head`
+        while block N commits. Raises `BlockRejected`.
         """
         self._require_writer()
-        block = prepare_block(self.head, envelopes, height=height, time=time,
-                              state_hash=state_hash)
+        return prepare_block(self.head if on is None else on, envelopes, height=height,
+                             time=time, state_hash=state_hash)
+
+    def commit_prepared(self, block: PreparedBlock) -> BlockHeader:
+        """Write a prepared block durably in one transaction; the head moves only then.
+
+        The block must sit on the durable head (`IntegrityError` otherwise). Safe to
+        call from one background thread while the writer's thread prepares the
+        next block: LMDB releases the GIL while it writes and syncs.
+        """
+        self._require_writer()
+        head = self.head
+        h = block.header
+        if h.height != head.height + 1 or h.prev_hash != head.hash:
+            raise IntegrityError(f"block {h.height} was prepared on another head than the "
+                                 f"durable one (height {head.height}); refusing to write it")
         self._shared.run_write(lambda txn: block.write(txn, self.dbs))
         self._head_cache = block.new_head
-        return block.header
+        return h
 
     # -- truncate ------------------------------------------------------------
 
