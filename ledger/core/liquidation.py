@@ -62,7 +62,8 @@ def liquidatable(st: ExchangeState) -> list[tuple[int, str]]:
     """Confirmed liquidatable accounts as (fl(AV*PPM, MMR), id); safe ones are watched."""
     out = []
     accounts = st.accounts
-    for acct in candidates(st):
+    st.block.swept = candidates(st)
+    for acct in st.block.swept:
         a = accounts[acct]
         av, _, mmr = account_margin(st, a)
         if mmr > 0:

@@ -194,7 +194,7 @@ class ExchangeState:
 class BlockScratch:
     """Facts the block's events left for check_invariants (cleared at BeginBlock)."""
 
-    __slots__ = ("fills", "ticks", "margin_breaches", "index_changes")
+    __slots__ = ("fills", "ticks", "margin_breaches", "index_changes", "swept")
 
     def __init__(self) -> None:
         #: (Filled, maker prio, taker prio, taker tif, effective mode, mark, maker price).
@@ -205,6 +205,8 @@ class BlockScratch:
         self.margin_breaches: list[tuple[str, str, int, int]] = []
         #: markets whose index changed other than by FundingTicked/RolledBack (never expected).
         self.index_changes: list[str] = []
+        #: the accounts the block's liquidation sweep checked exactly (ledger.core.watch).
+        self.swept: list[str] = []
 
 
 def effective_mode(state: ExchangeState, m: Market) -> Mode:

@@ -14,40 +14,34 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from hashlib import blake2b
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import lmdb
 import msgpack
 import structlog
-from msgspec.structs import astuple
 
 from ledger.errors import (
     BlockRejected,
-    CodecError,
     IntegrityError,
     LedgerExists,
     LedgerNotFound,
     NotFound,
     StoreError,
 )
-from ledger.events.codec import PLAN_OF, Envelope, decode_verified, pack_event
+from ledger.events.codec import Envelope, decode_verified
 from ledger.gcpause import gc_paused
 from ledger.store import archive, reads
 from ledger.store.blocks import (
-    HASH_LEN,
     ZERO_HASH,
     BlockHeader,
     check_events,
     decode_header,
-    encode_header,
-    follows_in_time,
     genesis_prev_hash,
-    make_header,
 )
 from ledger.store.env import INITIAL_MAP_SIZE, SharedEnv, WriterLock, close_env, open_env
-from ledger.store.layout import SCHEMA_VERSION, Dbs, Txn, index_items, meta_get, u64
+from ledger.store.layout import SCHEMA_VERSION, Dbs, Txn, meta_get, u64
+from ledger.store.prepare import MAX_ID_BYTES, Head, PreparedBlock, prepare_block
 
 if TYPE_CHECKING:
     from ledger.store.verify import VerifyReport
@@ -56,9 +50,6 @@ log = structlog.get_logger("ledger.store")
 
 T = TypeVar("T")
 
-_CODE_KEYS = [bytes((i,)) for i in range(256)]
-#: LMDB keys hold at most 511 bytes; account and market ids must fit in an index key.
-MAX_ID_BYTES = 500
 
 #: The deepest rollback (in blocks) a chain allows without --force, unless its config says.
 DEFAULT_MAX_ROLLBACK_DEPTH = 10_000
@@ -74,15 +65,6 @@ DEFAULT_CONFIG: dict[str, Any] = {
 def max_rollback_depth(config: Mapping[str, Any]) -> int:
     """A chain's max_rollback_depth from its config (the default where unset or 0)."""
     return int(config.get("max_rollback_depth") or DEFAULT_MAX_ROLLBACK_DEPTH)
-
-
-class Head(NamedTuple):
-    """The tip of the canonical chain (height -1 and seq 0 before genesis)."""
-
-    height: int
-    seq: int
-    hash: bytes
-    time: int
 
 
 class SnapshotInfo(NamedTuple):
@@ -566,134 +548,8 @@ class ChainStore:
         return self._shared
 
 
-__all__ = ["ChainStore", "Head", "Snapshot", "SnapshotInfo", "ZERO_HASH", "ledger_exists"]
-
-
-class PreparedBlock(NamedTuple):
-    """A validated, encoded block ready to be written inside a write transaction."""
-
-    header: BlockHeader
-    items: list[tuple[bytes, bytes]]
-    #: (key, posting chunk) pairs per index, in key order (`layout.index_items`).
-    acct_ix: list[tuple[bytes, bytes]]
-    mkt_ix: list[tuple[bytes, bytes]]
-    type_ix: list[tuple[bytes, bytes]]
-    new_head: Head
-
-    def write(self, txn: lmdb.Transaction, dbs: Dbs) -> None:
-        """Write events, index chunks, header and head (the caller's transaction).
-
-        It only writes, so any transaction will do (`Txn` is one). Each chunk's
-        first seq is above every seq already stored, so under an existing key it
-        becomes that key's last dup.
-        """
-        # MDB_APPEND onto an existing key is not an error to putmulti, only "not added".
-        _, added = txn.cursor(dbs.events).putmulti(self.items, append=True)
-        if added != len(self.items):
-            raise IntegrityError(f"block {self.header.height}: the events store already holds "
-                                 f"seqs from {self.header.first_seq}; refusing to write")
-        txn.cursor(dbs.by_account).putmulti(self.acct_ix, dupdata=True)
-        txn.cursor(dbs.by_market).putmulti(self.mkt_ix, dupdata=True)
-        txn.cursor(dbs.by_type).putmulti(self.type_ix, dupdata=True)
-        h = self.header
-        txn.put(u64(h.height), encode_header(h), db=dbs.blocks, append=True)
-        nh = self.new_head
-        txn.put(b"head", _pack([nh.height, nh.seq, nh.hash, nh.time]), db=dbs.meta)
-        if h.height == 0:
-            txn.put(b"genesis_hash", h.hash, db=dbs.meta)
-
-
-def _too_long(value: str, height: int, seq: int) -> NoReturn:
-    raise BlockRejected(f"block {height}, seq {seq}: id {value[:40]!r}... is longer than "
-                        f"{MAX_ID_BYTES} bytes, the most an index key can hold")
-
-
-def prepare_block(head: Head, envelopes: Sequence[Envelope], *, height: int, time: int,
-                  state_hash: bytes) -> PreparedBlock:
-    """Validate and encode a block on top of `head` (raises `BlockRejected`)."""
-    if height != head.height + 1:
-        raise BlockRejected(f"block height {height} does not follow head {head.height}")
-    if not envelopes:
-        raise BlockRejected(f"block {height} has no events")
-    if type(state_hash) is not bytes or len(state_hash) != HASH_LEN:
-        raise BlockRejected(f"block {height}: state hash must be {HASH_LEN} bytes")
-    if type(time) is not int or not follows_in_time(time, head.time):
-        raise BlockRejected(f"block {height}: time {time!r} is before the head's {head.time}")
-    items: list[tuple[bytes, bytes]] = []
-    # Id or type code -> the block's seqs under it, increasing (each seq once per key).
-    accts_ix: dict[str, list[int]] = {}
-    mkts_ix: dict[str, list[int]] = {}
-    types_ix: dict[int, list[int]] = {}
-    acct_get = accts_ix.get
-    mkt_get = mkts_ix.get
-    type_get = types_ix.get
-    plans = PLAN_OF
-    parts: list[bytes] = []
-    seq = head.seq
-    # One tight loop: check, encode, index and hash each event once.
-    for env in envelopes:
-        seq += 1
-        ev = env.event
-        plan = plans.get(type(ev))
-        if plan is None:
-            raise BlockRejected(f"block {height}, seq {seq}: {type(ev).__name__} is not "
-                                "an event type of the catalogue")
-        if env.seq != seq:
-            raise BlockRejected(f"block {height}: expected seq {seq}, was {env.seq}")
-        if env.height != height or type(env.cause) is not int:
-            raise BlockRejected(
-                f"block {height}: event seq {seq} carries height {env.height!r}")
-        values = astuple(ev)
-        try:
-            data = pack_event(plan, height, env.cause, values)
-        except CodecError as exc:
-            raise BlockRejected(f"block {height}, seq {seq}: {exc}") from None
-        items.append((u64(seq), data))
-        parts.append(len(data).to_bytes(4, "big"))
-        parts.append(data)
-        # Ids are grouped as str (the fields checked above are str) and encoded once
-        # per block at the end; an empty id (a rejection naming no market) is skipped.
-        for i in plan.accounts:
-            ik = values[i]
-            if ik:
-                seqs = acct_get(ik)
-                if seqs is None:
-                    accts_ix[ik] = [seq]
-                elif seqs[-1] != seq:  # an event naming an id twice is indexed once
-                    seqs.append(seq)
-        for i in plan.markets:
-            ik = values[i]
-            if ik:
-                seqs = mkt_get(ik)
-                if seqs is None:
-                    mkts_ix[ik] = [seq]
-                elif seqs[-1] != seq:
-                    seqs.append(seq)
-        code = plan.code
-        seqs = type_get(code)
-        if seqs is None:
-            types_ix[code] = [seq]
-        else:
-            seqs.append(seq)
-    ev_hash = blake2b(b"".join(parts), digest_size=HASH_LEN).digest()
-    header = make_header(height, time, head.seq + 1, len(items), head.hash, ev_hash,
-                         state_hash)
-    # One chunk per (key, block) in the common case, keys sorted (`index_items`).
-    return PreparedBlock(header, items, index_items(_id_keys(accts_ix, height)),
-                         index_items(_id_keys(mkts_ix, height)),
-                         index_items({_CODE_KEYS[c]: v for c, v in types_ix.items()}),
-                         Head(height, seq, header.hash, time))
-
-
-def _id_keys(groups: dict[str, list[int]], height: int) -> dict[bytes, list[int]]:
-    """Index keys of a block's id groups: utf-8, at most MAX_ID_BYTES (else BlockRejected)."""
-    out = {}
-    for ident, seqs in groups.items():
-        key = ident.encode()
-        if len(key) > MAX_ID_BYTES:
-            _too_long(ident, height, seqs[0])
-        out[key] = seqs
-    return out
+__all__ = ["MAX_ID_BYTES", "ChainStore", "Head", "PreparedBlock", "Snapshot", "SnapshotInfo",
+           "ZERO_HASH", "ledger_exists", "prepare_block"]
 
 
 def verify_store(store: ChainStore, *, branch: int | None = None,
