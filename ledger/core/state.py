@@ -11,7 +11,8 @@ from typing import Any
 
 from ledger.core.book import BookSide, TriggerBook
 from ledger.core.fixedpoint import PPM, S, pow10_neg
-from ledger.events.enums import LossMode, Mode, OrderType, SelfTrade, Side, TimeInForce
+from ledger.core.members import LOSS_ADL, OK
+from ledger.events.enums import Mode, OrderType, SelfTrade, Side, TimeInForce
 from ledger.events.payloads import MarketParams
 
 #: System accounts (SPEC 2): ordinary accounts created at genesis.
@@ -98,7 +99,7 @@ class Market:
                  time: int) -> None:
         self.id = mkt
         self.set_params(params)
-        self.mode = Mode.OK
+        self.mode = OK
         self.mode_band = 0
         self.mode_reason = ""
         self.oracle = oracle
@@ -163,11 +164,11 @@ class ExchangeState:
         self.accounts: dict[str, Account] = {}
         self.markets: dict[str, Market] = {}
         self.orders: dict[int, Order] = {}
-        self.mode = Mode.OK
+        self.mode = OK
         self.mode_band = 0
         self.mode_reason = ""
         self.guards = False
-        self.loss_mode = LossMode.ADL
+        self.loss_mode = LOSS_ADL
         self.funding_dust = 0
         self.ext_in = 0
         self.ext_out = 0
