@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parent
 #: The compiled group: the state machine, the codec's per-event work and the block
 #: preparation (pure computation, no I/O).
 COMPILED = sorted([*(p for p in (ROOT / "ledger/core").glob("*.py") if p.name != "__init__.py"),
-                   ROOT / "ledger/events/codec.py", ROOT / "ledger/store/prepare.py"])
+                   ROOT / "ledger/events/codec.py", ROOT / "ledger/store/chunks.py",
+                   ROOT / "ledger/store/prepare.py"])
 #: mypyc names the group's shared library `<GROUP>__mypyc` (a top-level extension module).
 GROUP = "perpledger_core"
 MANIFEST = ROOT / "ledger/_build.json"

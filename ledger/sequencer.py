@@ -27,8 +27,8 @@ rather than append anything on top of an unknown state.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -43,7 +43,8 @@ from ledger.gcpause import gc_paused
 from ledger.markets import Listing
 from ledger.replay import replay, restore
 from ledger.store.blocks import BlockHeader, follows_in_time
-from ledger.store.chain import ChainStore, Head, PreparedBlock, SnapshotInfo, verify_store
+from ledger.store.chain import ChainStore, PreparedBlock, SnapshotInfo, verify_store
+from ledger.store.pipeline import CommitPipeline
 
 log = structlog.get_logger("ledger.sequencer")
 
@@ -81,9 +82,9 @@ class Sequencer:
         self.engine = engine
         self.check_invariants = check_invariants
         self._poisoned: str | None = None
-        #: the head of the block in flight (None when none is): the next block goes on it
-        self._tip: Head | None = None
-        self._committer: ThreadPoolExecutor | None = None
+        self._pipe = CommitPipeline(store)
+        #: seconds the writer's thread spent per stage (the commit's are on the pipeline)
+        self.timings = {"decide": 0.0, "hash": 0.0, "prepare": 0.0}
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -119,9 +120,7 @@ class Sequencer:
         return cls(store, engine, check_invariants=check_invariants)
 
     def close(self) -> None:
-        if self._committer is not None:
-            self._committer.shutdown(wait=True)
-            self._committer = None
+        self._pipe.close()
         self.store.close()
 
     def __enter__(self) -> Sequencer:
@@ -135,11 +134,13 @@ class Sequencer:
     @property
     def next_height(self) -> int:
         """The height the next submitted block will get (the block in flight counts)."""
-        return self._head().height + 1
+        return self._pipe.tip.height + 1
 
-    def _head(self) -> Head:
-        """The head the next block goes on: the block in flight's, else the durable one."""
-        return self._tip if self._tip is not None else self.store.head
+    @property
+    def stage_seconds(self) -> dict[str, float]:
+        """Seconds per stage so far: the writer's thread, the commit thread, waiting on it."""
+        return {**self.timings, "commit": self._pipe.commit_seconds,
+                "wait": self._pipe.wait_seconds}
 
     def submit(self, commands: Sequence[Any]) -> BlockOutcome:
         """Run one block of commands and append it; returns once the block is durable.
@@ -160,34 +161,34 @@ class Sequencer:
         BeginBlock time) raises CommandInvalid after the block before it is
         acknowledged; a failed commit raises CommitFailed (see the module docstring).
         """
-        inflight: tuple[Future[SnapshotInfo | None], _Staged] | None = None
+        pending: _Staged | None = None
         try:
             for commands in blocks:
                 try:
                     staged = self._stage(list(commands))
                 except BaseException:
-                    if inflight is not None:
-                        done, inflight = inflight, None
-                        yield self._acknowledge(*done)
+                    if pending is not None:
+                        done, pending = pending, None
+                        yield self._acknowledge(done)
                     raise
-                if inflight is not None:
-                    done, inflight = inflight, None
-                    yield self._acknowledge(*done)
-                inflight = (self._commit_async(staged), staged)
-                self._tip = staged.block.new_head
-            if inflight is not None:
-                done, inflight = inflight, None
-                yield self._acknowledge(*done)
+                if pending is not None:
+                    done, pending = pending, None
+                    yield self._acknowledge(done)
+                self._pipe.start(staged.block, staged.snapshot)
+                pending = staged
+            if pending is not None:
+                done, pending = pending, None
+                yield self._acknowledge(done)
         finally:
-            if inflight is not None:  # the caller stopped early: finish the block in flight
-                self._acknowledge(*inflight)
+            if pending is not None:  # the caller stopped early: finish the block in flight
+                self._acknowledge(pending)
 
     def _stage(self, cmds: list[Any]) -> _Staged:
         """Decide block `next_height` and prepare it on the tip (engine and encoding)."""
         if self._poisoned:
             raise LedgerError(f"the sequencer stopped after an earlier failure "
                               f"({self._poisoned}); restart it to recover from the log")
-        tip = self._head()
+        tip = self._pipe.tip
         height = tip.height + 1
         if not cmds or not isinstance(cmds[0], BeginBlock):
             cmds.insert(0, BeginBlock(tip.time))
@@ -199,47 +200,38 @@ class Sequencer:
             # Refused before the engine runs, so the sequencer stays usable.
             raise CommandInvalid(f"BeginBlock.time {cmds[0].time} is before the head's block "
                                  f"time {tip.time}; block time never goes backwards")
+        timings = self.timings
         try:
             # One GC pause across decide/evolve, hashing and encoding.
             with gc_paused():
-                result = self.engine.run_block(height, cmds, admit=True)
+                t0 = time.perf_counter()
+                decided = self.engine.execute_block(height, cmds, admit=True)
+                t1 = time.perf_counter()
+                state_hash = self.engine.block_hash()
                 if self.check_invariants:
                     self.engine.check_invariants(height)
-                block = self.store.prepare(result.envelopes, height=height, time=cmds[0].time,
-                                           state_hash=result.state_hash, on=tip)
+                t2 = time.perf_counter()
+                block = self.store.prepare(decided.envelopes, height=height, time=cmds[0].time,
+                                           state_hash=state_hash, on=tip)
+                timings["decide"] += t1 - t0
+                timings["hash"] += t2 - t1
+                timings["prepare"] += time.perf_counter() - t2
         except BaseException as exc:
             self._poisoned = f"block {height}: {exc}"
             raise
         every = int(self.store.config.get("snapshot_every", 0) or 0)
         snap = self.engine.snapshot_bytes() if every and height > 0 and \
             height % every == 0 else None
-        outcome = BlockOutcome(block.header, result.envelopes, list(result.rejections),
-                               list(result.refused))
+        outcome = BlockOutcome(block.header, decided.envelopes, list(decided.rejections),
+                               list(decided.refused))
         return _Staged(block, outcome, snap)
 
-    def _commit_async(self, staged: _Staged) -> Future[SnapshotInfo | None]:
-        if self._committer is None:
-            self._committer = ThreadPoolExecutor(max_workers=1,
-                                                 thread_name_prefix="perpledger-commit")
-        return self._committer.submit(self._commit, staged)
-
-    def _commit(self, staged: _Staged) -> SnapshotInfo | None:
-        """The background thread's job: the block's transaction, then its snapshot's."""
-        header = self.store.commit_prepared(staged.block)
-        if staged.snapshot is None:
-            return None
-        return self.store.put_snapshot(header.height, header.state_hash, staged.snapshot)
-
-    def _acknowledge(self, future: Future[SnapshotInfo | None],
-                     staged: _Staged) -> BlockOutcome:
+    def _acknowledge(self, staged: _Staged) -> BlockOutcome:
         """Wait for a block's commit; the outcome once durable, else stop the writer."""
         try:
-            staged.outcome.snapshot = future.result()
+            _, staged.outcome.snapshot = self._pipe.finish()
         except BaseException as exc:
-            self._tip = None
             self._stop(staged.block.header.height, exc)
-        if self._tip is staged.block.new_head:
-            self._tip = None  # nothing in flight any more
         return staged.outcome
 
     def _stop(self, height: int, exc: BaseException) -> NoReturn:

@@ -40,6 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ledger import compiled
 from ledger.core.engine import Engine
 from ledger.core.genesis import genesis_commands
 from ledger.events.commands import BeginBlock
@@ -120,6 +121,7 @@ def bench_rebuild(events: int = 1_000_000, *, es_events: int = 5_000, accounts: 
     es_rate = es_n / es_s
     fold_rate = fold.events / fold.seconds
     return {
+        "build": compiled.status()["build"],
         "events": n,
         "blocks": head + 1,
         "accounts": accounts,

@@ -28,7 +28,8 @@ from ledger.store.blocks import (
     follows_in_time,
     make_header,
 )
-from ledger.store.layout import Dbs, index_items, u64
+from ledger.store.chunks import index_items
+from ledger.store.layout import Dbs, u64
 
 #: LMDB keys hold at most 511 bytes; account and market ids must fit in an index key.
 MAX_ID_BYTES = 500
