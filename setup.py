@@ -72,9 +72,13 @@ def ext_modules() -> list[object]:
         _say("mypyc is not installed in the build environment: pure Python")
         return []
     paths = [str(p.relative_to(ROOT)) for p in COMPILED]
-    # PERPLEDGER_MYPYC_OPT: the C optimisation level (mypyc's default is 3).
-    mods = mypycify(paths, opt_level=os.environ.get("PERPLEDGER_MYPYC_OPT", "2"),
-                    group_name=GROUP, multi_file=True)
+    try:
+        # PERPLEDGER_MYPYC_OPT: the C optimisation level (mypyc's default is 3).
+        mods = mypycify(paths, opt_level=os.environ.get("PERPLEDGER_MYPYC_OPT", "2"),
+                        group_name=GROUP, multi_file=True)
+    except (Exception, SystemExit) as exc:  # mypyc exits on a type error it cannot compile
+        _say(f"mypyc could not compile the core ({exc!r}): pure Python")
+        return []
     MANIFEST.write_text(json.dumps(_manifest(COMPILED), indent=1, sort_keys=True) + "\n")
     _say(f"compiling {len(paths)} modules with mypyc (group {GROUP})")
     return list(mods)

@@ -37,15 +37,8 @@ def pow10_neg(qce: int) -> int:
 
 
 def value(q: int, p: int, qce: int) -> int:
-    """Quote value of q bq at p st: floor(q*p / 10^-qce), never in the holder's favour.
-
-    Computed as a*p + fl(b*p, D) with q = a*D + b (D = 10^-qce, 0 <= b < D): the
-    same integer, exactly, without forming q*p, which passes 64 bits for one BTC
-    at $50,000 and would make every margin sum a bignum computation.
-    """
-    d = _POW10[-qce]
-    a = q // d
-    return a * p + ((q - a * d) * p) // d
+    """Quote value of q bq at p st: floor(q*p / 10^-qce), never in the holder's favour."""
+    return (q * p) // _POW10[-qce]
 
 
 def clamp(x: int, lo: int, hi: int) -> int:

@@ -13,7 +13,6 @@ BIG = st.integers(-(10**30), 10**30)
 @settings(max_examples=500, deadline=None)
 @given(q=BIG, p=BIG, qce=st.integers(-18, 0))
 def test_value_is_the_floor_of_q_times_p_over_ten_to_minus_qce(q: int, p: int, qce: int) -> None:
-    # value() avoids forming q*p (a bignum for one BTC at $50,000); it must not change a unit
     assert value(q, p, qce) == (q * p) // 10 ** (-qce)
 
 
