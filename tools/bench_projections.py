@@ -262,10 +262,10 @@ def audit_latency(chain: Path, *, queries: int = 30, seed: int = 1) -> dict[str,
         accts = [a for a in (f"u{i:05d}" for i in range(0, 2000, 37))
                  if au.statement(a, from_height=max(0, head - 99))["lines"]][:10] or ["u00001"]
         picks = iter(rng.choice(accts) for _ in range(queries * 2))
-        account_ms = _median_ms(lambda: au.account(next(picks), from_height=head - 99),
+        account_ms = _median_ms(lambda: au.account(next(picks), from_height=max(0, head - 99)),
                                 queries)
         statement_ms = _median_ms(lambda: au.statement(next(picks),
-                                                       from_height=head - 99), queries)
+                                                       from_height=max(0, head - 99)), queries)
         heights = iter(rng.randrange(1, head + 1) for _ in range(queries))
         travel_ms = _median_ms(lambda: au.state(at_height=next(heights)), queries)
         return {"events": au.store.head.seq, "blocks": head + 1,
