@@ -68,6 +68,20 @@ class BlockRejected(IntegrityError):
     """A block failed validation; nothing of it was written."""
 
 
+class CommitFailed(StoreError):
+    """A block's durable commit failed: the writer stopped at the last durable block."""
+
+    def __init__(self, height: int, durable_height: int, cause: BaseException) -> None:
+        super().__init__(
+            f"block {height} could not be committed ({type(cause).__name__}: {cause}); "
+            f"the writer stopped. Blocks up to {durable_height} are durable and nothing "
+            f"after them was acknowledged. Fix the cause (disk space, file size limit, "
+            f"permissions), then restart the writer: it resumes after block {durable_height}.")
+        self.height = height
+        self.durable_height = durable_height
+        self.cause = cause
+
+
 class NotFound(StoreError):
     """A height, branch, snapshot or record that does not exist."""
 

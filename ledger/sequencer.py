@@ -10,9 +10,19 @@ Restart protocol (G8): before appending anything, `open` checks the tail of
 the hash chain, restores the newest snapshot, replays to the head and
 requires the head block's state hash. On any mismatch it refuses to start.
 
-If the engine or the store fails mid-block, the engine's state is ahead of
-the log; the sequencer then refuses further blocks (restart it to recover
-from the log), rather than append anything on top of an unknown state.
+Pipelined durable commit: `submit_many` decides block N+1 (engine, state
+hash, encoding) while a background thread commits block N (py-lmdb releases
+the GIL while LMDB writes and syncs). A block is acknowledged (yielded to the
+caller, counted by `info`, visible to readers) only once its transaction has
+committed, with the writer's signature and any journal record in that same
+transaction; at most one block is in flight. `submit` is the one-block case.
+
+If a commit fails, the writer stops: the engine's state, which may already
+include the next block, is discarded and rebuilt from the log at the last
+durable block, and `CommitFailed` says which block failed, why, and what is
+durable. If the engine fails mid-block, its state is ahead of the log; the
+sequencer then refuses further blocks (restart it to recover from the log),
+rather than append anything on top of an unknown state.
 """
 
 from __future__ import annotations
@@ -20,17 +30,23 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 
 from ledger.core.authority import PRIVILEGED, check_block, is_privileged
 from ledger.core.engine import Engine, processing_order
 from ledger.core.genesis import genesis_commands
-from ledger.errors import CommandInvalid, LedgerError, LedgerExists, VerificationFailed
+from ledger.errors import (
+    CommandInvalid,
+    CommitFailed,
+    LedgerError,
+    LedgerExists,
+    VerificationFailed,
+)
 from ledger.events.codec import Envelope
 from ledger.events.commands import BeginBlock, EndBlock, OperatorAuth, SetGuards
 from ledger.events.enums import KeyRole
@@ -41,8 +57,15 @@ from ledger.markets import Listing
 from ledger.replay import replay, restore
 from ledger.signing import authorise, genesis_authority, keys_for_new_ledger
 from ledger.store.blocks import BlockHeader, follows_in_time
-from ledger.store.chain import ChainStore, SnapshotInfo, ledger_exists, verify_store
+from ledger.store.chain import (
+    ChainStore,
+    PreparedBlock,
+    SnapshotInfo,
+    ledger_exists,
+    verify_store,
+)
 from ledger.store.journal import JournalEntry
+from ledger.store.pipeline import CommitPipeline
 
 log = structlog.get_logger("ledger.sequencer")
 
@@ -61,6 +84,18 @@ class BlockOutcome:
     snapshot: SnapshotInfo | None = None
 
 
+@dataclass
+class _Staged:
+    """A block decided and prepared, waiting for (or in) its durable commit."""
+
+    block: PreparedBlock
+    outcome: BlockOutcome
+    #: the engine snapshot to store with it (None: not a snapshot height)
+    snapshot: bytes | None
+    #: the operator action's journal record, committed with the block
+    journal: JournalEntry | None = None
+
+
 class Sequencer:
     """The single writer of one ledger (see module docstring)."""
 
@@ -72,6 +107,9 @@ class Sequencer:
         self._poisoned: str | None = None
         #: durable append times, for `ledgerctl serve`'s metrics (ledger/latency.py)
         self.latency = AppendLatency(store.path)
+        self._pipe = CommitPipeline(store)
+        #: seconds the writer's thread spent per stage (the commit's are on the pipeline)
+        self.timings = {"decide": 0.0, "hash": 0.0, "prepare": 0.0}
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -115,11 +153,10 @@ class Sequencer:
         try:
             cmds = genesis_commands(listings, time=genesis_time, guards_enabled=guards,
                                     authority=genesis_authority(chain_id, writer, operators))
-            seq._run(0, cmds)
+            seq._submit_one(cmds, journal=None, operator_key=None, genesis=True)
             seq.snapshot()
-            seq.latency.flush()
         finally:
-            store.close()
+            seq.close()
         if ledger_exists(final):  # another create won the race
             shutil.rmtree(build, ignore_errors=True)
             raise LedgerExists(f"a ledger already exists at {final}; refusing to overwrite it")
@@ -169,6 +206,7 @@ class Sequencer:
                        data_dir=self.store.path)
 
     def close(self) -> None:
+        self._pipe.close()
         self.latency.flush()
         self.store.close()
 
@@ -180,73 +218,162 @@ class Sequencer:
 
     # -- appending -----------------------------------------------------------
 
+    @property
+    def next_height(self) -> int:
+        """The height the next submitted block will get (the block in flight counts)."""
+        return self._pipe.tip.height + 1
+
+    @property
+    def stage_seconds(self) -> dict[str, float]:
+        """Seconds per stage so far: the writer's thread, the commit thread, waiting on it."""
+        return {**self.timings, "commit": self._pipe.commit_seconds,
+                "wait": self._pipe.wait_seconds}
+
     def submit(self, commands: Sequence[Any], *, journal: JournalEntry | None = None,
                operator_key: Key | None = None) -> BlockOutcome:
-        """Run one block of commands and append it.
+        """Run one block of commands and append it; returns once the block is durable.
 
-        A block starts with `BeginBlock(time)`; without one, the head's time is
-        carried. Commands refused at the door (unknown account or market, off
-        tick, ...) are left out of the log and listed in `refused`. An operator
-        action's `journal` record is written in the block's own transaction.
+        A block starts with `BeginBlock(time)`; without one, the time of the
+        block before is carried. Commands refused at the door (unknown account
+        or market, off tick, ...) are left out of the log and listed in `refused`.
+        An operator action's `journal` record is written in the block's own
+        transaction.
 
         Privileged commands (ledger.core.authority) need the `journal` record
         (operator and reason) and, on a signed chain, the `operator_key` that
         signs them: the block then carries its OperatorAuth.
         """
-        cmds = list(commands)
+        return self._submit_one(list(commands), journal=journal, operator_key=operator_key)
+
+    def _submit_one(self, cmds: list[Any], *, journal: JournalEntry | None,
+                    operator_key: Key | None, genesis: bool = False) -> BlockOutcome:
+        if self._pipe.busy:
+            raise LedgerError("a block is still in flight (submit_many is running)")
+        staged = self._stage(cmds, journal=journal, operator_key=operator_key,
+                             genesis=genesis)
+        self._pipe.start(staged.block, staged.snapshot, staged.journal)
+        return self._acknowledge(staged)
+
+    def submit_many(self, blocks: Iterable[Sequence[Any]]) -> Iterator[BlockOutcome]:
+        """Run and append blocks in order, yielding each once it is durable (pipelined).
+
+        Block N+1 is decided while block N commits in the background, so `blocks`
+        may be a generator that reads the engine (it holds every block decided so
+        far, acknowledged or not). Operator commands need `submit` (their journal
+        and key). A block refused before the engine runs (bad BeginBlock time)
+        raises CommandInvalid after the block before it is acknowledged; a failed
+        commit raises CommitFailed (see the module docstring).
+        """
+        pending: _Staged | None = None
+        try:
+            for commands in blocks:
+                try:
+                    staged = self._stage(list(commands), journal=None, operator_key=None)
+                except BaseException:
+                    if pending is not None:
+                        done, pending = pending, None
+                        yield self._acknowledge(done)
+                    raise
+                if pending is not None:
+                    done, pending = pending, None
+                    yield self._acknowledge(done)
+                self._pipe.start(staged.block, staged.snapshot, staged.journal)
+                pending = staged
+            if pending is not None:
+                done, pending = pending, None
+                yield self._acknowledge(done)
+        finally:
+            if pending is not None:  # the caller stopped early: finish the block in flight
+                self._acknowledge(pending)
+
+    def _stage(self, cmds: list[Any], *, journal: JournalEntry | None,
+               operator_key: Key | None, genesis: bool = False) -> _Staged:
+        """Decide block `next_height` and prepare it on the tip (engine and encoding).
+
+        `genesis`: the first block, whose listings and key registrations are the
+        chain's founding facts (`genesis_authority`), not operator commands.
+        """
+        if self._poisoned:
+            raise LedgerError(f"the sequencer stopped after an earlier failure "
+                              f"({self._poisoned}); restart it to recover from the log")
+        tip = self._pipe.tip
+        height = tip.height + 1
         if not cmds or not isinstance(cmds[0], BeginBlock):
-            cmds.insert(0, BeginBlock(self.store.head.time))
-        height = self.store.head.height + 1
-        if any(is_privileged(cmd) for cmd in cmds):
+            cmds.insert(0, BeginBlock(tip.time))
+        if not genesis and any(is_privileged(cmd) for cmd in cmds):
             if journal is None:
                 names = sorted({type(x).__name__ for x in cmds if is_privileged(x)})
                 raise CommandInvalid(f"{', '.join(names)} is an operator command: it needs an "
                                      "operator, a reason and its journal record")
-            cmds = authorise(self.engine.state, self.store.chain_id, height, cmds,
-                             operator_key, operator=journal.operator, reason=journal.reason)
-        return self._run(height, cmds, journal)
-
-    def _run(self, height: int, cmds: list[Any],
-             journal: JournalEntry | None = None) -> BlockOutcome:
-        if self._poisoned:
-            raise LedgerError(f"the sequencer stopped after an earlier failure "
-                              f"({self._poisoned}); restart it to recover from the log")
+            if not any(type(x) is OperatorAuth for x in cmds):
+                # A block that brings its own OperatorAuth is checked as it is, below.
+                cmds = authorise(self.engine.state, self.store.chain_id, height, cmds,
+                                 operator_key, operator=journal.operator,
+                                 reason=journal.reason)
         if not isinstance(cmds[-1], EndBlock):
             cmds.append(EndBlock())
-        head = self.store.head
-        if not isinstance(cmds[0], BeginBlock) or type(cmds[0].time) is not int:
+        if type(cmds[0].time) is not int:
             raise CommandInvalid(f"block {height} must open with BeginBlock(time)")
-        if not follows_in_time(cmds[0].time, head.time):
+        if not follows_in_time(cmds[0].time, tip.time):
             # Refused before the engine runs, so the sequencer stays usable.
             raise CommandInvalid(f"BeginBlock.time {cmds[0].time} is before the head's block "
-                                 f"time {head.time}; block time never goes backwards")
+                                 f"time {tip.time}; block time never goes backwards")
         st = self.engine.state
         if st.keys and any(type(x) in PRIVILEGED or type(x) is OperatorAuth for x in cmds):
             ordered = [cmds[i] for i in processing_order([type(x) for x in cmds])]
             problem = check_block(st.chain_id, st.keys, height, ordered)
             if problem is not None:  # refused whole, before the engine runs
                 raise CommandInvalid(problem)
+        timings = self.timings
         try:
-            # One GC pause across decide/evolve, encoding and the durable append.
+            # One GC pause across decide/evolve, hashing and encoding.
             with gc_paused():
-                result = self.engine.run_block(height, cmds, admit=True)
+                t0 = time.perf_counter()
+                decided = self.engine.execute_block(height, cmds, admit=True)
+                t1 = time.perf_counter()
+                state_hash = self.engine.block_hash()
                 if self.check_invariants:
                     self.engine.check_invariants(height)
-                t0 = time.perf_counter_ns()
-                header = self.store.append_block(result.envelopes, height=height,
-                                                 time=cmds[0].time,
-                                                 state_hash=result.state_hash,
-                                                 journal=journal)
-                self.latency.observe(time.perf_counter_ns() - t0)
+                t2 = time.perf_counter()
+                block = self.store.prepare(decided.envelopes, height=height, time=cmds[0].time,
+                                           state_hash=state_hash, on=tip)
+                timings["decide"] += t1 - t0
+                timings["hash"] += t2 - t1
+                timings["prepare"] += time.perf_counter() - t2
         except BaseException as exc:
             self._poisoned = f"block {height}: {exc}"
             raise
-        outcome = BlockOutcome(header, result.envelopes, list(result.rejections),
-                               list(getattr(result, "refused", [])))
         every = int(self.store.config.get("snapshot_every", 0) or 0)
-        if every and height > 0 and height % every == 0:
-            outcome.snapshot = self.snapshot()
-        return outcome
+        snap = self.engine.snapshot_bytes() if every and height > 0 and \
+            height % every == 0 else None
+        outcome = BlockOutcome(block.header, decided.envelopes, list(decided.rejections),
+                               list(decided.refused))
+        return _Staged(block, outcome, snap, journal)
+
+    def _acknowledge(self, staged: _Staged) -> BlockOutcome:
+        """Wait for a block's commit; the outcome once durable, else stop the writer."""
+        try:
+            _, staged.outcome.snapshot = self._pipe.finish()
+        except BaseException as exc:
+            self._stop(staged.block.header.height, exc)
+        self.latency.observe(self._pipe.last_commit_ns)
+        return staged.outcome
+
+    def _stop(self, height: int, exc: BaseException) -> NoReturn:
+        """A commit failed: discard every undurable block, rebuild the engine, refuse more."""
+        durable = self.store.head
+        if durable.height >= height:
+            # The block landed and only its snapshot failed: the chain is whole.
+            raise exc
+        self._poisoned = f"block {height} was not committed: {exc}"
+        log.error("commit failed; writer stopped", height=height, durable=durable.height,
+                  error=str(exc))
+        # The engine may hold this block and the next: rebuild it from the log.
+        try:
+            self.engine = recover(self.store)
+        except BaseException as rexc:  # the log itself unreadable: keep nothing
+            log.error("could not rebuild the engine from the log", error=str(rexc))
+        raise CommitFailed(height, durable.height, exc) from exc
 
     def dry_run(self, blocks: Sequence[Sequence[Any]]) -> list[tuple[int, int, str]]:
         """Run blocks on a scratch copy of the state; nothing is written.

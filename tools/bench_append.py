@@ -1,8 +1,10 @@
 """`ledgerctl bench append`: the log's own cost against the raw LMDB ceiling.
 
 All figures in one run, on the same records:
-- ledger: `ChainStore.append_block` (validation, encoding, indexes, hash chain,
-  durable commit), blocks of 1,000 events;
+- ledger: the writer's append (validation, encoding, indexes, hash chain,
+  durable commit), blocks of 1,000 events, block N+1 prepared while block N
+  commits (`CommitPipeline`, as the sequencer appends), and the same serially
+  (`ChainStore.append_block`);
 - raw ceiling (tools/raw_ceiling.py): encode + `putmulti(append=True)`, one
   durable transaction per 1,000 events, no indexes, no hashes;
 - eventsourcing Application on SQLite, 1,000 events per save (up to 100K events);
@@ -25,6 +27,7 @@ from typing import Any
 
 import msgpack
 
+from ledger import compiled
 from ledger.events import commands as c
 from ledger.events import outcomes as o
 from ledger.events.codec import Envelope
@@ -32,6 +35,7 @@ from ledger.events.enums import CancelReason, OrderType, SelfTrade, Side, TimeIn
 from ledger.events.record import replace
 from ledger.gcpause import gc_paused
 from ledger.store.chain import ChainStore
+from ledger.store.pipeline import CommitPipeline
 from tools.raw_ceiling import raw_append, raw_scan, stored_bytes
 
 BLOCK = 1000
@@ -108,8 +112,15 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - t, r
 
 
-def ledger_append(path: Path, blocks: list[list[Envelope]]) -> float:
+def ledger_append(path: Path, blocks: list[list[Envelope]], *, pipelined: bool = True) -> float:
+    """Seconds to append every block durably, as the writer does.
+
+    Pipelined (the sequencer's way): block N+1 is prepared (checks, encoding,
+    index chunks, events hash) while block N commits in the background
+    (`CommitPipeline`). Serial: `append_block`, prepare then commit.
+    """
     store = ChainStore.create(path, chain_id="bench")
+    pipe = CommitPipeline(store)
     try:
         # Genesis so that heights start at 1 as in real chains.
         store.append_block([Envelope(1, 0, 0, c.BeginBlock(0))], height=0, time=0,
@@ -118,9 +129,19 @@ def ledger_append(path: Path, blocks: list[list[Envelope]]) -> float:
         t = time.perf_counter()
         for i, b in enumerate(shifted):
             with gc_paused():  # as the sequencer appends
-                store.append_block(b, height=i + 1, time=i + 1, state_hash=bytes(32))
+                if not pipelined:
+                    store.append_block(b, height=i + 1, time=i + 1, state_hash=bytes(32))
+                    continue
+                block = store.prepare(b, height=i + 1, time=i + 1, state_hash=bytes(32),
+                                      on=pipe.tip)
+            if pipe.busy:
+                pipe.finish()
+            pipe.start(block)
+        if pipe.busy:
+            pipe.finish()
         return time.perf_counter() - t
     finally:
+        pipe.close()
         store.close()
 
 
@@ -230,6 +251,8 @@ def run(events: int = 1_000_000, *, es_events: int = 100_000, truncate_big: int 
         raw_s = raw_append(tmp / "raw", blocks)
         say("ledger append")
         led_s = ledger_append(tmp / "ledger", blocks)
+        say("ledger append, serial")
+        serial_s = ledger_append(tmp / "serial", blocks, pipelined=False)
         say("scans")
         raw_scan_s, _ = raw_scan(tmp / "raw")
         led_scan_s, _ = ledger_scan(tmp / "ledger")
@@ -250,6 +273,7 @@ def run(events: int = 1_000_000, *, es_events: int = 100_000, truncate_big: int 
     raw_rate = events / raw_s
     es_rate = es_n / es_s
     return {
+        "build": compiled.status()["build"],
         "events": events,
         "block_size": BLOCK,
         "bytes_per_event": round(nbytes / events, 1),
@@ -259,6 +283,8 @@ def run(events: int = 1_000_000, *, es_events: int = 100_000, truncate_big: int 
         "eventsourcing_sqlite_events": es_n,
         "eventsourcing_sqlite_events_per_s": round(es_rate),
         "ratio_to_eventsourcing": round(led_rate / es_rate, 2),
+        "ledger_serial_events_per_s": round(events / serial_s),
+        "serial_ratio_to_raw": round(raw_s / serial_s, 3),
         "ledger_scan_events_per_s": round(events / led_scan_s),
         "raw_scan_events_per_s": round(events / raw_scan_s),
         "scan_ratio_to_raw": round(raw_scan_s / led_scan_s, 3),

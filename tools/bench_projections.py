@@ -6,6 +6,10 @@ the sequencer appends (block, state hash, a snapshot every 100 blocks).
 `bench_rebuild(events)`:
 - `raw_scan_events_per_s`: the ceiling, a bare cursor walk over the chain's
   events sub-database decoding every event (tools/raw_ceiling.py, no checks);
+- `fold_events_per_s`: the exchange-state fold alone (`rebuild --from genesis`
+  of the state in memory: verified block reads, typed decode of what evolve
+  uses, evolve, the state hash per block compared with the header's), and its
+  ratio to the raw scan (`fold_ratio_to_raw`), measured in the same run;
 - `rebuild_events_per_s`: `ledgerctl rebuild --from genesis` on fresh read
   models (exchange state with a state-hash check per block and the audit read
   models, the latter in a worker process when there are 200K+ events;
@@ -36,6 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ledger import compiled
 from ledger.core.engine import Engine
 from ledger.core.genesis import genesis_commands
 from ledger.events.commands import BeginBlock
@@ -43,6 +48,7 @@ from ledger.markets import DEMO_MARKETS
 from ledger.store.chain import ChainStore
 from projections.audit import Auditor
 from projections.audit_models import AuditProjection
+from projections.exchange_state import rebuild as rebuild_state
 from projections.jobs import rebuild
 from projections.readmodels import ReadModels
 from tools.raw_ceiling import raw_scan_decode
@@ -97,6 +103,10 @@ def bench_rebuild(events: int = 1_000_000, *, es_events: int = 5_000, accounts: 
             say("raw scan + decode")
         raw_s, n = raw_scan(chain)
         if say:
+            say("exchange-state fold from genesis")
+        with ChainStore.open(chain) as store:
+            fold = rebuild_state(store, from_="genesis")
+        if say:
             say("ledgerctl rebuild --from genesis")
         with ChainStore.open(chain) as store, ReadModels.open(chain) as rm:
             job = rebuild(store, rm, from_="genesis")
@@ -109,11 +119,16 @@ def bench_rebuild(events: int = 1_000_000, *, es_events: int = 5_000, accounts: 
     rate = n / job["seconds"]
     ex, au = job["exchange"], job["audit"]
     es_rate = es_n / es_s
+    fold_rate = fold.events / fold.seconds
     return {
+        "build": compiled.status()["build"],
         "events": n,
         "blocks": head + 1,
         "accounts": accounts,
         "raw_scan_events_per_s": round(raw_rate),
+        "fold_events_per_s": round(fold_rate),
+        "fold_ratio_to_raw": round(fold_rate / raw_rate, 3),
+        "fold_matches_head": fold.match,
         "rebuild_events_per_s": round(rate),
         "ratio_to_raw": round(rate / raw_rate, 3),
         "rebuild_matches_head": job["match"],
@@ -247,10 +262,10 @@ def audit_latency(chain: Path, *, queries: int = 30, seed: int = 1) -> dict[str,
         accts = [a for a in (f"u{i:05d}" for i in range(0, 2000, 37))
                  if au.statement(a, from_height=max(0, head - 99))["lines"]][:10] or ["u00001"]
         picks = iter(rng.choice(accts) for _ in range(queries * 2))
-        account_ms = _median_ms(lambda: au.account(next(picks), from_height=head - 99),
+        account_ms = _median_ms(lambda: au.account(next(picks), from_height=max(0, head - 99)),
                                 queries)
         statement_ms = _median_ms(lambda: au.statement(next(picks),
-                                                       from_height=head - 99), queries)
+                                                       from_height=max(0, head - 99)), queries)
         heights = iter(rng.randrange(1, head + 1) for _ in range(queries))
         travel_ms = _median_ms(lambda: au.state(at_height=next(heights)), queries)
         return {"events": au.store.head.seq, "blocks": head + 1,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,16 +81,21 @@ def make_workload(*, seed: int, accounts: int, inject: list[tuple[int, str | Non
 def run(seq: Sequencer, workload: Workload, blocks: int, *,
         on_block: Callable[[BlockOutcome], None] | None = None) -> SimStats:
     """Append `blocks` simulated blocks after the head (the setup block first if needed)."""
-    stats = SimStats(first_height=seq.store.head.height + 1)
-    engine = seq.engine
-    for _ in range(blocks):
-        height = seq.store.head.height + 1
-        missing = {p.acct for p in workload.personas if not engine.has_account(p.acct)}
-        if missing:
-            cmds = [BeginBlock(workload.block_time(height)), *_setup_for(workload, missing)]
-        else:
-            cmds = workload.next_block(height, engine)
-        out = seq.submit(cmds)
+    stats = SimStats(first_height=seq.next_height)
+
+    def commands() -> Iterator[list[Any]]:
+        # Generated from the engine as decided so far: the pipelined writer decides
+        # block h+1 while block h commits.
+        for _ in range(blocks):
+            height = seq.next_height
+            engine = seq.engine
+            missing = {p.acct for p in workload.personas if not engine.has_account(p.acct)}
+            if missing:
+                yield [BeginBlock(workload.block_time(height)), *_setup_for(workload, missing)]
+            else:
+                yield workload.next_block(height, engine)
+
+    for out in seq.submit_many(commands()):
         stats.add(out)
         if on_block is not None:
             on_block(out)

@@ -71,8 +71,10 @@ def run_submit(path: Path, source: str, *, block_size: int | None, json_out: boo
             line = block[index].number if 0 <= index < len(block) else block[0].number
             refused.append({"line": line, "error": f"{name} line {line}: {message}"})
         if not refused:
-            for block in blocks:
-                out = seq.submit([ln.command for ln in block])
+            # The dry run passed every block: append them, committing each in the
+            # background while the next is decided (Sequencer.submit_many).
+            outcomes = seq.submit_many([ln.command for ln in block] for block in blocks)
+            for out in outcomes:
                 appended.append({"height": out.header.height, "events": out.header.count,
                                  "hash": out.header.hash.hex()})
                 rejections.extend(envelope_json(env) for env in out.rejections)

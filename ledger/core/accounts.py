@@ -16,10 +16,10 @@ from __future__ import annotations
 from ledger.core.context import Ctx
 from ledger.core.funding import settle_all
 from ledger.core.margin import account_margin
+from ledger.core.members import OK
 from ledger.core.state import Account, ExchangeState
 from ledger.events import commands as c
 from ledger.events import outcomes as o
-from ledger.events.enums import Mode
 
 
 def create_account(ctx: Ctx, cmd: c.CreateAccount) -> None:
@@ -34,17 +34,17 @@ def deposit(ctx: Ctx, cmd: c.Deposit) -> None:
 
 def _blocked_by_mode(st: ExchangeState, a: Account) -> bool:
     """Global mode not OK, or a position or order of the account in a market not in OK."""
-    if st.mode != Mode.OK:
+    if st.mode != OK:
         return True
     # the global mode is OK, so a market's effective mode is its own
     markets = st.markets
-    if all(m.mode == Mode.OK for m in markets.values()):
+    if all(m.mode == OK for m in markets.values()):
         return False  # the usual case, without a look at the account's orders
     for mkt, pos in a.positions.items():
-        if pos.size and markets[mkt].mode != Mode.OK:
+        if pos.size and markets[mkt].mode != OK:
             return True
     orders = st.orders
-    return any(markets[orders[oid].mkt].mode != Mode.OK for oid in a.orders)
+    return any(markets[orders[oid].mkt].mode != OK for oid in a.orders)
 
 
 def withdrawal_refusal(st: ExchangeState, a: Account, amount_qq: int) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ledger.core.fixedpoint import PPM, ceil_div, clamp, tick_down, tick_up
+from ledger.core.members import CANCEL_ONLY, MODE_POST_ONLY
 from ledger.core.state import ExchangeState, Market, recovery_band_ppm
 from ledger.events.enums import Mode
 
@@ -45,7 +46,7 @@ def external_fair_price(m: Market) -> int:
 
 def in_recovery(mode: Mode) -> bool:
     """Does the recovery band bind in `mode`? In POST_ONLY and CANCEL_ONLY (SPEC 9)."""
-    return mode == Mode.POST_ONLY or mode == Mode.CANCEL_ONLY
+    return mode in (MODE_POST_ONLY, CANCEL_ONLY)
 
 
 def recovery_band(st: ExchangeState, m: Market) -> tuple[int, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ledger.core.bands import in_recovery, recovery_band
 from ledger.core.context import Ctx
+from ledger.core.members import BUY, OUT_OF_BAND, REDUCE_ONLY
 from ledger.core.state import Account, Market, Order, effective_mode
 from ledger.events import outcomes as o
 from ledger.events.enums import CancelReason, Side
@@ -16,7 +17,7 @@ def cancel(ctx: Ctx, od: Order, reason: CancelReason) -> None:
 
 def reduces(size: int, side: Side) -> bool:
     """Would an order on `side` reduce a position of `size`?"""
-    return size < 0 if side == Side.BUY else size > 0
+    return size < 0 if side == BUY else size > 0
 
 
 def cleanup_reduce_only(ctx: Ctx, a: Account, mkt: str) -> None:
@@ -29,7 +30,7 @@ def cleanup_reduce_only(ctx: Ctx, a: Account, mkt: str) -> None:
         if od is None or od.mkt != mkt or not od.reduce_only:
             continue
         if not reduces(size, od.side):
-            cancel(ctx, od, CancelReason.REDUCE_ONLY)
+            cancel(ctx, od, REDUCE_ONLY)
 
 
 def after_position_change(ctx: Ctx, a: Account, mkt: str, before: int) -> None:
@@ -45,7 +46,7 @@ def crosses(m: Market, side: Side, price: int) -> bool:
 
     A buy crosses when price >= the best ask, a sell when price <= the best bid.
     """
-    if side == Side.BUY:
+    if side == BUY:
         ask = m.asks.best()
         return ask is not None and price >= ask
     bid = m.bids.best()
@@ -65,4 +66,4 @@ def cancel_out_of_band(ctx: Ctx, mkts: list[str]) -> None:
                 od = st.orders[oid]
                 assert od.price is not None
                 if not lo <= od.price <= hi:
-                    cancel(ctx, od, CancelReason.OUT_OF_BAND)
+                    cancel(ctx, od, OUT_OF_BAND)

@@ -20,11 +20,11 @@ from typing import Any
 
 from ledger.core import evolve_trading as tr
 from ledger.core.fixedpoint import PPM, S
+from ledger.core.members import HALTED, OK
 from ledger.core.state import Account, ExchangeState, Market
 from ledger.events import commands as c
 from ledger.events import outcomes as o
 from ledger.events.codec import Envelope
-from ledger.events.enums import Mode
 from ledger.events.record import BY_CODE
 
 #: re-exported for ledger.core.snapshot and older imports
@@ -154,7 +154,7 @@ def _funding_settled(st: ExchangeState, ev: o.FundingSettled) -> None:
 
 def _market_halted(st: ExchangeState, ev: o.MarketHalted) -> None:
     m = st.markets[ev.mkt]
-    m.mode = Mode.HALTED
+    m.mode = HALTED
     m.mode_reason = ev.reason
     st.dirty_m[ev.mkt] = None
     _dirty_holders(st, m)
@@ -162,7 +162,7 @@ def _market_halted(st: ExchangeState, ev: o.MarketHalted) -> None:
 
 def _market_resumed(st: ExchangeState, ev: o.MarketResumed) -> None:
     m = st.markets[ev.mkt]
-    m.mode = Mode.OK
+    m.mode = OK
     m.mode_band = 0
     m.mode_reason = ""
     st.dirty_m[ev.mkt] = None

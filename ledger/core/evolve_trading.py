@@ -13,6 +13,7 @@ expression does.
 from __future__ import annotations
 
 from ledger.core.margin import av_imr
+from ledger.core.members import BUY, BY_ADL, BY_VAULT, IOC, MARKET, TAKE_PROFIT
 from ledger.core.positions import fill_realized
 from ledger.core.state import (
     FEES,
@@ -25,14 +26,7 @@ from ledger.core.state import (
     effective_mode,
 )
 from ledger.events import outcomes as o
-from ledger.events.enums import LiquidationMethod, OrderType, Side, TimeInForce, is_tp_sl
-
-BUY = Side.BUY
-IOC = TimeInForce.IOC
-MARKET = OrderType.MARKET
-TAKE_PROFIT = OrderType.TAKE_PROFIT
-ADL = LiquidationMethod.ADL
-VAULT = LiquidationMethod.VAULT
+from ledger.events.enums import TP_SL, OrderType, Side
 
 
 def new_position(st: ExchangeState, a: Account, mkt: str) -> Position:
@@ -114,7 +108,7 @@ def order_placed(st: ExchangeState, ev: o.OrderPlaced) -> None:
                ev.stp)
     st.orders[oid] = od
     st.accounts[acct].orders[oid] = None
-    if is_tp_sl(otype):
+    if otype in TP_SL:
         assert trigger is not None
         st.markets[mkt].triggers.add(fires_below(otype, side), trigger, oid)
         od.armed = True
@@ -246,12 +240,12 @@ def liquidated(st: ExchangeState, ev: o.Liquidated) -> None:
     a = st.accounts[ev.acct]
     st.liq_dirty[ev.acct] = None
     st.dirty_a[ev.acct] = None
-    if ev.method == ADL:
+    if ev.method == BY_ADL:
         return  # positions move through the Deleveraged events that follow
     vault = st.accounts[LIQ_VAULT]
     for lp in ev.positions:
         _close_to_vault(st, a, vault, lp.mkt, lp.notional_qq)
-    cash = ev.fee_qq - (ev.deficit_qq if ev.method == VAULT else 0)
+    cash = ev.fee_qq - (ev.deficit_qq if ev.method == BY_VAULT else 0)
     a.balance -= cash
     vault.balance += cash
     st.dirty_a[LIQ_VAULT] = None

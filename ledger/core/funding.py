@@ -28,11 +28,11 @@ from __future__ import annotations
 from ledger.core.context import Ctx
 from ledger.core.fixedpoint import PPM, S, ceil_div, clamp, pow10_neg, trunc_div
 from ledger.core.guards import leave_ok
+from ledger.core.members import ACCRUE_CAPPED, CANCEL_ONLY, HALTED, OK
 from ledger.core.positions import funding_due
 from ledger.core.state import Account, Market, effective_mode, mmf_ppm
 from ledger.events import commands as c
 from ledger.events import outcomes as o
-from ledger.events.enums import FundingResumeAction, Mode
 from ledger.events.payloads import MarketParams
 
 
@@ -110,13 +110,13 @@ def funding_tick(ctx: Ctx, cmd: c.FundingTick) -> None:
     if m is None:
         return
     prem, r, dt, expected = expected_tick(m, cmd.time)
-    if effective_mode(st, m) == Mode.HALTED:
+    if effective_mode(st, m) == HALTED:
         _reject(ctx, cmd, m, "HALTED", expected)
         return
     if st.guards:
         if cmd.prev_index != m.index or cmd.prev_time != m.last_funding_time:
             _reject(ctx, cmd, m, "G1_PREV_MISMATCH", expected)
-            leave_ok(ctx, m, Mode.HALTED, "G1_PREV_MISMATCH", "G1")
+            leave_ok(ctx, m, HALTED, "G1_PREV_MISMATCH", "G1")
             return
         if m.funding_gap:
             _reject(ctx, cmd, m, "G4_AWAITING_RESUME", expected)
@@ -126,16 +126,16 @@ def funding_tick(ctx: Ctx, cmd: c.FundingTick) -> None:
             return
         if dt > m.params.max_gap_s:
             _reject(ctx, cmd, m, "G4_GAP", expected)
-            leave_ok(ctx, m, Mode.CANCEL_ONLY, "G4_GAP", "G4")
+            leave_ok(ctx, m, CANCEL_ONLY, "G4_GAP", "G4")
             return
         if cmd.new_index == 0 and m.index != 0:
             _reject(ctx, cmd, m, "G3_ZEROED", expected)
-            leave_ok(ctx, m, Mode.HALTED, "G3_ZEROED", "G3")
+            leave_ok(ctx, m, HALTED, "G3_ZEROED", "G3")
             return
         if cmd.new_index != expected or abs(expected - m.index) > cap_bound(m.params, dt,
                                                                              m.fbase[0]):
             _reject(ctx, cmd, m, "G2_MISMATCH", expected)
-            leave_ok(ctx, m, Mode.CANCEL_ONLY, "G2_MISMATCH", "G2")
+            leave_ok(ctx, m, CANCEL_ONLY, "G2_MISMATCH", "G2")
             return
     apply_tick(ctx, m, cmd, prem, r, dt)
 
@@ -154,7 +154,7 @@ def funding_resume(ctx: Ctx, cmd: c.FundingResume) -> None:
     m = st.markets.get(cmd.mkt)
     if m is None:
         return
-    if cmd.action == FundingResumeAction.ACCRUE_CAPPED:
+    if cmd.action == ACCRUE_CAPPED:
         p = m.params
         dt = min(st.time - m.last_funding_time, p.max_gap_s)
         if dt > 0:
@@ -163,5 +163,5 @@ def funding_resume(ctx: Ctx, cmd: c.FundingResume) -> None:
             new = m.index + delta_index(p, r, dt, m.fbase[0])
             ctx.emit(o.FundingTicked(m.id, st.time, m.index, new, r, prem, dt, m.fbase[0]))
     ctx.emit(o.FundingResumed(m.id, cmd.action, st.time))
-    if m.mode == Mode.CANCEL_ONLY and m.mode_reason.startswith("G4"):
-        ctx.emit(o.ModeChanged(m.id, Mode.OK, 0, "G4_RESUMED", "guard:G4"))
+    if m.mode == CANCEL_ONLY and m.mode_reason.startswith("G4"):
+        ctx.emit(o.ModeChanged(m.id, OK, 0, "G4_RESUMED", "guard:G4"))

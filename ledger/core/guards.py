@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from ledger.core.context import Ctx
 from ledger.core.fixedpoint import PPM, S, pow10_neg
+from ledger.core.members import HALTED
 from ledger.core.state import Market, mmf_ppm
 from ledger.events import outcomes as o
 from ledger.events.enums import Mode
@@ -28,7 +29,7 @@ def leave_ok(ctx: Ctx, m: Market, mode: Mode, reason: str, guard: str) -> None:
     """Move a market to a stricter mode on a guard's behalf (never loosens it)."""
     if m.mode >= mode:
         return
-    if mode == Mode.HALTED:
+    if mode == HALTED:
         ctx.emit(o.MarketHalted(m.id, reason, f"guard:{guard}"))
     else:
         ctx.emit(o.ModeChanged(m.id, mode, 0, reason, f"guard:{guard}"))

@@ -16,9 +16,10 @@ from ledger.core.fixedpoint import S, value
 from ledger.core.funding import cap_bound, delta_index, rate_ppm
 from ledger.core.liquidation import can_liquidate
 from ledger.core.margin import account_margin
+from ledger.core.members import BUY, OK, POST_ONLY, SELL
 from ledger.core.state import SYSTEM_ACCOUNTS, ExchangeState
 from ledger.errors import InvariantViolated
-from ledger.events.enums import Mode, Side, TimeInForce
+from ledger.events.enums import Mode
 
 
 def check(st: ExchangeState, height: int) -> None:
@@ -111,12 +112,12 @@ def check(st: ExchangeState, height: int) -> None:
             fail("6 fills", f"{where}: maker priority {maker_prio} >= taker {taker_prio}")
         if ev.maker == ev.taker:
             fail("6 fills", f"{where}: self-trade of {ev.maker}")
-        if tif == int(TimeInForce.POST_ONLY):
+        if tif == int(POST_ONLY):
             fail("6 fills", f"{where}: a post-only order was the taker")
-        if mode != int(Mode.OK):
+        if mode != int(OK):
             fail("8 modes", f"{where}: fill in mode {Mode(mode).name}")
         v = value(ev.qty_bq, ev.price_st, m.params.qce)
-        if v != ev.value_qq or ev.taker_side not in (Side.BUY, Side.SELL):
+        if v != ev.value_qq or ev.taker_side not in (BUY, SELL):
             fail("6 fills", f"{where}: value {ev.value_qq} != value(qty, price) {v}")
     # 7. margin at fill
     for acct, mkt, av, imr in st.block.margin_breaches:

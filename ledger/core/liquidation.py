@@ -41,18 +41,19 @@ from ledger.core.fixedpoint import PPM, ceil_div, pow10_neg, trunc_div, value
 from ledger.core.funding import settle_all
 from ledger.core.guards import funding_surge, liquidation_surge
 from ledger.core.margin import account_margin, margin_after_many, market_mmr
+from ledger.core.members import HALTED, OK
 from ledger.core.state import LIQ_VAULT, Account, ExchangeState, Market
 from ledger.core.state import effective_mode as _mode
 from ledger.core.watch import candidates, watch
 from ledger.events import commands as c
 from ledger.events import outcomes as o
-from ledger.events.enums import CancelReason, LiquidationMethod, LossMode, Mode
+from ledger.events.enums import CancelReason, LiquidationMethod, LossMode
 from ledger.events.payloads import LiquidatedPosition
 
 
 def can_liquidate(st: ExchangeState, m: Market) -> bool:
     """May accounts with a position in `m` be liquidated now?"""
-    if _mode(st, m) != Mode.OK:
+    if _mode(st, m) != OK:
         return False
     stale = st.time - m.last_oracle_time > m.params.oracle_max_age_s
     return not (st.guards and (m.pending_oracle or stale))
@@ -62,7 +63,8 @@ def liquidatable(st: ExchangeState) -> list[tuple[int, str]]:
     """Confirmed liquidatable accounts as (fl(AV*PPM, MMR), id); safe ones are watched."""
     out = []
     accounts = st.accounts
-    for acct in candidates(st):
+    st.block.swept = candidates(st)
+    for acct in st.block.swept:
         a = accounts[acct]
         av, _, mmr = account_margin(st, a)
         if mmr > 0:
@@ -89,7 +91,7 @@ def _g7(ctx: Ctx, found: list[tuple[int, str]]) -> None:
                 size[mkt] = size.get(mkt, 0) + abs(pos.size)
     for mkt in sorted(st.markets):
         m = st.markets[mkt]
-        if m.mode == Mode.HALTED:
+        if m.mode == HALTED:
             continue
         surge = False
         if mkt in count:

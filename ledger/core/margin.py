@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ledger.core.fixedpoint import PPM, ceil_div, value
+from ledger.core.members import BUY
 from ledger.core.positions import pending_funding
 from ledger.core.state import Account, ExchangeState, Market
 from ledger.events.enums import Side
@@ -149,7 +150,7 @@ def order_accepted(state: ExchangeState, a: Account, m: Market, side: Side, qty:
         w1 = qty
     else:
         w0 = order_w(pos.size, pos.buy_open, pos.sell_open)
-        if side == Side.BUY:
+        if side == BUY:
             w1 = order_w(pos.size, pos.buy_open + qty, pos.sell_open)
         else:
             w1 = order_w(pos.size, pos.buy_open, pos.sell_open + qty)

@@ -16,20 +16,23 @@ from ledger.core.context import Ctx
 from ledger.core.fixedpoint import fee_amount, value
 from ledger.core.funding import settle
 from ledger.core.margin import margin_after_fill
+from ledger.core.members import (
+    BUY,
+    EXPIRE_BOTH,
+    EXPIRE_MAKER,
+    IOC_REMAINDER,
+    OK,
+    OUT_OF_BAND,
+    POST_ONLY,
+    POST_ONLY_CROSS,
+    REDUCE_ONLY,
+    SELF_TRADE,
+    STALE_PRICE,
+    UNDERCOLLATERALIZED,
+)
 from ledger.core.positions import fill_realized, grows
 from ledger.core.state import Market, Order, effective_mode
 from ledger.events import outcomes as o
-from ledger.events.enums import CancelReason, Mode, SelfTrade, Side, TimeInForce
-
-BUY = Side.BUY
-OK = Mode.OK
-EXPIRE_MAKER = SelfTrade.EXPIRE_MAKER
-EXPIRE_BOTH = SelfTrade.EXPIRE_BOTH
-STALE_PRICE = CancelReason.STALE_PRICE
-SELF_TRADE = CancelReason.SELF_TRADE
-R_REDUCE_ONLY = CancelReason.REDUCE_ONLY
-UNDERCOLLATERALIZED = CancelReason.UNDERCOLLATERALIZED
-IOC_REMAINDER = CancelReason.IOC_REMAINDER
 
 
 def match(ctx: Ctx, od: Order, limit: int) -> None:
@@ -94,12 +97,12 @@ def _walk(ctx: Ctx, m: Market, od: Order, limit: int) -> None:
         # reduce-only: each fill is min(remaining, |size|), and only while it reduces
         if mk.reduce_only:
             if not reduces(msize, mk.side):
-                cancel(ctx, mk, R_REDUCE_ONLY)
+                cancel(ctx, mk, REDUCE_ONLY)
                 continue
             k = min(k, abs(msize))
         if od.reduce_only:
             if not reduces(tsize, od.side):
-                cancel(ctx, od, R_REDUCE_ONLY)
+                cancel(ctx, od, REDUCE_ONLY)
                 return
             k = min(k, abs(tsize))
         v = value(k, best, qce)
@@ -134,7 +137,7 @@ def run_triggers(ctx: Ctx, mkt: str) -> None:
     """Fire the TP/SL orders the current mark triggers, in original seq order (OK mode only)."""
     st = ctx.st
     m = st.markets[mkt]
-    if not len(m.triggers) or effective_mode(st, m) != Mode.OK:
+    if not len(m.triggers) or effective_mode(st, m) != OK:
         return
     for oid in m.triggers.fired(m.mark):
         od = st.orders.get(oid)
@@ -143,17 +146,17 @@ def run_triggers(ctx: Ctx, mkt: str) -> None:
         ctx.emit(o.OrderTriggered(oid, od.acct, mkt, m.mark))
         pos = st.accounts[od.acct].positions.get(mkt)
         if not reduces(pos.size if pos is not None else 0, od.side):
-            cancel(ctx, od, CancelReason.REDUCE_ONLY)
+            cancel(ctx, od, REDUCE_ONLY)
             continue
         lo, hi = trading_band(m)
         if od.price is None:
-            match(ctx, od, hi if od.side == Side.BUY else lo)
+            match(ctx, od, hi if od.side == BUY else lo)
             continue
         if crosses(m, od.side, od.price):
             if not lo <= od.price <= hi:
-                cancel(ctx, od, CancelReason.OUT_OF_BAND)
+                cancel(ctx, od, OUT_OF_BAND)
                 continue
-            if od.tif == TimeInForce.POST_ONLY:
-                cancel(ctx, od, CancelReason.POST_ONLY_CROSS)
+            if od.tif == POST_ONLY:
+                cancel(ctx, od, POST_ONLY_CROSS)
                 continue
         match(ctx, od, od.price)

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from ledger.core.cancels import cancel_out_of_band
 from ledger.core.context import Ctx
+from ledger.core.members import HALTED, OK
 from ledger.events import commands as c
 from ledger.events import outcomes as o
-from ledger.events.enums import Mode
 
 UNIT_FIELDS = ("atomic_resolution", "qce", "step_bq", "tick_st")
 
@@ -43,13 +43,13 @@ def set_mode(ctx: Ctx, cmd: c.SetMode) -> None:
 
 def halt_market(ctx: Ctx, cmd: c.HaltMarket) -> None:
     m = ctx.st.markets.get(cmd.mkt)
-    if m is not None and m.mode != Mode.HALTED:
+    if m is not None and m.mode != HALTED:
         ctx.emit(o.MarketHalted(cmd.mkt, cmd.reason, cmd.operator))
 
 
 def resume_market(ctx: Ctx, cmd: c.ResumeMarket) -> None:
     m = ctx.st.markets.get(cmd.mkt)
-    if m is not None and m.mode != Mode.OK:
+    if m is not None and m.mode != OK:
         ctx.emit(o.MarketResumed(cmd.mkt, cmd.reason, cmd.operator))
 
 

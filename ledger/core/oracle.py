@@ -24,10 +24,10 @@ from ledger.core.context import Ctx
 from ledger.core.fixedpoint import PPM, clamp, median3, trunc_div
 from ledger.core.guards import leave_ok
 from ledger.core.matching import run_triggers
+from ledger.core.members import CANCEL_ONLY, HALTED, OK
 from ledger.core.state import ExchangeState, Market, effective_mode
 from ledger.events import commands as c
 from ledger.events import outcomes as o
-from ledger.events.enums import Mode
 from ledger.events.payloads import MarketParams
 
 
@@ -37,7 +37,7 @@ def basis_for(st: ExchangeState, m: Market, oracle: int, ext_basis: int) -> int:
     mb = p.max_basis_ppm
     mode = effective_mode(st, m)
     basis = ext_basis
-    if oracle > 0 and (mode == Mode.OK or not st.guards):
+    if oracle > 0 and (mode == OK or not st.guards):
         bid, ask = m.bids.best(), m.asks.best()
         if bid is None or ask is None or (ask - bid) * PPM > p.max_spread_ppm * oracle:
             mid_b = ext_basis
@@ -78,7 +78,7 @@ def update_oracle(ctx: Ctx, cmd: c.UpdateOracle) -> None:
         if reason:
             ctx.reject(o.OracleUpdateRejected(m.id, cmd.oracle_st, cmd.ext_basis_ppm, reason,
                                               pending))
-            leave_ok(ctx, m, Mode.CANCEL_ONLY, reason, "G5")
+            leave_ok(ctx, m, CANCEL_ONLY, reason, "G5")
             return
     apply_oracle(ctx, m, cmd)
 
@@ -87,7 +87,7 @@ def apply_oracle(ctx: Ctx, m: Market, cmd: c.UpdateOracle) -> None:
     """An oracle input that passed G5 (or was screened by G5 elsewhere): mark, premium, TP/SL."""
     st = ctx.st
     oracle, ext = cmd.oracle_st, cmd.ext_basis_ppm
-    if effective_mode(st, m) == Mode.HALTED:
+    if effective_mode(st, m) == HALTED:
         ctx.emit(o.OraclePriceUpdated(m.id, oracle, ext, m.basis, m.mark, m.premium_acc,
                                       m.premium_dt))
         return
@@ -96,6 +96,6 @@ def apply_oracle(ctx: Ctx, m: Market, cmd: c.UpdateOracle) -> None:
     elapsed = st.time - m.last_oracle_time
     ctx.emit(o.OraclePriceUpdated(m.id, oracle, ext, basis, mark,
                                   m.premium_acc + basis * elapsed, m.premium_dt + elapsed))
-    if st.guards and m.mode == Mode.CANCEL_ONLY and m.mode_reason.startswith("G5"):
-        ctx.emit(o.ModeChanged(m.id, Mode.OK, 0, "G5_CLEARED", "guard:G5"))
+    if st.guards and m.mode == CANCEL_ONLY and m.mode_reason.startswith("G5"):
+        ctx.emit(o.ModeChanged(m.id, OK, 0, "G5_CLEARED", "guard:G5"))
     run_triggers(ctx, m.id)

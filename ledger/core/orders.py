@@ -26,18 +26,20 @@ from ledger.core.cancels import cancel, crosses, reduces
 from ledger.core.context import Ctx
 from ledger.core.margin import order_accepted
 from ledger.core.matching import match
+from ledger.core.members import (
+    BUY,
+    CANCEL_ONLY,
+    HALTED,
+    LIMIT,
+    OPERATOR,
+    POST_ONLY,
+    USER,
+)
 from ledger.core.shape import order_problem
 from ledger.core.state import Account, ExchangeState, Market, effective_mode
 from ledger.events import commands as c
 from ledger.events import outcomes as o
-from ledger.events.enums import CancelReason, Mode, OrderType, Side, TimeInForce, is_tp_sl
-
-LIMIT = OrderType.LIMIT
-MARKET = OrderType.MARKET
-POST_ONLY = TimeInForce.POST_ONLY
-BUY = Side.BUY
-MODE_POST_ONLY = Mode.POST_ONLY
-CANCEL_ONLY = Mode.CANCEL_ONLY
+from ledger.events.enums import TP_SL
 
 
 def _validate(st: ExchangeState, a: Account | None, m: Market | None,
@@ -55,7 +57,7 @@ def _validate(st: ExchangeState, a: Account | None, m: Market | None,
     price = cmd.price_st
     otype = cmd.type
     tif = cmd.tif
-    is_trig = is_tp_sl(otype)
+    is_trig = otype in TP_SL
     p = m.params
     mode = effective_mode(st, m)
     # 1. mode
@@ -109,7 +111,7 @@ def place_order(ctx: Ctx, cmd: c.PlaceOrder) -> None:
     assert m is not None
     oid = ctx.cause
     # The event's flag is True for TP/SL, which are implicitly reduce-only.
-    if is_tp_sl(otype):
+    if otype in TP_SL:
         ctx.emit(o.OrderPlaced(oid, acct, mkt, side, cmd.qty_bq, price, otype, cmd.tif, True,
                                cmd.trigger_st, cmd.stp))
         return
@@ -131,10 +133,10 @@ def cancel_order(ctx: Ctx, cmd: c.CancelOrder) -> None:
     if od is None or od.acct != cmd.acct:
         ctx.reject(o.OrderRejected(cmd.acct, "", "UNKNOWN_ORDER"))
         return
-    if effective_mode(st, st.markets[od.mkt]) == Mode.HALTED:
+    if effective_mode(st, st.markets[od.mkt]) == HALTED:
         ctx.reject(o.OrderRejected(cmd.acct, od.mkt, "MODE"))
         return
-    cancel(ctx, od, CancelReason.USER)
+    cancel(ctx, od, USER)
 
 
 def bulk_cancel(ctx: Ctx, cmd: c.BulkCancel) -> None:
@@ -145,6 +147,6 @@ def bulk_cancel(ctx: Ctx, cmd: c.BulkCancel) -> None:
         od = st.orders.get(oid)
         if od is None or (cmd.scope != c.ALL and od.mkt != cmd.scope) or od.type in keep:
             continue
-        cancel(ctx, od, CancelReason.OPERATOR)
+        cancel(ctx, od, OPERATOR)
 
 

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ledger.core.fixedpoint import PPM
+from ledger.core.members import LIMIT, MARKET, POST_ONLY
 from ledger.events import commands as c
-from ledger.events.enums import OrderType, TimeInForce, is_tp_sl
+from ledger.events.enums import TP_SL
 from ledger.events.payloads import MarketParams
 
 Problem = tuple[str, str] | None
@@ -33,14 +34,14 @@ def order_problem(cmd: c.PlaceOrder) -> Problem:
     if cmd.qty_bq <= 0:
         return "qty_bq", f"must be positive, was {cmd.qty_bq}"
     otype = cmd.type
-    if otype == OrderType.LIMIT and cmd.price_st is None:
+    if otype == LIMIT and cmd.price_st is None:
         return "price_st", "a LIMIT order needs a price"
-    if otype == OrderType.MARKET:
+    if otype == MARKET:
         if cmd.price_st is not None:
             return "price_st", "a MARKET order takes no price (its limit is the band)"
-        if cmd.tif == TimeInForce.POST_ONLY:
+        if cmd.tif == POST_ONLY:
             return "tif", "a MARKET order cannot be POST_ONLY"
-    if is_tp_sl(otype):
+    if otype in TP_SL:
         if cmd.trigger_st is None:
             return "trigger_st", f"a {otype.name} order needs a trigger price"
         if cmd.trigger_st <= 0:

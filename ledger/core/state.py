@@ -11,7 +11,8 @@ from typing import Any
 
 from ledger.core.book import BookSide, TriggerBook
 from ledger.core.fixedpoint import PPM, S, pow10_neg
-from ledger.events.enums import LossMode, Mode, OrderType, SelfTrade, Side, TimeInForce
+from ledger.core.members import LOSS_ADL, OK
+from ledger.events.enums import Mode, OrderType, SelfTrade, Side, TimeInForce
 from ledger.events.payloads import MarketParams
 
 #: System accounts (SPEC 2): ordinary accounts created at genesis.
@@ -98,7 +99,7 @@ class Market:
                  time: int) -> None:
         self.id = mkt
         self.set_params(params)
-        self.mode = Mode.OK
+        self.mode = OK
         self.mode_band = 0
         self.mode_reason = ""
         self.oracle = oracle
@@ -164,11 +165,11 @@ class ExchangeState:
         self.accounts: dict[str, Account] = {}
         self.markets: dict[str, Market] = {}
         self.orders: dict[int, Order] = {}
-        self.mode = Mode.OK
+        self.mode = OK
         self.mode_band = 0
         self.mode_reason = ""
         self.guards = False
-        self.loss_mode = LossMode.ADL
+        self.loss_mode = LOSS_ADL
         self.funding_dust = 0
         self.ext_in = 0
         self.ext_out = 0
@@ -200,7 +201,7 @@ class ExchangeState:
 class BlockScratch:
     """Facts the block's events left for check_invariants (cleared at BeginBlock)."""
 
-    __slots__ = ("fills", "ticks", "margin_breaches", "index_changes")
+    __slots__ = ("fills", "ticks", "margin_breaches", "index_changes", "swept")
 
     def __init__(self) -> None:
         #: (Filled, maker prio, taker prio, taker tif, effective mode, mark, maker price).
@@ -211,6 +212,8 @@ class BlockScratch:
         self.margin_breaches: list[tuple[str, str, int, int]] = []
         #: markets whose index changed other than by FundingTicked/RolledBack (never expected).
         self.index_changes: list[str] = []
+        #: the accounts the block's liquidation sweep checked exactly (ledger.core.watch).
+        self.swept: list[str] = []
 
 
 def effective_mode(state: ExchangeState, m: Market) -> Mode:

@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 from ledger.core.funding import expected_tick
 from ledger.core.margin import account_margin
+from ledger.core.members import HALTED
 from ledger.core.state import ExchangeState, effective_mode
 from ledger.errors import NotFound
 from ledger.events.enums import LossMode, Mode, OrderType, SelfTrade, Side, TimeInForce
@@ -97,7 +98,7 @@ def market(st: ExchangeState, mkt: str) -> MarketView:
     m = st.markets.get(mkt)
     if m is None:
         raise NotFound(f"market {mkt!r} is not listed")
-    status = "HALTED" if m.mode == Mode.HALTED else "LISTED"
+    status = "HALTED" if m.mode == HALTED else "LISTED"
     return MarketView(mkt, m.oracle, m.mark, m.ext_basis, m.basis, m.index, m.last_funding_time,
                       m.premium_acc, m.premium_dt, m.mode, effective_mode(st, m), status,
                       m.mode_reason, m.last_oracle_time)

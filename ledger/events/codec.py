@@ -45,26 +45,10 @@ import msgspec
 
 from ledger.errors import CodecError
 from ledger.events import commands, outcomes  # noqa: F401  (registers the catalogue)
+from ledger.events.envelope import Envelope as Envelope  # re-exported: the codec's envelope
 from ledger.events.record import BY_CODE, describe, field_types, is_record_type, raise_bad
 
 HEADER_LEN = 4
-
-
-class Envelope(msgspec.Struct, frozen=True, gc=False):
-    """One logged event: its place in the chain and the typed record."""
-
-    seq: int
-    height: int
-    cause: int
-    event: Any
-
-    @property
-    def type_name(self) -> str:
-        return type(self.event).__name__
-
-    @property
-    def kind(self) -> str:
-        return str(type(self.event).KIND)
 
 
 #: (type_code, old_version) -> function turning the old field list into the new one.
@@ -266,16 +250,13 @@ def _raise_at_path(cls: type[Any], exc: msgspec.ValidationError,
     if m is None:
         raise CodecError(f"{cls.__name__}: {msg}") from None
     path = [int(x) for x in re.findall(r"\d+", m.group(1))]
-    owner, tp, value = cls, None, arr
-    name = ""
-    i = 0
     # The first index is in the stored array: the header, then the record's fields.
     first = path[0] - HEADER_LEN
     if first < 0:
         raise CodecError(f"{cls.__name__}: bad event header ({msg})") from None
-    fields = field_types(cls)
-    name, tp = fields[first]
-    value = arr[path[0]]
+    owner: type[Any] = cls
+    name, tp = field_types(cls)[first]
+    value: Any = arr[path[0]]
     i = 1
     while i < len(path):
         k = path[i]
@@ -319,7 +300,7 @@ def _refuse_unknown(ev: Any) -> typing.NoReturn:
     raise CodecError(f"{type(ev).__name__} is not an event type of the catalogue")
 
 
-def pack_event(plan: TypePlan, height: int, cause: int, values: tuple[Any, ...]) -> bytes:
+def pack_event(plan: TypePlan, height: object, cause: object, values: tuple[Any, ...]) -> bytes:
     """Encode and check one event's stored bytes from its field values (the writer's path).
 
     `values` are the record's fields (`msgspec.structs.astuple`). The bytes are
@@ -367,7 +348,11 @@ def check_and_encode(env: Envelope) -> tuple[int, bytes]:
     plan = PLAN_OF.get(type(ev))
     if plan is None:
         _refuse_unknown(ev)
-    return plan.code, pack_event(plan, env.height, env.cause, _astuple(ev))
+    # The envelope's fields are checked by pack_event, not trusted to be the ints they
+    # are declared as (read untyped: the compiled codec would refuse a str with a
+    # bare TypeError).
+    return plan.code, pack_event(plan, getattr(env, "height"), getattr(env, "cause"),  # noqa: B009
+                                 _astuple(ev))
 
 
 def encode(env: Envelope) -> bytes:

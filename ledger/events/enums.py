@@ -25,7 +25,7 @@ TP_SL: tuple[OrderType, ...] = (OrderType.TAKE_PROFIT, OrderType.STOP_LOSS)
 
 def is_tp_sl(otype: OrderType) -> bool:
     """Is `otype` a take-profit or stop-loss (an order held until its trigger fires)?"""
-    return otype == OrderType.TAKE_PROFIT or otype == OrderType.STOP_LOSS
+    return otype in TP_SL
 
 
 class TimeInForce(IntEnum):

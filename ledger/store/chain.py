@@ -15,38 +15,31 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from hashlib import blake2b
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import lmdb
 import msgpack
 import structlog
-from msgspec.structs import astuple
 
 from ledger.errors import (
     BlockRejected,
-    CodecError,
     IntegrityError,
     LedgerExists,
     LedgerNotFound,
     NotFound,
     StoreError,
 )
-from ledger.events.codec import PLAN_OF, Envelope, decode_verified, pack_event
+from ledger.events.codec import Envelope, decode_verified
 from ledger.gcpause import gc_paused
 from ledger.store import archive, reads
 from ledger.store.blocks import (
-    HASH_LEN,
     ZERO_HASH,
     BlockHeader,
     batches,
     check_events,
     decode_header,
-    encode_header,
-    follows_in_time,
     genesis_prev_hash,
-    make_header,
     take_run,
 )
 from ledger.store.env import MAP_SIZE_ENV, SharedEnv, WriterLock, close_env, open_env
@@ -58,13 +51,12 @@ from ledger.store.layout import (
     Head,
     Txn,
     encode_head,
-    index_items,
     meta_get,
     read_head,
     u32,
     u64,
-    write_head,
 )
+from ledger.store.prepare import PreparedBlock, prepare_block
 from ledger.store.signatures import Signer, get_signature, put_signature
 
 if TYPE_CHECKING:
@@ -74,7 +66,6 @@ log = structlog.get_logger("ledger.store")
 
 T = TypeVar("T")
 
-_CODE_KEYS = [bytes((i,)) for i in range(256)]
 #: The deepest rollback (in blocks) a chain allows without --force, unless its config says.
 DEFAULT_MAX_ROLLBACK_DEPTH = 10_000
 
@@ -290,20 +281,48 @@ class ChainStore:
         bytes. Raises `BlockRejected` and writes nothing on any failure. An
         operator action's `journal` record is written in the same transaction,
         after the block, so it names the block and exists iff the block does.
+        `prepare` then `commit_prepared`.
+        """
+        return self.commit_prepared(self.prepare(envelopes, height=height, time=time,
+                                                 state_hash=state_hash), journal=journal)
+
+    def prepare(self, envelopes: Sequence[Envelope], *, height: int, time: int,
+                state_hash: bytes, on: Head | None = None) -> PreparedBlock:
+        """Validate and encode a block on top of `on` (default: the durable head); no I/O.
+
+        A pipelined writer prepares block N+1 on top of block N's `new_head`
+        while block N commits. Raises `BlockRejected`.
         """
         self._require_writer()
-        block = prepare_block(self.head, envelopes, height=height, time=time,
-                              state_hash=state_hash)
+        return prepare_block(self.head if on is None else on, envelopes, height=height,
+                             time=time, state_hash=state_hash)
+
+    def commit_prepared(self, block: PreparedBlock, *,
+                        journal: JournalEntry | None = None) -> BlockHeader:
+        """Write a prepared block durably in one transaction; the head moves only then.
+
+        The writer's signature of its header and the operator action's `journal`
+        record (if any) are written in the same transaction. The block must sit
+        on the durable head (`IntegrityError` otherwise). Safe to call from one
+        background thread while the writer's thread prepares the next block:
+        LMDB releases the GIL while it writes and syncs.
+        """
+        self._require_writer()
+        head = self.head
+        h = block.header
+        if h.height != head.height + 1 or h.prev_hash != head.hash:
+            raise IntegrityError(f"block {h.height} was prepared on another head than the "
+                                 f"durable one (height {head.height}); refusing to write it")
 
         def fn(txn: Txn) -> None:
             block.write(txn, self.dbs)
-            self._sign(txn, block.header)
+            self._sign(txn, h)
             if journal is not None:
                 journal_put(txn, self.dbs, journal)
 
         self._write(fn)
         self._head_cache = block.new_head
-        return block.header
+        return h
 
     def _sign(self, txn: Txn, header: BlockHeader) -> None:
         if self.signer is not None:
@@ -650,133 +669,8 @@ class ChainStore:
         return self._shared
 
 
-__all__ = ["ChainStore", "Head", "Snapshot", "SnapshotInfo", "ZERO_HASH", "ledger_exists"]
-
-
-class PreparedBlock(NamedTuple):
-    """A validated, encoded block ready to be written inside a write transaction."""
-
-    header: BlockHeader
-    items: list[tuple[bytes, bytes]]
-    #: (key, posting chunk) pairs per index, in key order (`layout.index_items`).
-    acct_ix: list[tuple[bytes, bytes]]
-    mkt_ix: list[tuple[bytes, bytes]]
-    type_ix: list[tuple[bytes, bytes]]
-    new_head: Head
-
-    def write(self, txn: lmdb.Transaction, dbs: Dbs) -> None:
-        """Write events, index chunks, header and head (the caller's transaction).
-
-        It only writes, so any transaction will do (`Txn` is one). Each chunk's
-        first seq is above every seq already stored, so under an existing key it
-        becomes that key's last dup.
-        """
-        # MDB_APPEND onto an existing key is not an error to putmulti, only "not added".
-        _, added = txn.cursor(dbs.events).putmulti(self.items, append=True)
-        if added != len(self.items):
-            raise IntegrityError(f"block {self.header.height}: the events store already holds "
-                                 f"seqs from {self.header.first_seq}; refusing to write")
-        txn.cursor(dbs.by_account).putmulti(self.acct_ix, dupdata=True)
-        txn.cursor(dbs.by_market).putmulti(self.mkt_ix, dupdata=True)
-        txn.cursor(dbs.by_type).putmulti(self.type_ix, dupdata=True)
-        h = self.header
-        txn.put(u64(h.height), encode_header(h), db=dbs.blocks, append=True)
-        write_head(txn, dbs, self.new_head)
-        if h.height == 0:
-            txn.put(b"genesis_hash", h.hash, db=dbs.meta)
-
-
-def _too_long(value: str, height: int, seq: int) -> NoReturn:
-    raise BlockRejected(f"block {height}, seq {seq}: id {value[:40]!r}... is longer than "
-                        f"{MAX_ID_BYTES} bytes, the most an id may be")
-
-
-def prepare_block(head: Head, envelopes: Sequence[Envelope], *, height: int, time: int,
-                  state_hash: bytes) -> PreparedBlock:
-    """Validate and encode a block on top of `head` (raises `BlockRejected`)."""
-    if height != head.height + 1:
-        raise BlockRejected(f"block height {height} does not follow head {head.height}")
-    if not envelopes:
-        raise BlockRejected(f"block {height} has no events")
-    if type(state_hash) is not bytes or len(state_hash) != HASH_LEN:
-        raise BlockRejected(f"block {height}: state hash must be {HASH_LEN} bytes")
-    if type(time) is not int or not follows_in_time(time, head.time):
-        raise BlockRejected(f"block {height}: time {time!r} is before the head's {head.time}")
-    items: list[tuple[bytes, bytes]] = []
-    # Id or type code -> the block's seqs under it, increasing (each seq once per key).
-    accts_ix: dict[str, list[int]] = {}
-    mkts_ix: dict[str, list[int]] = {}
-    types_ix: dict[int, list[int]] = {}
-    acct_get = accts_ix.get
-    mkt_get = mkts_ix.get
-    type_get = types_ix.get
-    plans = PLAN_OF
-    parts: list[bytes] = []
-    seq = head.seq
-    # One tight loop: check, encode, index and hash each event once.
-    for env in envelopes:
-        seq += 1
-        ev = env.event
-        plan = plans.get(type(ev))
-        if plan is None:
-            raise BlockRejected(f"block {height}, seq {seq}: {type(ev).__name__} is not "
-                                "an event type of the catalogue")
-        if env.seq != seq:
-            raise BlockRejected(f"block {height}: expected seq {seq}, was {env.seq}")
-        if env.height != height or type(env.cause) is not int:
-            raise BlockRejected(
-                f"block {height}: event seq {seq} carries height {env.height!r}")
-        values = astuple(ev)
-        try:
-            data = pack_event(plan, height, env.cause, values)
-        except CodecError as exc:
-            raise BlockRejected(f"block {height}, seq {seq}: {exc}") from None
-        items.append((u64(seq), data))
-        parts.append(len(data).to_bytes(4, "big"))
-        parts.append(data)
-        # Ids are grouped as str (the fields checked above are str) and encoded once
-        # per block at the end; an empty id (a rejection naming no market) is skipped.
-        for i in plan.accounts:
-            ik = values[i]
-            if ik:
-                seqs = acct_get(ik)
-                if seqs is None:
-                    accts_ix[ik] = [seq]
-                elif seqs[-1] != seq:  # an event naming an id twice is indexed once
-                    seqs.append(seq)
-        for i in plan.markets:
-            ik = values[i]
-            if ik:
-                seqs = mkt_get(ik)
-                if seqs is None:
-                    mkts_ix[ik] = [seq]
-                elif seqs[-1] != seq:
-                    seqs.append(seq)
-        code = plan.code
-        seqs = type_get(code)
-        if seqs is None:
-            types_ix[code] = [seq]
-        else:
-            seqs.append(seq)
-    ev_hash = blake2b(b"".join(parts), digest_size=HASH_LEN).digest()
-    header = make_header(height, time, head.seq + 1, len(items), head.hash, ev_hash,
-                         state_hash)
-    # One chunk per (key, block) in the common case, keys sorted (`index_items`).
-    return PreparedBlock(header, items, index_items(_id_keys(accts_ix, height)),
-                         index_items(_id_keys(mkts_ix, height)),
-                         index_items({_CODE_KEYS[c]: v for c, v in types_ix.items()}),
-                         Head(height, seq, header.hash, time))
-
-
-def _id_keys(groups: dict[str, list[int]], height: int) -> dict[bytes, list[int]]:
-    """Index keys of a block's id groups: utf-8, at most MAX_ID_BYTES (else BlockRejected)."""
-    out = {}
-    for ident, seqs in groups.items():
-        key = ident.encode()
-        if len(key) > MAX_ID_BYTES:
-            _too_long(ident, height, seqs[0])
-        out[key] = seqs
-    return out
+__all__ = ["MAX_ID_BYTES", "ChainStore", "Head", "PreparedBlock", "Snapshot", "SnapshotInfo",
+           "ZERO_HASH", "ledger_exists", "prepare_block"]
 
 
 def verify_store(store: ChainStore, *, branch: int | None = None,

@@ -40,7 +40,6 @@ A chunk never spans two blocks, so a truncation cuts between chunks.
 from __future__ import annotations
 
 import struct
-from bisect import bisect_right
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import lmdb
@@ -48,6 +47,14 @@ import msgpack
 
 from ledger.errors import IntegrityError
 from ledger.events.codec import HEADER_LEN, index_positions
+
+# The chunk layout lives in ledger.store.chunks (compiled with the core); re-exported.
+from ledger.store.chunks import MAX_CHUNK_OFFSETS as MAX_CHUNK_OFFSETS
+from ledger.store.chunks import MAX_CHUNK_SPAN as MAX_CHUNK_SPAN
+from ledger.store.chunks import chunk_last as chunk_last
+from ledger.store.chunks import chunk_seqs as chunk_seqs
+from ledger.store.chunks import index_items as index_items
+from ledger.store.chunks import posting_chunks as posting_chunks
 from ledger.store.env import SharedEnv
 
 if TYPE_CHECKING:
@@ -86,65 +93,6 @@ def read_u64(data: bytes, offset: int = 0) -> int:
 
 def read_u32(data: bytes, offset: int = 0) -> int:
     return int(_U32.unpack_from(data, offset)[0])
-
-
-#: Offsets a chunk holds after its first seq: 8 + 2 * 251 = 510 bytes, within
-#: the 511 bytes LMDB allows a dupsort value.
-MAX_CHUNK_OFFSETS = 251
-#: The largest offset a u16 holds.
-MAX_CHUNK_SPAN = 0xFFFF
-# _CHUNKS[n] packs and unpacks a chunk of n offsets.
-_CHUNKS = [struct.Struct(f">Q{n}H") for n in range(MAX_CHUNK_OFFSETS + 1)]
-
-
-def posting_chunks(seqs: list[int]) -> list[bytes]:
-    """The chunks of one index key's seqs in ONE block (strictly increasing, not empty).
-
-    This is the one definition of the chunk layout: `prepare_block` writes what
-    it returns and `verify` compares the stored chunks against it.
-    """
-    first = seqs[0]
-    n = len(seqs)
-    # The common case, one chunk for the key's whole block, without the loop.
-    if n <= MAX_CHUNK_OFFSETS + 1 and seqs[-1] - first <= MAX_CHUNK_SPAN:
-        if n == 1:
-            return [_U64.pack(first)]
-        return [_CHUNKS[n - 1].pack(first, *[s - first for s in seqs[1:]])]
-    out = []
-    i = 0
-    while i < n:
-        first = seqs[i]
-        # The chunk ends at whichever limit comes first: its count or its span.
-        j = bisect_right(seqs, first + MAX_CHUNK_SPAN, i + 1, min(n, i + 1 + MAX_CHUNK_OFFSETS))
-        out.append(_CHUNKS[j - i - 1].pack(first, *[s - first for s in seqs[i + 1:j]]))
-        i = j
-    return out
-
-
-def index_items(groups: dict[bytes, list[int]]) -> list[tuple[bytes, bytes]]:
-    """(key, chunk) pairs of one block's index entries, in key order then seq order.
-
-    `groups` maps each key to its seqs in the block, strictly increasing. Sorted
-    keys keep the bytes and the writer's page touches independent of dict order.
-    """
-    return [(key, chunk) for key, seqs in sorted(groups.items())
-            for chunk in posting_chunks(seqs)]
-
-
-def chunk_seqs(chunk: bytes) -> list[int]:
-    """The seqs a stored chunk lists (raises `IntegrityError` if it is no chunk)."""
-    n, odd = divmod(len(chunk) - 8, 2)
-    if n < 0 or odd or n > MAX_CHUNK_OFFSETS:
-        raise IntegrityError(f"index entry of {len(chunk)} bytes is no posting chunk; "
-                             "the store is damaged")
-    first, *offsets = _CHUNKS[n].unpack(chunk)
-    return [first, *[first + o for o in offsets]]
-
-
-def chunk_last(chunk: bytes) -> int:
-    """The last seq a well-formed stored chunk lists."""
-    first = read_u64(chunk)
-    return first + int.from_bytes(chunk[-2:], "big") if len(chunk) > 8 else first
 
 
 INDEX_NAMES = ("account", "market", "type")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from ledger.core import FEES, LIQ_VAULT
@@ -224,20 +226,16 @@ def test_liquidations_run_in_order_of_margin_ratio_then_id() -> None:
     assert [x.acct for x in outs(r, o.Liquidated)] == ["bea", "zed", "amy"]
 
 
-def test_the_sweep_checks_only_touched_or_threatened_accounts_not_every_holder(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    from ledger.core import liquidation
-
+def test_the_sweep_checks_only_touched_or_threatened_accounts_not_every_holder() -> None:
     seen: list[list[str]] = []
-    real = liquidation.candidates
 
-    def recorded(st: object) -> list[str]:
-        out = real(st)  # type: ignore[arg-type]
-        seen.append(out)
-        return out
+    class Recording(Sim):
+        def block(self, *cmds: Any, dt: int = 0) -> Any:
+            r = super().block(*cmds, dt=dt)
+            seen.append(list(self.state.block.swept))  # the accounts checked exactly
+            return r
 
-    monkeypatch.setattr(liquidation, "candidates", recorded)
-    s = Sim()
+    s = Recording()
     s.fund("mm", 10_000_000 * USD)
     # 0.01 BTC ($500) each: on $100 (5x) for the first 60, on $5,000 for the others
     lev = [f"h{i:03d}" for i in range(60)]

@@ -113,9 +113,8 @@ def test_the_sequencer_refuses_unsigned_or_unjournaled_operator_commands(
                        operator_key=stranger)
         # A hand-made OperatorAuth by a key the chain does not know: refused whole.
         with pytest.raises(CommandInvalid, match="not registered"):
-            seq._run(seq.store.head.height + 1,
-                     [c.BeginBlock(seq.store.head.time), _auth(ledger, [cmd], stranger), cmd],
-                     JournalEntry("mode", "mallory", "x"))
+            seq.submit([c.BeginBlock(seq.store.head.time), _auth(ledger, [cmd], stranger), cmd],
+                       journal=JournalEntry("mode", "mallory", "x"))
         assert image_diff(before, store_image(seq.store)) == []
         # The operator path, with the chain's operator key, goes in.
         out = seq.submit([cmd], journal=JournalEntry("mode", "ops", "drill"),
