@@ -15,14 +15,14 @@ at the base is exactly the branch's own fold, as LMDB's runner would build it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from psycopg import Cursor
 
 from ledger.store.pg import copybin
 from ledger.store.pg.chain import PgChain
 from ledger.store.pg.schema import SCHEMA
-from ledger.store.pg.writer import copy_payload
+from ledger.store.pg.writer import copy_rows
 from projections.audit_models import (
     Staged,
     StatementLine,
@@ -45,9 +45,18 @@ _LIQ_COPY = (f"COPY {SCHEMA}.liquidations (ns, height, seq, acct, value) FROM ST
              "(FORMAT BINARY)")
 
 
-def encode_staged(staged: Staged) -> tuple[bytes, bytes, bytes]:
-    """A fold's staged entries (LMDB-layout keys) as binary COPY streams of rows:
-    statement lines, funding ticks, liquidations."""
+class StagedRows(NamedTuple):
+    """A fold's staged entries as binary COPY rows (no stream signature; the rows of a
+    run of blocks are written in one COPY per table)."""
+
+    lines: bytes
+    ticks: bytes
+    liqs: bytes
+
+
+def encode_staged(staged: Staged) -> StagedRows:
+    """A fold's staged entries (LMDB-layout keys) as binary COPY rows: statement lines,
+    funding ticks, liquidations."""
     b = copybin
     lines = []
     for key, value in staged.lines:
@@ -66,18 +75,20 @@ def encode_staged(staged: Staged) -> tuple[bytes, bytes, bytes]:
         ns, height, seq = split_liq_key(key)
         liqs.append(b.row(b.int4(ns), b.int8(height), b.int8(seq),
                           b.text(unpack(value)["acct"]), b.raw(value)))
-    return b.rows(lines), b.rows(ticks), b.rows(liqs)
+    return StagedRows(b"".join(lines), b"".join(ticks), b"".join(liqs))
 
 
-def write_encoded(cur: Cursor[Any], encoded: tuple[bytes, bytes, bytes]) -> None:
-    """Write `encode_staged`'s streams (inside the caller's transaction)."""
-    for sql, payload in zip((_STMT_COPY, _TICK_COPY, _LIQ_COPY), encoded, strict=True):
-        copy_payload(cur, sql, payload)
+def write_encoded(cur: Cursor[Any], encoded: Sequence[StagedRows]) -> None:
+    """Write `encode_staged`'s rows of one or more blocks (inside the caller's
+    transaction): one COPY per table."""
+    copy_rows(cur, _STMT_COPY, [e.lines for e in encoded])
+    copy_rows(cur, _TICK_COPY, [e.ticks for e in encoded])
+    copy_rows(cur, _LIQ_COPY, [e.liqs for e in encoded])
 
 
 def write_staged(cur: Cursor[Any], staged: Staged) -> None:
     """Write a fold's staged entries as rows, in the caller's transaction."""
-    write_encoded(cur, encode_staged(staged))
+    write_encoded(cur, [encode_staged(staged)])
 
 
 def archive_models_above(cur: Cursor[Any], height: int, branch: int) -> dict[str, int]:

@@ -11,7 +11,6 @@ function here returns one field, length prefix included.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
 
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # flags 0, no header extension
 TRAILER = b"\xff\xff"
@@ -86,11 +85,6 @@ def numeric(n: int) -> bytes:
         digits.pop()
     body = struct.pack(f">hhhh{len(digits)}h", len(digits), weight, sign, 0, *digits)
     return _LEN.pack(len(body)) + body
-
-
-def rows(encoded: Iterable[bytes]) -> bytes:
-    """A whole binary COPY stream from rows (each: int16 count + its fields)."""
-    return b"".join((SIGNATURE, *encoded, TRAILER))
 
 
 def row(*fields: bytes) -> bytes:

@@ -1,12 +1,14 @@
 """Writing a replica, one step at a time, inside the caller's PostgreSQL transaction.
 
 The replicator (`projections.replicator`) composes these into ONE transaction
-per block: `copy_block` (header, events with their filter columns, index
-chunks: binary COPY), snapshots and journal records that arrived, the audit
-read-model rows, and `advance` (compare-and-set of the tracking row). A
-rollback is mirrored by `archive_above` in one transaction too. Nothing here
-commits; a failure anywhere rolls the whole block back, so a reader never
-sees half of one.
+per block, or per run of whole consecutive blocks when it is behind:
+`write_blocks` (headers, events with their filter columns, index chunks: one
+binary COPY per table for the whole run), snapshots and journal records that
+arrived, the audit read-model rows, and `advance` (compare-and-set of the
+tracking row to the run's last block). A rollback is mirrored by
+`archive_above` in one transaction too. Nothing here commits; a failure
+anywhere rolls the whole transaction back, so a reader never sees half of
+a block (or of a run).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from ledger.store.pg.schema import SCHEMA
 IDX_ACCOUNT, IDX_MARKET, IDX_TYPE = 0, 1, 2
 INDEX_IDS = {"account": IDX_ACCOUNT, "market": IDX_MARKET, "type": IDX_TYPE}
 
+_BLOCK_COPY = (f"COPY {SCHEMA}.blocks (branch, height, time, first_seq, count, prev_hash, "
+               "events_hash, state_hash, hash, header) FROM STDIN (FORMAT BINARY)")
 _EVENT_COPY = (f"COPY {SCHEMA}.events (branch, seq, height, type_code, accounts, markets, "
                "data) FROM STDIN (FORMAT BINARY)")
 _INDEX_COPY = (f"COPY {SCHEMA}.index_chunks (branch, idx, key, first_seq, chunk) FROM STDIN "
@@ -38,7 +42,8 @@ _INDEX_COPY = (f"COPY {SCHEMA}.index_chunks (branch, idx, key, first_seq, chunk)
 # of an index row (5 fields: branch, idx), each with its length prefixes.
 _EVENT_HEAD = struct.Struct(">hiiiqiqih").pack
 _INDEX_HEAD = struct.Struct(">hiiih").pack
-_EMPTY_STREAM = len(copybin.rows([]))
+# A blocks row's fixed-width head (10 fields: branch, height, time, first seq, count).
+_BLOCK_HEAD = struct.Struct(">hiiiqiqiqii").pack
 
 
 def pack(obj: Any) -> bytes:
@@ -73,57 +78,60 @@ def block_rows(hdr: BlockHeader, datas: Sequence[bytes], branch: int
 
 
 class EncodedBlock(NamedTuple):
-    """One block's rows, encoded for the server (CPU work done before the transaction)."""
+    """One block's rows as binary COPY rows, without the stream's signature and trailer
+    (CPU work done before the transaction; runs of blocks are concatenated)."""
 
-    header: tuple[Any, ...]
+    header: bytes
     events: bytes
     index_rows: bytes
     rows: int
 
 
 def encode_block(hdr: BlockHeader, datas: Sequence[bytes], branch: int) -> EncodedBlock:
-    """A block's header row and its events and index rows as binary COPY streams."""
+    """A block's header row and its events and index rows, encoded for binary COPY."""
     events, index = block_rows(hdr, datas, branch)
     arr = copybin.text_array
     raw = copybin.raw
     return EncodedBlock(
-        (branch, hdr.height, hdr.time, hdr.first_seq, hdr.count, hdr.prev_hash,
-         hdr.events_hash, hdr.state_hash, hdr.hash, encode_header(hdr)),
-        copybin.rows([b"".join((_EVENT_HEAD(7, 4, b, 8, seq, 8, h, 2, code), arr(accts),
-                                arr(mkts), raw(data)))
-                      for b, seq, h, code, accts, mkts, data in events]),
-        copybin.rows([b"".join((_INDEX_HEAD(5, 4, b, 2, idx), raw(key), copybin.int8(first),
-                                raw(chunk)))
-                      for b, idx, key, first, chunk in index]),
+        b"".join((_BLOCK_HEAD(10, 4, branch, 8, hdr.height, 8, hdr.time, 8, hdr.first_seq,
+                              4, hdr.count),
+                  raw(hdr.prev_hash), raw(hdr.events_hash), raw(hdr.state_hash), raw(hdr.hash),
+                  raw(encode_header(hdr)))),
+        b"".join([b"".join((_EVENT_HEAD(7, 4, b, 8, seq, 8, h, 2, code), arr(accts), arr(mkts),
+                            raw(data)))
+                  for b, seq, h, code, accts, mkts, data in events]),
+        b"".join([b"".join((_INDEX_HEAD(5, 4, b, 2, idx), raw(key), copybin.int8(first),
+                            raw(chunk)))
+                  for b, idx, key, first, chunk in index]),
         1 + len(events) + len(index))
 
 
-def write_block(cur: Cursor[Any], enc: EncodedBlock) -> None:
-    """Write an encoded block (inside the caller's transaction)."""
-    cur.execute(f"INSERT INTO {SCHEMA}.blocks (branch, height, time, first_seq, count, "
-                "prev_hash, events_hash, state_hash, hash, header) VALUES "
-                "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", enc.header)
-    copy_payload(cur, _EVENT_COPY, enc.events)
-    copy_payload(cur, _INDEX_COPY, enc.index_rows)
+def write_blocks(cur: Cursor[Any], blocks: Sequence[EncodedBlock]) -> None:
+    """Write encoded consecutive blocks (inside the caller's transaction): one COPY per
+    table for all of them, whatever their number."""
+    copy_rows(cur, _BLOCK_COPY, [e.header for e in blocks])
+    copy_rows(cur, _EVENT_COPY, [e.events for e in blocks])
+    copy_rows(cur, _INDEX_COPY, [e.index_rows for e in blocks])
 
 
 def copy_block(cur: Cursor[Any], hdr: BlockHeader, datas: Sequence[bytes], branch: int) -> int:
     """Write one block's header, events and index chunks; the rows written."""
     enc = encode_block(hdr, datas, branch)
-    write_block(cur, enc)
+    write_blocks(cur, [enc])
     return enc.rows
 
 
-def copy_payload(cur: Cursor[Any], sql: str, payload: bytes) -> None:
-    """Binary COPY of a whole encoded stream (`copybin.rows`); nothing if it has no rows."""
-    if len(payload) > _EMPTY_STREAM:
+def copy_rows(cur: Cursor[Any], sql: str, parts: Sequence[bytes]) -> None:
+    """Binary COPY of rows already encoded (`copybin.row`s, concatenated in `parts`) as one
+    stream; nothing if there are none."""
+    if any(parts):
         with cur.copy(sql) as cp:
-            cp.write(payload)
+            cp.write(b"".join((copybin.SIGNATURE, *parts, copybin.TRAILER)))
 
 
 def copy_stream(cur: Cursor[Any], sql: str, encoded_rows: Sequence[bytes]) -> None:
     """Binary COPY of rows each already encoded (`copybin.row`)."""
-    copy_payload(cur, sql, copybin.rows(encoded_rows))
+    copy_rows(cur, sql, encoded_rows)
 
 
 def put_snapshot(cur: Cursor[Any], snap: Snapshot) -> None:
