@@ -248,7 +248,7 @@ class Replicator:
     def _fold_at(self, height: int) -> AuditProjection:
         """The audit fold state after the replica's canonical block `height`: the newest
         saved state at or below it still on the replica's chain, then its own blocks."""
-        proj = AuditProjection()
+        proj = AuditProjection(columns=True)
         row = self.conn.execute(
             f"SELECT f.height, f.blob FROM {SCHEMA}.fold_states f JOIN {SCHEMA}.blocks b ON "
             "b.branch = 0 AND b.height = f.height AND b.hash = f.hash WHERE f.height <= %s "
@@ -466,9 +466,10 @@ class Replicator:
                 if isinstance(item, _Unlinked):
                     if store.next_branch_id() != n0:
                         raise _ChainMoved
-                    raise IntegrityError(f"block {item.hdr.height} of the chain does not link "
-                                         f"to the replica's block {self.tracking.height}; the "
-                                         "database was fed from another copy of this ledger")
+                    raise IntegrityError(
+                        f"block {item.hdr.height} of the chain does not link to the "
+                        f"replica's block {self.tracking.height}; the database was fed "
+                        "from another copy of this ledger")
                 self._commit(item)
                 events = sum(p.hdr.count for p in item)
                 copied += len(item)
@@ -508,7 +509,7 @@ class Replicator:
         """Fold one block and encode all its rows (no I/O to the server)."""
         enc = encode_block(hdr, datas, 0)
         self.proj.fold(hdr, datas, True)
-        staged = encode_staged(self.proj.take_staged())
+        staged = encode_staged(self.proj.take_staged(), self.proj.ns)
         blob = self.proj.dump() if self._retain(hdr.height) else None
         return _Prepared(hdr, enc, staged, snap, journal, blob)
 
@@ -593,7 +594,7 @@ class Replicator:
                 prev = hdr.hash
                 copy_block(cur, hdr, datas, b)
                 self.proj.fold(hdr, datas, True)
-                write_staged(cur, self.proj.take_staged())
+                write_staged(cur, self.proj.take_staged(), b)
                 report.events += hdr.count
             moved = archive_above(cur, base, first_seq, b)
             moved.update(archive_models_above(cur, base, b))

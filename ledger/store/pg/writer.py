@@ -14,6 +14,7 @@ a block (or of a run).
 from __future__ import annotations
 
 import struct
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -39,11 +40,17 @@ _EVENT_COPY = (f"COPY {SCHEMA}.events (branch, seq, height, type_code, accounts,
 _INDEX_COPY = (f"COPY {SCHEMA}.index_chunks (branch, idx, key, first_seq, chunk) FROM STDIN "
                "(FORMAT BINARY)")
 # The fixed-width head of an events row (7 fields: branch, seq, height, type code) and
-# of an index row (5 fields: branch, idx), each with its length prefixes.
+# of an index row (5 fields: branch, idx), each with its length prefixes; the tail of an
+# index row after its key (first seq, and the chunk's length prefix).
 _EVENT_HEAD = struct.Struct(">hiiiqiqih").pack
 _INDEX_HEAD = struct.Struct(">hiiih").pack
+_INDEX_TAIL = struct.Struct(">iqi").pack
+_LEN = struct.Struct(">i").pack
 # A blocks row's fixed-width head (10 fields: branch, height, time, first seq, count).
 _BLOCK_HEAD = struct.Struct(">hiiiqiqiqii").pack
+
+#: (type code, accounts, markets) of one event (`layout.event_index_keys`).
+IndexKeys = tuple[int, tuple[str, ...], tuple[str, ...]]
 
 
 def pack(obj: Any) -> bytes:
@@ -51,30 +58,30 @@ def pack(obj: Any) -> bytes:
     return data
 
 
-def block_rows(hdr: BlockHeader, datas: Sequence[bytes], branch: int
-               ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """The events rows and index-chunk rows of one block (stored bytes unchanged).
+def index_rows(first_seq: int, keys: Sequence[IndexKeys]) -> list[tuple[int, bytes, int, bytes]]:
+    """(idx, key, first seq, chunk) of one block's index chunks, from its events' index keys
+    in seq order from `first_seq`.
 
-    The chunks are built from the events with the writer's own layout
-    (`layout.index_items`), exactly the chunks LMDB holds for the block.
+    The chunks are built with the writer's own layout (`layout.index_items`),
+    exactly the chunks LMDB holds for the block. Keys are grouped as strings and
+    encoded once each: UTF-8 keeps code point order, so the order is the same.
     """
-    events: list[tuple[Any, ...]] = []
-    groups: tuple[dict[bytes, list[int]], ...] = ({}, {}, {})
-    acct_g, mkt_g, type_g = groups
-    height = hdr.height
-    seq = hdr.first_seq
-    for data in datas:
-        code, accts, mkts = event_index_keys(data)
-        events.append((branch, seq, height, code, accts, mkts, data))
+    acct_g: defaultdict[str, list[int]] = defaultdict(list)
+    mkt_g: defaultdict[str, list[int]] = defaultdict(list)
+    type_g: defaultdict[int, list[int]] = defaultdict(list)
+    seq = first_seq
+    for code, accts, mkts in keys:
         for a in accts:
-            acct_g.setdefault(a.encode(), []).append(seq)
+            acct_g[a].append(seq)
         for m in mkts:
-            mkt_g.setdefault(m.encode(), []).append(seq)
-        type_g.setdefault(bytes((code,)), []).append(seq)
+            mkt_g[m].append(seq)
+        type_g[code].append(seq)
         seq += 1
-    index = [(branch, idx, key, read_u64(chunk), chunk)
-             for idx, by_key in enumerate(groups) for key, chunk in index_items(by_key)]
-    return events, index
+    groups = ((IDX_ACCOUNT, {k.encode(): v for k, v in acct_g.items()}),
+              (IDX_MARKET, {k.encode(): v for k, v in mkt_g.items()}),
+              (IDX_TYPE, {bytes((k,)): v for k, v in type_g.items()}))
+    return [(idx, key, read_u64(chunk), chunk)
+            for idx, by_key in groups for key, chunk in index_items(by_key)]
 
 
 class EncodedBlock(NamedTuple):
@@ -88,22 +95,29 @@ class EncodedBlock(NamedTuple):
 
 
 def encode_block(hdr: BlockHeader, datas: Sequence[bytes], branch: int) -> EncodedBlock:
-    """A block's header row and its events and index rows, encoded for binary COPY."""
-    events, index = block_rows(hdr, datas, branch)
-    arr = copybin.text_array
+    """A block's header row and its events (stored bytes unchanged, with their filter
+    columns) and index rows, encoded for binary COPY."""
+    keys = [event_index_keys(d) for d in datas]
+    head, arr, length = _EVENT_HEAD, copybin.text_array, _LEN
+    parts: list[bytes] = []
+    seq, height = hdr.first_seq, hdr.height
+    for data, (code, accts, mkts) in zip(datas, keys, strict=True):
+        parts += (head(7, 4, branch, 8, seq, 8, height, 2, code), arr(accts), arr(mkts),
+                  length(len(data)), data)
+        seq += 1
+    index = index_rows(hdr.first_seq, keys)
+    ix_parts: list[bytes] = []
+    ix_head, ix_tail = _INDEX_HEAD, _INDEX_TAIL
+    for idx, key, first, chunk in index:
+        ix_parts += (ix_head(5, 4, branch, 2, idx), length(len(key)), key,
+                     ix_tail(8, first, len(chunk)), chunk)
     raw = copybin.raw
     return EncodedBlock(
         b"".join((_BLOCK_HEAD(10, 4, branch, 8, hdr.height, 8, hdr.time, 8, hdr.first_seq,
                               4, hdr.count),
                   raw(hdr.prev_hash), raw(hdr.events_hash), raw(hdr.state_hash), raw(hdr.hash),
                   raw(encode_header(hdr)))),
-        b"".join([b"".join((_EVENT_HEAD(7, 4, b, 8, seq, 8, h, 2, code), arr(accts), arr(mkts),
-                            raw(data)))
-                  for b, seq, h, code, accts, mkts, data in events]),
-        b"".join([b"".join((_INDEX_HEAD(5, 4, b, 2, idx), raw(key), copybin.int8(first),
-                            raw(chunk)))
-                  for b, idx, key, first, chunk in index]),
-        1 + len(events) + len(index))
+        b"".join(parts), b"".join(ix_parts), 1 + len(datas) + len(index))
 
 
 def write_blocks(cur: Cursor[Any], blocks: Sequence[EncodedBlock]) -> None:
