@@ -1,8 +1,9 @@
 """The audit read models in a PostgreSQL replica: written by the replicator, read by the Auditor.
 
 The replicator folds the same `AuditProjection` the LMDB runner folds and
-writes what it staged (`write_staged`) in the same transaction as the block,
-so the replica's tables hold exactly the LMDB read models' entries: the same
+writes what it staged (`encode_staged`, `write_encoded`) in the same
+transaction as the block, so the replica's tables hold exactly the LMDB read
+models' entries: the same
 value bytes, under columns instead of byte keys. `PgAuditModels` answers the
 Auditor's `AuditView` from them, inside the chain's pinned snapshot, so a
 query sees one consistent state of chain and read models together.
@@ -92,12 +93,6 @@ def write_encoded(cur: Cursor[Any], encoded: Sequence[StagedRows]) -> None:
     copy_rows(cur, _STMT_COPY, [e.lines for e in encoded])
     copy_rows(cur, _TICK_COPY, [e.ticks for e in encoded])
     copy_rows(cur, _LIQ_COPY, [e.liqs for e in encoded])
-
-
-def write_staged(cur: Cursor[Any], staged: Staged, ns: int) -> None:
-    """Write a fold's staged entries (namespace `ns`) as rows, in the caller's
-    transaction."""
-    write_encoded(cur, [encode_staged(staged, ns)])
 
 
 def archive_models_above(cur: Cursor[Any], height: int, branch: int) -> dict[str, int]:

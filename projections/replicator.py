@@ -67,7 +67,6 @@ from ledger.store.pg.writer import (
     EncodedBlock,
     advance,
     archive_above,
-    copy_block,
     encode_block,
     init_tracking,
     put_branch,
@@ -82,7 +81,6 @@ from projections.audit_pg import (
     archive_models_above,
     encode_staged,
     write_encoded,
-    write_staged,
 )
 from projections.progress import ProgressBar
 from projections.replica_grouping import GROUP_BLOCKS, GROUP_EVENTS, group_full
@@ -549,8 +547,7 @@ class Replicator:
                 f"writing blocks {first.height}..{last.height}")
         with self._errors(what), self.conn.transaction():
             cur = self.conn.cursor()
-            write_blocks(cur, [p.block for p in group])
-            write_encoded(cur, [p.staged for p in group])
+            self._write_run(cur, [(p.block, p.staged) for p in group])
             for p in group:
                 hdr = p.hdr
                 if p.snap is not None:
@@ -564,6 +561,14 @@ class Replicator:
             advance(cur, self.tracking, new)
         self.tracking = new
         self._pg_snaps.update(p.hdr.height for p in group if p.snap is not None)
+
+    @staticmethod
+    def _write_run(cur: psycopg.Cursor[Any], run: list[tuple[EncodedBlock, StagedRows]]
+                   ) -> None:
+        """Blocks and their read-model rows, one COPY per table (nothing if `run` is empty)."""
+        if run:
+            write_blocks(cur, [blk for blk, _ in run])
+            write_encoded(cur, [rows for _, rows in run])
 
     def _sync_side(self) -> None:
         """Snapshots taken after their block was replicated, new journal records, config."""
@@ -611,18 +616,26 @@ class Replicator:
         with self._errors(f"mirroring the rollback to height {base} (branch {b})"), \
                 self.conn.transaction():
             cur = self.conn.cursor()
-            # The branch's blocks the replica never had, folded on from its head's state.
+            # The branch's blocks the replica never had, folded on from its head's state,
+            # written a run at a time (one COPY per table per `group_events` events).
             self.proj.set_namespace(b)
             prev = t.hash
+            run: list[tuple[EncodedBlock, StagedRows]] = []
+            events = 0
             for hdr, datas in self.store.iter_block_bytes(t.height + 1, last, branch=b):
                 if hdr.prev_hash != prev:
                     raise IntegrityError(f"archived branch {b} does not link at height "
                                          f"{hdr.height}; run `ledgerctl verify --branch {b}`")
                 prev = hdr.hash
-                copy_block(cur, hdr, datas, b)
                 self.proj.fold(hdr, datas, True)
-                write_staged(cur, self.proj.take_staged(), b)
+                run.append((encode_block(hdr, datas, b),
+                            encode_staged(self.proj.take_staged(), b)))
+                events += hdr.count
                 report.events += hdr.count
+                if group_full(events, len(run), self.group_events, self.group_blocks):
+                    self._write_run(cur, run)
+                    run, events = [], 0
+            self._write_run(cur, run)
             moved = archive_above(cur, base, first_seq, b)
             moved.update(archive_models_above(cur, base, b))
             put_branch(cur, rec)

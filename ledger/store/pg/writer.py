@@ -128,24 +128,12 @@ def write_blocks(cur: Cursor[Any], blocks: Sequence[EncodedBlock]) -> None:
     copy_rows(cur, _INDEX_COPY, [e.index_rows for e in blocks])
 
 
-def copy_block(cur: Cursor[Any], hdr: BlockHeader, datas: Sequence[bytes], branch: int) -> int:
-    """Write one block's header, events and index chunks; the rows written."""
-    enc = encode_block(hdr, datas, branch)
-    write_blocks(cur, [enc])
-    return enc.rows
-
-
 def copy_rows(cur: Cursor[Any], sql: str, parts: Sequence[bytes]) -> None:
     """Binary COPY of rows already encoded (`copybin.row`s, concatenated in `parts`) as one
     stream; nothing if there are none."""
     if any(parts):
         with cur.copy(sql) as cp:
             cp.write(b"".join((copybin.SIGNATURE, *parts, copybin.TRAILER)))
-
-
-def copy_stream(cur: Cursor[Any], sql: str, encoded_rows: Sequence[bytes]) -> None:
-    """Binary COPY of rows each already encoded (`copybin.row`)."""
-    copy_rows(cur, sql, encoded_rows)
 
 
 def put_snapshot(cur: Cursor[Any], snap: Snapshot) -> None:
