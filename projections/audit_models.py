@@ -180,13 +180,20 @@ def line_from(acct: str, height: int, seq: int, value: bytes) -> StatementLine:
     return StatementLine(acct, height, seq, kind, arr[1], arr[2], arr[3], detail)
 
 
+#: A statement line as columns: account, height, seq, k, its value (kind, delta, balance,
+#: mkt, *detail) and that value's stored bytes.
+LineColumns = tuple[str, int, int, int, tuple[Any, ...], bytes]
+
+
 class Staged(NamedTuple):
     """The read-model entries a fold staged since the last flush, as (key, value) pairs
-    of the LMDB layout: what a store other than the read-model environment writes."""
+    of the LMDB layout: what a store other than the read-model environment writes.
+    `line_columns`: the same lines as columns, if the fold keeps them (`columns=True`)."""
 
     lines: list[tuple[bytes, bytes]]
     ticks: list[tuple[bytes, bytes]]
     liqs: list[tuple[bytes, bytes]]
+    line_columns: list[LineColumns] | None = None
 
 
 _packer = msgpack.Packer(use_bin_type=True)
@@ -212,7 +219,10 @@ class AuditProjection:
     #: keep fold states at rollback-able heights, so a rewind drops little.
     retain_states = True
 
-    def __init__(self) -> None:
+    def __init__(self, *, columns: bool = False) -> None:
+        #: also stage each statement line as columns (what a SQL replica writes), so no
+        #: one parses the stored key and value back.
+        self.columns = columns
         #: namespace the staged entries are keyed under (0 canonical, b a branch).
         self.ns = 0
         self._nsb = u32(0)
@@ -245,6 +255,7 @@ class AuditProjection:
 
     def _clear_pending(self) -> None:
         self._lines: list[tuple[bytes, bytes]] = []
+        self._columns: list[LineColumns] | None = [] if self.columns else None
         self._ticks: list[tuple[bytes, bytes]] = []
         self._liqs: dict[bytes, dict[str, Any]] = {}
         self._hx: list[tuple[bytes, bytes]] = []
@@ -322,8 +333,9 @@ class AuditProjection:
     def take_staged(self) -> Staged:
         """Hand over the entries staged since the last flush and forget them."""
         staged = Staged(self._lines, self._ticks,
-                        [(k, _pack(rec)) for k, rec in self._liqs.items()])
+                        [(k, _pack(rec)) for k, rec in self._liqs.items()], self._columns)
         self._lines = []
+        self._columns = [] if self.columns else None
         self._ticks = []
         self._liqs = {}
         self._hx = []
@@ -349,7 +361,10 @@ class AuditProjection:
         pre = self._akeys.get(acct)
         if pre is None:
             pre = self._akeys[acct] = self._nsb + s8(acct)
-        self._lines.append((pre + _LINE_KEY(height, seq, k), _pack(value)))
+        packed = _pack(value)
+        self._lines.append((pre + _LINE_KEY(height, seq, k), packed))
+        if self._columns is not None:
+            self._columns.append((acct, height, seq, k, value, packed))
 
     def _entry(self, table: int, store: list[tuple[bytes, bytes]], key: bytes, seq: int,
                value: bytes) -> None:

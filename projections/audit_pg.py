@@ -1,8 +1,9 @@
 """The audit read models in a PostgreSQL replica: written by the replicator, read by the Auditor.
 
 The replicator folds the same `AuditProjection` the LMDB runner folds and
-writes what it staged (`write_staged`) in the same transaction as the block,
-so the replica's tables hold exactly the LMDB read models' entries: the same
+writes what it staged (`encode_staged`, `write_encoded`) in the same
+transaction as the block, so the replica's tables hold exactly the LMDB read
+models' entries: the same
 value bytes, under columns instead of byte keys. `PgAuditModels` answers the
 Auditor's `AuditView` from them, inside the chain's pinned snapshot, so a
 query sees one consistent state of chain and read models together.
@@ -14,22 +15,22 @@ at the base is exactly the branch's own fold, as LMDB's runner would build it.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from psycopg import Cursor
 
 from ledger.store.pg import copybin
 from ledger.store.pg.chain import PgChain
 from ledger.store.pg.schema import SCHEMA
-from ledger.store.pg.writer import copy_payload
+from ledger.store.pg.writer import copy_rows
 from projections.audit_models import (
     Staged,
     StatementLine,
     line_from,
     split_funding_key,
     split_liq_key,
-    split_stmt_key,
 )
 from projections.audit_source import AuditView
 from projections.checkpoints import Checkpoint
@@ -43,41 +44,55 @@ _TICK_COPY = (f"COPY {SCHEMA}.funding_ticks (ns, mkt, height, seq, status, value
               "(FORMAT BINARY)")
 _LIQ_COPY = (f"COPY {SCHEMA}.liquidations (ns, height, seq, acct, value) FROM STDIN "
              "(FORMAT BINARY)")
+# A statement line row's head (10 fields, ns), its (height, seq, k) and a length prefix.
+_LINE_HEAD = struct.Struct(">hii").pack
+_LINE_MID = struct.Struct(">iqiqiq").pack
+_LEN = struct.Struct(">i").pack
 
 
-def encode_staged(staged: Staged) -> tuple[bytes, bytes, bytes]:
-    """A fold's staged entries (LMDB-layout keys) as binary COPY streams of rows:
-    statement lines, funding ticks, liquidations."""
+class StagedRows(NamedTuple):
+    """A fold's staged entries as binary COPY rows (no stream signature; the rows of a
+    run of blocks are written in one COPY per table)."""
+
+    lines: bytes
+    ticks: bytes
+    liqs: bytes
+
+
+def encode_staged(staged: Staged, ns: int) -> StagedRows:
+    """A fold's staged entries as binary COPY rows of namespace `ns`: statement lines
+    (from the columns the fold kept, `AuditProjection(columns=True)`), funding ticks
+    and liquidations (from their LMDB-layout keys)."""
+    if staged.line_columns is None:
+        raise ValueError("encode_staged needs a fold that keeps line columns "
+                         "(AuditProjection(columns=True))")
     b = copybin
-    lines = []
-    for key, value in staged.lines:
-        ns, acct, height, seq, k = split_stmt_key(key)
-        kind, delta, balance, mkt = unpack(value)[:4]
-        lines.append(b.row(b.int4(ns), b.text(acct), b.int8(height), b.int8(seq), b.int8(k),
-                           b.text(kind), b.numeric(delta), b.numeric(balance), b.text(mkt),
-                           b.raw(value)))
+    text, numeric, length, mid = b.text, b.numeric, _LEN, _LINE_MID
+    head = _LINE_HEAD(10, 4, ns)
+    lines: list[bytes] = []
+    for acct, height, seq, k, cols, packed in staged.line_columns:
+        lines += (head, text(acct), mid(8, height, 8, seq, 8, k), text(cols[0]),
+                  numeric(cols[1]), numeric(cols[2]), text(cols[3]), length(len(packed)),
+                  packed)
     ticks = []
     for key, value in staged.ticks:
-        ns, mkt, height, seq = split_funding_key(key)
-        ticks.append(b.row(b.int4(ns), b.text(mkt), b.int8(height), b.int8(seq),
+        t_ns, mkt, height, seq = split_funding_key(key)
+        ticks.append(b.row(b.int4(t_ns), b.text(mkt), b.int8(height), b.int8(seq),
                            b.text(unpack(value)["status"]), b.raw(value)))
     liqs = []
     for key, value in staged.liqs:
-        ns, height, seq = split_liq_key(key)
-        liqs.append(b.row(b.int4(ns), b.int8(height), b.int8(seq),
+        l_ns, height, seq = split_liq_key(key)
+        liqs.append(b.row(b.int4(l_ns), b.int8(height), b.int8(seq),
                           b.text(unpack(value)["acct"]), b.raw(value)))
-    return b.rows(lines), b.rows(ticks), b.rows(liqs)
+    return StagedRows(b"".join(lines), b"".join(ticks), b"".join(liqs))
 
 
-def write_encoded(cur: Cursor[Any], encoded: tuple[bytes, bytes, bytes]) -> None:
-    """Write `encode_staged`'s streams (inside the caller's transaction)."""
-    for sql, payload in zip((_STMT_COPY, _TICK_COPY, _LIQ_COPY), encoded, strict=True):
-        copy_payload(cur, sql, payload)
-
-
-def write_staged(cur: Cursor[Any], staged: Staged) -> None:
-    """Write a fold's staged entries as rows, in the caller's transaction."""
-    write_encoded(cur, encode_staged(staged))
+def write_encoded(cur: Cursor[Any], encoded: Sequence[StagedRows]) -> None:
+    """Write `encode_staged`'s rows of one or more blocks (inside the caller's
+    transaction): one COPY per table."""
+    copy_rows(cur, _STMT_COPY, [e.lines for e in encoded])
+    copy_rows(cur, _TICK_COPY, [e.ticks for e in encoded])
+    copy_rows(cur, _LIQ_COPY, [e.liqs for e in encoded])
 
 
 def archive_models_above(cur: Cursor[Any], height: int, branch: int) -> dict[str, int]:

@@ -5,13 +5,22 @@ that writes each block into PostgreSQL in one transaction, and read replicas
 serve the auditors. Here:
 
 - Blocks are read from LMDB in read transactions (`ChainStore.read_blocks`),
-  each block's events hash checked, and written in ONE PostgreSQL
-  transaction each: header, events (stored bytes and filter columns), index
+  each block's events hash checked, and written whole in ONE PostgreSQL
+  transaction: header, events (stored bytes and filter columns), index
   chunks, any snapshot and journal records that arrived, the audit
   read-model rows (the same `AuditProjection` the LMDB runner folds), and the
   tracking row (height, seq, block hash) by compare-and-set. A SIGKILL at any
   instant loses nothing and doubles nothing: the next run starts after the
   last committed block.
+- One block per transaction, or a run of whole blocks when behind
+  (`projections.replica_grouping` states the reading of the issue's rule):
+  a run never splits a block, never crosses a rollback (a branch is mirrored
+  in its own transaction, and the blocks before it stop at the branch's
+  base) nor a change of where LMDB holds the blocks, and the tracking row
+  moves to its last block in the same transaction. Caught up, the run is the
+  one new block. Each run is written with one binary COPY per table, so the
+  server's cost per transaction (commit, statements, round trips) is paid
+  per run, not per block.
 - One replicator per target database: a session advisory lock, released by
   the server when the replicator's connection dies (`LedgerLocked`).
 - Rollbacks: the chain's archived branches are mirrored in order. Branch `b`
@@ -36,16 +45,17 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import psycopg
 import structlog
 
-from ledger.errors import IntegrityError, LedgerLocked, StoreError
+from ledger.errors import CommandInvalid, IntegrityError, LedgerLocked, StoreError
 from ledger.store.blocks import BlockHeader, check_events, genesis_prev_hash
 from ledger.store.chain import ChainStore, Snapshot
 from ledger.store.layout import SCHEMA_VERSION as LMDB_SCHEMA_VERSION
@@ -57,29 +67,53 @@ from ledger.store.pg.writer import (
     EncodedBlock,
     advance,
     archive_above,
-    copy_block,
     encode_block,
     init_tracking,
     put_branch,
     put_journal,
     put_meta,
     put_snapshot,
-    write_block,
+    write_blocks,
 )
 from projections.audit_models import AuditProjection
 from projections.audit_pg import (
+    StagedRows,
     archive_models_above,
     encode_staged,
     write_encoded,
-    write_staged,
 )
 from projections.progress import ProgressBar
+from projections.replica_grouping import GROUP_BLOCKS, GROUP_EVENTS, group_full
 
 log = structlog.get_logger("projections.replicator")
 
-#: Events read from LMDB per read transaction (the blocks of a batch are then
-#: written one PostgreSQL transaction each).
+#: Events read from LMDB per read transaction.
 BATCH_EVENTS = 20_000
+#: The interpreter's thread switch interval while the pipeline runs (seconds; Python's
+#: default is 5 ms). The writing thread sleeps in the server's socket a dozen times a
+#: transaction; each time it wakes it needs the GIL back from the preparing thread, which
+#: holds it for a whole switch interval. At 5 ms that waiting took a third of the
+#: writer's time; at 0.2 ms it is gone, for a few more switches in the preparing thread.
+SWITCH_INTERVAL = 0.0002
+_switch_lock = threading.Lock()
+_switch_users = [0, 0.0]  # pipelines running, the interval to restore after the last
+
+
+@contextlib.contextmanager
+def _short_switches() -> Iterator[None]:
+    """Lower the switch interval while any pipeline of this process runs (see above)."""
+    with _switch_lock:
+        if _switch_users[0] == 0:
+            _switch_users[1] = sys.getswitchinterval()
+            sys.setswitchinterval(min(SWITCH_INTERVAL, _switch_users[1]))
+        _switch_users[0] += 1
+    try:
+        yield
+    finally:
+        with _switch_lock:
+            _switch_users[0] -= 1
+            if _switch_users[0] == 0:
+                sys.setswitchinterval(_switch_users[1])
 
 
 class _ChainMoved(Exception):
@@ -87,7 +121,7 @@ class _ChainMoved(Exception):
 
 
 class _Unlinked(NamedTuple):
-    """A block of a batch that does not link to the one before it."""
+    """A block read that does not link to the one before it."""
 
     hdr: BlockHeader
 
@@ -97,7 +131,7 @@ class _Prepared(NamedTuple):
 
     hdr: BlockHeader
     block: EncodedBlock
-    staged: tuple[bytes, bytes, bytes]
+    staged: StagedRows
     snap: Snapshot | None
     journal: list[dict[str, Any]]
     fold_blob: bytes | None
@@ -110,6 +144,8 @@ class ReplicationReport:
     height: int = -1
     blocks: int = 0
     events: int = 0
+    #: PostgreSQL transactions that carried blocks (one per block when caught up).
+    transactions: int = 0
     branches_mirrored: list[int] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -119,7 +155,8 @@ class ReplicationReport:
 
     def to_json(self) -> dict[str, Any]:
         return {"height": self.height, "blocks": self.blocks, "events": self.events,
-                "branches_mirrored": self.branches_mirrored, "seconds": round(self.seconds, 3),
+                "transactions": self.transactions, "branches_mirrored": self.branches_mirrored,
+                "seconds": round(self.seconds, 3),
                 "events_per_s": round(self.events_per_s)}
 
 
@@ -127,10 +164,17 @@ class Replicator:
     """Feeds one PostgreSQL database from one LMDB ledger (see module docstring)."""
 
     def __init__(self, store: ChainStore, dsn: str, *, batch_events: int = BATCH_EVENTS,
+                 group_events: int = GROUP_EVENTS, group_blocks: int = GROUP_BLOCKS,
                  progress: bool = False) -> None:
+        if group_events < 1 or group_blocks < 1:
+            raise CommandInvalid(f"a transaction holds at least one block: group_events "
+                                 f"({group_events}) and group_blocks ({group_blocks}) must "
+                                 "be 1 or more")
         self.store = store
         self.dsn = dsn
         self.batch_events = batch_events
+        self.group_events = group_events
+        self.group_blocks = group_blocks
         self.progress = progress
         self.conn = connect(dsn, application=f"perpledger-replicator pid={os.getpid()}",
                             autocommit=True)
@@ -228,7 +272,7 @@ class Replicator:
     def _fold_at(self, height: int) -> AuditProjection:
         """The audit fold state after the replica's canonical block `height`: the newest
         saved state at or below it still on the replica's chain, then its own blocks."""
-        proj = AuditProjection()
+        proj = AuditProjection(columns=True)
         row = self.conn.execute(
             f"SELECT f.height, f.blob FROM {SCHEMA}.fold_states f JOIN {SCHEMA}.blocks b ON "
             "b.branch = 0 AND b.height = f.height AND b.hash = f.hash WHERE f.height <= %s "
@@ -343,12 +387,20 @@ class Replicator:
     def _extend(self, k: int, to_height: int, branches: list[dict[str, Any]], n0: int,
                 report: ReplicationReport, bar: ProgressBar,
                 stop: Callable[[], bool]) -> int:
-        """Copy blocks of K(k) after the replica's head up to `to_height`, one PostgreSQL
-        transaction per block; the blocks copied."""
+        """Copy blocks of K(k) after the replica's head up to `to_height`, whole blocks in
+        each PostgreSQL transaction (runs of them when behind); the blocks copied."""
+        if self.tracking.height >= to_height or stop():
+            return 0
+        return self._pipeline(self._read_runs(k, to_height, branches, n0), report, bar, stop)
+
+    def _read_runs(self, k: int, to_height: int, branches: list[dict[str, Any]], n0: int
+                   ) -> Iterator[tuple[int | None, list[tuple[BlockHeader, list[bytes]]]]]:
+        """Runs of blocks of K(k) after the replica's head up to `to_height`, each read in
+        one LMDB read transaction, with where LMDB holds them now (None: the canonical
+        chain, else a later branch). Raises `_ChainMoved` if a rollback intervenes."""
         store = self.store
-        copied = 0
-        while self.tracking.height < to_height and not stop():
-            lo = self.tracking.height + 1
+        lo = self.tracking.height + 1
+        while lo <= to_height:
             owner = self._owner(lo, k, branches)
             # The owner only changes just above a later branch's base: the run ends there.
             hi = min([to_height] + [int(r["base_height"]) for r in branches[k:]
@@ -358,84 +410,115 @@ class Replicator:
                 raise _ChainMoved
             if not batch or batch[0][0].height != lo:
                 raise _ChainMoved
-            copied += self._copy_batch(batch, owner, n0, report, bar, stop)
-        return copied
+            yield owner, batch
+            lo = batch[-1][0].height + 1
 
-    def _copy_batch(self, batch: list[tuple[BlockHeader, list[bytes]]], owner: int | None,
-                    n0: int, report: ReplicationReport, bar: ProgressBar,
-                    stop: Callable[[], bool]) -> int:
-        """Write a batch, one transaction per block, in a two-stage pipeline: a thread
-        checks, folds and encodes block N+1 (Python work) while this one waits for the
-        server to take block N. Only this thread writes; a block is committed whole or
-        not at all. If the pipeline stops early, the fold state (which may have run ahead
-        of the commits) is rebuilt at the replica's head."""
-        store = self.store
-        ready: queue.Queue[Any] = queue.Queue(maxsize=4)
-        abort = threading.Event()
+    def _groups(self, runs: Iterator[tuple[int | None, list[tuple[BlockHeader, list[bytes]]]]],
+                abort: threading.Event) -> Iterator[list[_Prepared] | _Unlinked]:
+        """Check, fold and encode the blocks of `runs` into transactions: runs of whole
+        consecutive blocks up to the group bounds, never across a change of owner. The
+        last run ends with the last block asked for (`_extend`'s `to_height`, the head
+        when the step began): a caught-up follower writes its one new block at once,
+        never waiting for more. An unlinked block ends it."""
+        prev = self.tracking.hash
         journal = self._new_journal()
+        group: list[_Prepared] = []
+        events = 0
+        group_owner: int | None = None
+        for owner, batch in runs:
+            if group and owner != group_owner:
+                yield group
+                group, events = [], 0
+            group_owner = owner
+            for hdr, datas in batch:
+                if abort.is_set():
+                    return
+                check_events(hdr, datas)
+                if hdr.prev_hash != prev:
+                    if group:
+                        yield group
+                    yield _Unlinked(hdr)
+                    return
+                prev = hdr.hash
+                snap = None
+                if owner is None and hdr.height in self._lmdb_snaps:
+                    try:
+                        snap = self.store.snapshot(hdr.height)
+                    except StoreError:
+                        snap = None
+                group.append(self._prepare(hdr, datas, snap, journal))
+                journal = []
+                events += hdr.count
+                if group_full(events, len(group), self.group_events, self.group_blocks):
+                    yield group
+                    group, events = [], 0
+        if group:
+            yield group
+
+    def _pipeline(self, runs: Iterator[tuple[int | None, list[tuple[BlockHeader, list[bytes]]]]],
+                  report: ReplicationReport, bar: ProgressBar, stop: Callable[[], bool]) -> int:
+        """Write `runs` in a two-stage pipeline: a thread reads, checks, folds and encodes
+        the next transaction's blocks (Python work) while this one waits for the server
+        to take the current one. Only this thread writes; a transaction is committed
+        whole or not at all. If the pipeline stops early, the fold state (which may have
+        run ahead of the commits) is rebuilt at the replica's head."""
+        store = self.store
+        n0 = store.next_branch_id()
+        ready: queue.Queue[Any] = queue.Queue(maxsize=2)
+        abort = threading.Event()
 
         def produce() -> None:
-            prev = self.tracking.hash
-            first = True
             try:
-                for hdr, datas in batch:
-                    if abort.is_set():
+                for item in self._groups(runs, abort):
+                    ready.put(item)
+                    if isinstance(item, _Unlinked) or abort.is_set():
                         return
-                    check_events(hdr, datas)
-                    if hdr.prev_hash != prev:
-                        ready.put(_Unlinked(hdr))
-                        return
-                    prev = hdr.hash
-                    snap = None
-                    if owner is None and hdr.height in self._lmdb_snaps:
-                        try:
-                            snap = store.snapshot(hdr.height)
-                        except StoreError:
-                            snap = None
-                    ready.put(self._prepare(hdr, datas, snap, journal if first else []))
-                    first = False
                 ready.put(None)
             except BaseException as exc:  # handed to the writing thread, raised there
                 ready.put(exc)
 
-        worker = threading.Thread(target=produce, name="replicator-prepare", daemon=True)
-        worker.start()
-        copied = prepared_ahead = 0
-        try:
-            while True:
-                item = ready.get()
-                if item is None:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                if isinstance(item, _Unlinked):
-                    if store.next_branch_id() != n0:
-                        raise _ChainMoved
-                    raise IntegrityError(f"block {item.hdr.height} of the chain does not link "
-                                         f"to the replica's block {self.tracking.height}; the "
-                                         "database was fed from another copy of this ledger")
-                self._commit(item)
-                copied += 1
-                report.blocks += 1
-                report.events += item.hdr.count
-                bar.advance(item.hdr.count)
-                if stop():
-                    prepared_ahead = 1
-                    break
-        except BaseException:
-            prepared_ahead = 1
-            raise
-        finally:
-            abort.set()
-            while worker.is_alive():  # unblock a producer waiting on a full queue
-                with contextlib.suppress(queue.Empty):
-                    ready.get(timeout=0.05)
-            worker.join()
-            if prepared_ahead and not self._broken and not self.conn.closed:
-                try:
-                    self.proj = self._fold_at(self.tracking.height)
-                except Exception:
-                    self._broken = True
+        with _short_switches():
+            worker = threading.Thread(target=produce, name="replicator-prepare", daemon=True)
+            worker.start()
+            copied = prepared_ahead = 0
+            try:
+                while True:
+                    item = ready.get()
+                    if item is None:
+                        break
+                    if isinstance(item, BaseException):
+                        raise item
+                    if isinstance(item, _Unlinked):
+                        if store.next_branch_id() != n0:
+                            raise _ChainMoved
+                        raise IntegrityError(
+                            f"block {item.hdr.height} of the chain does not link to the "
+                            f"replica's block {self.tracking.height}; the database was fed "
+                            "from another copy of this ledger")
+                    self._commit(item)
+                    events = sum(p.hdr.count for p in item)
+                    copied += len(item)
+                    report.transactions += 1
+                    report.blocks += len(item)
+                    report.events += events
+                    bar.advance(events)
+                    if stop():
+                        prepared_ahead = 1
+                        break
+            except BaseException:
+                prepared_ahead = 1
+                raise
+            finally:
+                abort.set()
+                while worker.is_alive():  # unblock a producer waiting on a full queue
+                    with contextlib.suppress(queue.Empty):
+                        ready.get(timeout=0.05)
+                worker.join()
+                if prepared_ahead and not self._broken and not self.conn.closed:
+                    try:
+                        self.proj = self._fold_at(self.tracking.height)
+                    except Exception:
+                        self._broken = True
         return copied
 
     def _new_journal(self) -> list[dict[str, Any]]:
@@ -451,29 +534,41 @@ class Replicator:
         """Fold one block and encode all its rows (no I/O to the server)."""
         enc = encode_block(hdr, datas, 0)
         self.proj.fold(hdr, datas, True)
-        staged = encode_staged(self.proj.take_staged())
+        staged = encode_staged(self.proj.take_staged(), self.proj.ns)
         blob = self.proj.dump() if self._retain(hdr.height) else None
         return _Prepared(hdr, enc, staged, snap, journal, blob)
 
-    def _commit(self, p: _Prepared) -> None:
-        """ONE transaction: the block, its read-model rows, what arrived beside it, tracking."""
-        hdr = p.hdr
-        new = Head(hdr.height, hdr.last_seq, hdr.hash, hdr.time)
-        with self._errors(f"writing block {hdr.height}"), self.conn.transaction():
+    def _commit(self, group: list[_Prepared]) -> None:
+        """ONE transaction: whole consecutive blocks, their read-model rows, what arrived
+        beside them, and tracking advanced to the last of them."""
+        first, last = group[0].hdr, group[-1].hdr
+        new = Head(last.height, last.last_seq, last.hash, last.time)
+        what = (f"writing block {last.height}" if len(group) == 1 else
+                f"writing blocks {first.height}..{last.height}")
+        with self._errors(what), self.conn.transaction():
             cur = self.conn.cursor()
-            write_block(cur, p.block)
-            write_encoded(cur, p.staged)
-            if p.snap is not None:
-                put_snapshot(cur, p.snap)
-            self._put_journal(cur, p.journal)
-            if hdr.height == 0:
-                put_meta(cur, "genesis_hash", hdr.hash.hex())
-            if p.fold_blob is not None:
-                self._save_fold(cur, new, p.fold_blob)
+            self._write_run(cur, [(p.block, p.staged) for p in group])
+            for p in group:
+                hdr = p.hdr
+                if p.snap is not None:
+                    put_snapshot(cur, p.snap)
+                self._put_journal(cur, p.journal)
+                if hdr.height == 0:
+                    put_meta(cur, "genesis_hash", hdr.hash.hex())
+                if p.fold_blob is not None:
+                    self._save_fold(cur, Head(hdr.height, hdr.last_seq, hdr.hash, hdr.time),
+                                    p.fold_blob)
             advance(cur, self.tracking, new)
         self.tracking = new
-        if p.snap is not None:
-            self._pg_snaps.add(hdr.height)
+        self._pg_snaps.update(p.hdr.height for p in group if p.snap is not None)
+
+    @staticmethod
+    def _write_run(cur: psycopg.Cursor[Any], run: list[tuple[EncodedBlock, StagedRows]]
+                   ) -> None:
+        """Blocks and their read-model rows, one COPY per table (nothing if `run` is empty)."""
+        if run:
+            write_blocks(cur, [blk for blk, _ in run])
+            write_encoded(cur, [rows for _, rows in run])
 
     def _sync_side(self) -> None:
         """Snapshots taken after their block was replicated, new journal records, config."""
@@ -521,18 +616,26 @@ class Replicator:
         with self._errors(f"mirroring the rollback to height {base} (branch {b})"), \
                 self.conn.transaction():
             cur = self.conn.cursor()
-            # The branch's blocks the replica never had, folded on from its head's state.
+            # The branch's blocks the replica never had, folded on from its head's state,
+            # written a run at a time (one COPY per table per `group_events` events).
             self.proj.set_namespace(b)
             prev = t.hash
+            run: list[tuple[EncodedBlock, StagedRows]] = []
+            events = 0
             for hdr, datas in self.store.iter_block_bytes(t.height + 1, last, branch=b):
                 if hdr.prev_hash != prev:
                     raise IntegrityError(f"archived branch {b} does not link at height "
                                          f"{hdr.height}; run `ledgerctl verify --branch {b}`")
                 prev = hdr.hash
-                copy_block(cur, hdr, datas, b)
                 self.proj.fold(hdr, datas, True)
-                write_staged(cur, self.proj.take_staged())
+                run.append((encode_block(hdr, datas, b),
+                            encode_staged(self.proj.take_staged(), b)))
+                events += hdr.count
                 report.events += hdr.count
+                if group_full(events, len(run), self.group_events, self.group_blocks):
+                    self._write_run(cur, run)
+                    run, events = [], 0
+            self._write_run(cur, run)
             moved = archive_above(cur, base, first_seq, b)
             moved.update(archive_models_above(cur, base, b))
             put_branch(cur, rec)
@@ -548,7 +651,9 @@ class Replicator:
 
 def replicate(store: ChainStore, dsn: str, *, follow: bool = False, poll: float = 0.2,
               stop: Callable[[], bool] = lambda: False, progress: bool = False,
-              batch_events: int = BATCH_EVENTS) -> ReplicationReport:
+              batch_events: int = BATCH_EVENTS, group_events: int = GROUP_EVENTS,
+              group_blocks: int = GROUP_BLOCKS) -> ReplicationReport:
     """Open a replicator on `dsn`, run it (see `Replicator.run`), close it."""
-    with Replicator(store, dsn, progress=progress, batch_events=batch_events) as rep:
+    with Replicator(store, dsn, progress=progress, batch_events=batch_events,
+                    group_events=group_events, group_blocks=group_blocks) as rep:
         return rep.run(follow=follow, poll=poll, stop=stop)

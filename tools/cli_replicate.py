@@ -10,6 +10,7 @@ Thin: parse, call `projections.replicator` / `projections.replica_status`, rende
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
 
@@ -17,11 +18,13 @@ import typer
 
 from ledger.errors import CommandInvalid
 from ledger.store.reader import is_pg_spec
+from projections.replica_grouping import GROUP_BLOCKS, GROUP_EVENTS
 from tools import output
 from tools.common import DataOpt, JsonOpt, open_store
 
 replicate_app = typer.Typer(help="Feed a PostgreSQL audit replica from this ledger, block by "
-                                 "block (one transaction per block).",
+                                 "block (whole blocks per transaction: one when caught up, "
+                                 "runs of them when behind).",
                             invoke_without_command=True)
 
 ToOpt = Annotated[str | None, typer.Option(
@@ -49,6 +52,12 @@ def replicate(
     = False,
     poll: Annotated[float, typer.Option("--poll", help="Seconds between looks at the "
                                         "chain's head when caught up.")] = 0.2,
+    group_events: Annotated[int, typer.Option(
+        "--group-events", help="When behind, one transaction takes whole blocks until it "
+        "holds this many events.")] = GROUP_EVENTS,
+    group_blocks: Annotated[int, typer.Option(
+        "--group-blocks", help="... or this many blocks (1: one block per transaction "
+        "always).")] = GROUP_BLOCKS,
 ) -> None:
     """Replicate blocks into PostgreSQL: follow the chain (or --once), mirroring rollbacks."""
     if ctx.invoked_subcommand is not None:
@@ -59,6 +68,9 @@ def replicate(
     dsn = _target(to)
     if poll <= 0:
         raise CommandInvalid(f"--poll must be above 0 seconds, was {poll}")
+    for name, value in (("--group-events", group_events), ("--group-blocks", group_blocks)):
+        if value < 1:
+            raise CommandInvalid(f"{name} must be 1 or more, was {value}")
     stopping: list[int] = []
 
     def stop(signum: int, _frame: FrameType | None) -> None:
@@ -68,7 +80,8 @@ def replicate(
     try:
         with open_store(data) as store:
             report = run(store, dsn, follow=not once, poll=poll, stop=lambda: bool(stopping),
-                         progress=not json_out)
+                         progress=not json_out, group_events=group_events,
+                         group_blocks=group_blocks)
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -129,13 +142,23 @@ def bench_replicate(
                                             "while lag is sampled.")] = 300,
     dsn: Annotated[str | None, typer.Option("--dsn", help="An empty database to use instead "
                                             "of a private server (no lag figures).")] = None,
+    repeat: Annotated[int, typer.Option("--repeat", help="Runs of the throughput and lag "
+                                        "parts (medians and spreads are reported).")] = 3,
+    chain: Annotated[Path | None, typer.Option(
+        "--chain", help="Reuse the chain in this directory (built there first if there is "
+        "none), instead of building one in a temporary directory.")] = None,
+    group_events: Annotated[int, typer.Option("--group-events", help="The replicator's "
+                                              "--group-events.")] = GROUP_EVENTS,
+    group_blocks: Annotated[int, typer.Option("--group-blocks", help="The replicator's "
+                                              "--group-blocks.")] = GROUP_BLOCKS,
 ) -> None:
     """Replicator events/s vs raw binary COPY, catch-up time, replica lag, PG vs LMDB queries."""
     from tools.bench_replicate import run
     from tools.cli_bench import _run
 
-    _run(json_out, "bench replicate", lambda say: run(events, lag_blocks=lag_blocks, dsn=dsn,
-                                                     say=say))
+    _run(json_out, "bench replicate", lambda say: run(
+        events, lag_blocks=lag_blocks, dsn=dsn, repeat=repeat, chain=chain,
+        group_events=group_events, group_blocks=group_blocks, say=say))
 
 
 def register(app: typer.Typer) -> None:

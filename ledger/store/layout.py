@@ -198,6 +198,21 @@ def index_key(name: str, value: str | int) -> bytes:
 
 
 _unpackb = msgpack.unpackb
+# Per type code: the array positions of its account fields and of its market fields.
+_KEY_AT: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+
+
+def _ids(arr: tuple[Any, ...], at: tuple[int, ...]) -> tuple[str, ...]:
+    """The non-empty ids at positions `at` of a decoded event, each once, in field order."""
+    if len(at) == 1:
+        a = arr[at[0]]
+        return (a,) if a else ()
+    if len(at) == 2:  # taker and maker, the common pair: no generator
+        a, b = arr[at[0]], arr[at[1]]
+        if a and b:
+            return (a,) if a == b else (a, b)
+        return (a,) if a else (b,) if b else ()
+    return tuple(dict.fromkeys(x for i in at if (x := arr[i])))
 
 
 def event_index_keys(data: bytes) -> tuple[int, tuple[str, ...], tuple[str, ...]]:
@@ -209,7 +224,11 @@ def event_index_keys(data: bytes) -> tuple[int, tuple[str, ...], tuple[str, ...]
     """
     arr = _unpackb(data, use_list=False, raw=False)
     code = arr[0]
-    accts, mkts = index_positions(code)
-    return (code,
-            tuple(dict.fromkeys(a for i in accts if (a := arr[HEADER_LEN + i]))),
-            tuple(dict.fromkeys(m for i in mkts if (m := arr[HEADER_LEN + i]))))
+    at = _KEY_AT.get(code)
+    if at is None:
+        accts, mkts = index_positions(code)
+        at = _KEY_AT[code] = (tuple(HEADER_LEN + i for i in accts),
+                              tuple(HEADER_LEN + i for i in mkts))
+    accts_at, mkts_at = at
+    return (code, _ids(arr, accts_at) if accts_at else (),
+            _ids(arr, mkts_at) if mkts_at else ())

@@ -35,8 +35,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run_to(store: ChainStore, dsn: str, height: int) -> None:
-    """Replicate until the replica's head is at least `height`, then stop."""
-    with Replicator(store, dsn) as rep:
+    """Replicate until the replica's head is `height`, then stop (one block per
+    transaction, so the stop lands exactly there)."""
+    with Replicator(store, dsn, group_blocks=1) as rep:
         rep.run(stop=lambda: rep.tracking.height >= height)
         assert rep.tracking.height >= height
 

@@ -2,10 +2,13 @@
 
 After every kill a reader's snapshot of the replica must be whole (heights
 0..t linked, the tracking row naming block t, events exactly those blocks'
-seqs, no read-model row above t): one transaction per block means a kill
-loses the block in flight and nothing else. After the last kill the
-replicator resumes and the replica equals the chain. The default run kills a
-few times; the slow run kills at least 30 times while the writer appends.
+seqs, no read-model row above t): whole blocks per transaction mean a kill
+loses the transaction in flight and nothing else. The replicator catches up
+in grouped transactions (runs of whole blocks, `replica_grouping`); after a
+kill the tracking row is at the end of a run the rule makes, never inside
+one. After the last kill the replicator resumes and the replica equals the
+chain. The default run kills a few times; the slow run kills at least 30
+times while the writer appends, alternating grouped and one-block runs.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from ledger.store.chain import ChainStore
+from projections.replica_grouping import GROUP_BLOCKS, group_sizes
 from tests.projections.chains import ChainWriter
 from tests.projections.replica_checks import assert_replica_equals_chain, reader_view
 from tools.pgcluster import PgCluster
@@ -26,12 +31,34 @@ from tools.pgcluster import PgCluster
 pytestmark = pytest.mark.needs_postgres
 ROOT = Path(__file__).resolve().parents[2]
 SEED = 31
+#: Small runs, so that a catch-up of these short chains takes many grouped transactions.
+GROUP_EVENTS = 500
 
 
-def _replicator(chain: Path, dsn: str) -> subprocess.Popen[str]:
+def _replicator(chain: Path, dsn: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "tools.cli", "replicate", "--to", dsn,
-                             "--data", str(chain), "--once", "--json"], cwd=ROOT,
+                             "--data", str(chain), "--once", "--json", *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _run_ends(chain: Path, after: int, group_events: int) -> set[int]:
+    """The heights a catch-up from `after` to the head may leave the tracking row at."""
+    with ChainStore.open(chain) as store:
+        counts = [h.count for h in store.blocks(after + 1)]
+    ends, h = {after}, after
+    for n in group_sizes(counts, group_events, GROUP_BLOCKS):
+        h += n
+        ends.add(h)
+    return ends
+
+
+def _in_transaction(dsn: str) -> bool:
+    """Whether the replicator's session holds an open transaction right now."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                           "current_database() AND application_name LIKE "
+                           "'perpledger-replicator%%' AND xact_start IS NOT NULL").fetchone()
+    return bool(row and row[0])
 
 
 def _head(chain: Path) -> int:
@@ -40,16 +67,22 @@ def _head(chain: Path) -> int:
 
 
 def kill_loop(chain: Path, dsn: str, kills: int, rng: random.Random, *,
-              writer: subprocess.Popen[str] | None = None, budget_s: float = 600) -> int:
-    """SIGKILL the replicator `kills` times, each after it committed at least one block;
-    check the replica after each kill. Returns the kills that landed mid-run."""
-    landed = 0
+              writer: subprocess.Popen[str] | None = None, budget_s: float = 600,
+              alternate: bool = False, group_events: int = GROUP_EVENTS) -> tuple[int, int]:
+    """SIGKILL the replicator `kills` times, each after it committed at least one
+    transaction; check the replica after each kill (with no writer appending, that its
+    tracking row is at the end of a run). `alternate`: every other run one block per
+    transaction. Returns the kills that landed mid-run, and of them those that found a
+    transaction open just before."""
+    landed = in_txn = 0
     deadline = time.monotonic() + budget_s
     while landed < kills and time.monotonic() < deadline:
         before = reader_view(dsn)["height"]
         if before >= _head(chain) and (writer is None or writer.poll() is not None):
             break  # caught up: the chain was too short for the kills asked
-        proc = _replicator(chain, dsn)
+        per_txn = 1 if alternate and landed % 2 else group_events
+        ends = _run_ends(chain, before, per_txn) if writer is None else None
+        proc = _replicator(chain, dsn, "--group-events", str(per_txn))
         try:
             wait_until = time.monotonic() + 60
             while time.monotonic() < wait_until and proc.poll() is None:
@@ -58,13 +91,16 @@ def kill_loop(chain: Path, dsn: str, kills: int, rng: random.Random, *,
                 time.sleep(0.01)
             time.sleep(rng.uniform(0.0, 0.08))
             if proc.poll() is None:
+                open_txn = _in_transaction(dsn)
                 proc.kill()
                 landed += 1
+                in_txn += open_txn
         finally:
             _, err = proc.communicate(timeout=60)
         assert "Traceback" not in err, err
-        reader_view(dsn)  # whole after the kill
-    return landed
+        after = reader_view(dsn)["height"]  # whole after the kill
+        assert ends is None or after in ends, f"tracking at {after}, inside a run"
+    return landed, in_txn
 
 
 def _finish(chain: Path, dsn: str) -> None:
@@ -85,8 +121,9 @@ def long_chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_replicator_killed_at_random_instants_resumes_to_an_equal_replica(
         long_chain: Path, pg_dsn: str) -> None:
     rng = random.Random(7)
-    landed = kill_loop(long_chain, pg_dsn, 4, rng)
+    landed, in_txn = kill_loop(long_chain, pg_dsn, 4, rng)
     assert landed == 4
+    assert in_txn >= 1, "a kill landed while a grouped transaction was open"
     _finish(long_chain, pg_dsn)
 
 
@@ -95,13 +132,13 @@ def test_replicator_killed_30_times_while_the_writer_appends(
         tmp_path: Path, pg_dsn: str) -> None:
     chain = tmp_path / "ledger"
     with ChainWriter.create(chain, seed=SEED, accounts=40, snapshot_every=10) as w:
-        w.append(400)
+        w.append(500)
     writer = subprocess.Popen([sys.executable, str(ROOT / "tests/projections/chains.py"),
                                "append", str(chain), "150", str(SEED)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        landed = kill_loop(chain, pg_dsn, 32, random.Random(11), writer=writer,
-                           budget_s=1200)
+        landed, _ = kill_loop(chain, pg_dsn, 32, random.Random(11), writer=writer,
+                              budget_s=1200, alternate=True, group_events=200)
     finally:
         _, err = writer.communicate(timeout=600)
     assert writer.returncode == 0, err
@@ -115,7 +152,7 @@ def test_server_killed_mid_block_leaves_no_half_block_and_the_replicator_resumes
     try:
         cluster.start()
         dsn = cluster.create_database("crash")
-        proc = _replicator(long_chain, dsn)
+        proc = _replicator(long_chain, dsn, "--group-events", str(GROUP_EVENTS))
         try:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and proc.poll() is None:

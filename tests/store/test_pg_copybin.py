@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from ledger.store.pg import copybin as b
-from ledger.store.pg.writer import copy_stream
+from ledger.store.pg.writer import copy_rows
 
 pytestmark = pytest.mark.needs_postgres
 
@@ -26,7 +26,7 @@ def test_values_encoded_here_read_back_exactly(pg_dsn: str) -> None:
                       b.text(None if i % 3 == 0 else f"t{i}"), b.raw(bytes([i]) * i))
                 for i, n in enumerate(NUMBERS)]
         with conn.cursor() as cur:
-            copy_stream(cur, "COPY t FROM STDIN (FORMAT BINARY)", rows)
+            copy_rows(cur, "COPY t FROM STDIN (FORMAT BINARY)", rows)
         got = conn.execute("SELECT i, s, q, n, a, x, r FROM t ORDER BY i").fetchall()
     assert [int(r[3]) for r in got] == NUMBERS
     assert all(r[3] == Decimal(n) for r, n in zip(got, NUMBERS, strict=True))

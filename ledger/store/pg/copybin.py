@@ -10,8 +10,8 @@ function here returns one field, length prefix included.
 
 from __future__ import annotations
 
+import functools
 import struct
-from collections.abc import Iterable
 
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # flags 0, no header extension
 TRAILER = b"\xff\xff"
@@ -26,8 +26,9 @@ _ARRAY_HEAD = struct.Struct(">iiiiii")  # length, ndim, has nulls, element oid, 
 _EMPTY_TEXT_ARRAY = struct.pack(">iiii", 12, 0, 0, TEXT_OID)
 _NUMERIC_ZERO = struct.pack(">ihhhh", 8, 0, 0, 0, 0)
 _NBASE = 10_000
+# The length prefix and body of a numeric of k base-10000 digits (k < 64: |n| < 10**256).
+_NUMERIC_BODY = [struct.Struct(f">ihhhh{k}h") for k in range(64)]
 _NUMERIC_NEG = 0x4000
-_arrays: dict[tuple[str, ...], bytes] = {}
 
 
 def int2(v: int) -> bytes:
@@ -47,27 +48,23 @@ def raw(b: bytes) -> bytes:
     return _LEN.pack(len(b)) + b
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def text(s: str | None) -> bytes:
+    """A text value, or NULL (cached: ids and kinds recur)."""
     if s is None:
         return NULL
     b = s.encode()
     return _LEN.pack(len(b)) + b
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def text_array(items: tuple[str, ...]) -> bytes:
     """A one-dimensional text[] (cached: the same few ids recur in every block)."""
-    got = _arrays.get(items)
-    if got is not None:
-        return got
     if not items:
         return _EMPTY_TEXT_ARRAY
     elems = b"".join(_LEN.pack(len(b)) + b for b in (s.encode() for s in items))
     body_len = 20 + len(elems)
-    got = _ARRAY_HEAD.pack(body_len, 1, 0, TEXT_OID, len(items), 1) + elems
-    if len(_arrays) > 100_000:
-        _arrays.clear()
-    _arrays[items] = got
-    return got
+    return _ARRAY_HEAD.pack(body_len, 1, 0, TEXT_OID, len(items), 1) + elems
 
 
 def numeric(n: int) -> bytes:
@@ -84,13 +81,9 @@ def numeric(n: int) -> bytes:
     digits.reverse()
     while digits[-1] == 0:  # trailing zero digits are implied by the weight
         digits.pop()
-    body = struct.pack(f">hhhh{len(digits)}h", len(digits), weight, sign, 0, *digits)
-    return _LEN.pack(len(body)) + body
-
-
-def rows(encoded: Iterable[bytes]) -> bytes:
-    """A whole binary COPY stream from rows (each: int16 count + its fields)."""
-    return b"".join((SIGNATURE, *encoded, TRAILER))
+    k = len(digits)
+    body = _NUMERIC_BODY[k] if k < len(_NUMERIC_BODY) else struct.Struct(f">ihhhh{k}h")
+    return body.pack(8 + 2 * k, k, weight, sign, 0, *digits)
 
 
 def row(*fields: bytes) -> bytes:

@@ -20,7 +20,7 @@ from ledger.store.blocks import decode_header, events_hash, genesis_prev_hash
 from ledger.store.layout import event_index_keys
 from ledger.store.pg.chain import PgChain
 from ledger.store.pg.schema import SCHEMA
-from ledger.store.pg.writer import block_rows
+from ledger.store.pg.writer import IndexKeys, index_rows
 from ledger.store.verify import VerifyReport, head_matches, header_fault
 
 _ITERSIZE = 2000
@@ -80,6 +80,7 @@ def _walk(chain: PgChain, branch: int | None,
         if fault is not None:
             return fail(*fault)
         datas: list[bytes] = []
+        keys: list[IndexKeys] = []
         seq = hdr.first_seq
         if ev is not None and int(ev[0]) < seq:  # an event below the block: a stray
             return fail(height, f"event seq {ev[0]} lies outside every block")
@@ -97,6 +98,7 @@ def _walk(chain: PgChain, branch: int | None,
                 return fail(height, f"event seq {seq}: its filter columns (type, accounts, "
                             "markets) do not match its bytes")
             datas.append(data)
+            keys.append((code, accts, mkts))
             seq += 1
             ev = next(events, None)
         if len(datas) != hdr.count:
@@ -107,7 +109,7 @@ def _walk(chain: PgChain, branch: int | None,
         while ix is not None and int(ix[2]) <= hdr.last_seq:
             stored.add((int(ix[0]), bytes(ix[1]), int(ix[2]), bytes(ix[3])))
             ix = next(index, None)
-        made = {(r[1], r[2], r[3], r[4]) for r in block_rows(hdr, datas, b)[1]}
+        made = set(index_rows(hdr.first_seq, keys))
         if stored != made:
             missing = sorted(made - stored)
             what = (f"lacks the chunk of key {missing[0][1]!r} from seq {missing[0][2]} "

@@ -1,17 +1,20 @@
 """Writing a replica, one step at a time, inside the caller's PostgreSQL transaction.
 
 The replicator (`projections.replicator`) composes these into ONE transaction
-per block: `copy_block` (header, events with their filter columns, index
-chunks: binary COPY), snapshots and journal records that arrived, the audit
-read-model rows, and `advance` (compare-and-set of the tracking row). A
-rollback is mirrored by `archive_above` in one transaction too. Nothing here
-commits; a failure anywhere rolls the whole block back, so a reader never
-sees half of one.
+per block, or per run of whole consecutive blocks when it is behind:
+`write_blocks` (headers, events with their filter columns, index chunks: one
+binary COPY per table for the whole run), snapshots and journal records that
+arrived, the audit read-model rows, and `advance` (compare-and-set of the
+tracking row to the run's last block). A rollback is mirrored by
+`archive_above` in one transaction too. Nothing here commits; a failure
+anywhere rolls the whole transaction back, so a reader never sees half of
+a block (or of a run).
 """
 
 from __future__ import annotations
 
 import struct
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -30,15 +33,24 @@ from ledger.store.pg.schema import SCHEMA
 IDX_ACCOUNT, IDX_MARKET, IDX_TYPE = 0, 1, 2
 INDEX_IDS = {"account": IDX_ACCOUNT, "market": IDX_MARKET, "type": IDX_TYPE}
 
+_BLOCK_COPY = (f"COPY {SCHEMA}.blocks (branch, height, time, first_seq, count, prev_hash, "
+               "events_hash, state_hash, hash, header) FROM STDIN (FORMAT BINARY)")
 _EVENT_COPY = (f"COPY {SCHEMA}.events (branch, seq, height, type_code, accounts, markets, "
                "data) FROM STDIN (FORMAT BINARY)")
 _INDEX_COPY = (f"COPY {SCHEMA}.index_chunks (branch, idx, key, first_seq, chunk) FROM STDIN "
                "(FORMAT BINARY)")
 # The fixed-width head of an events row (7 fields: branch, seq, height, type code) and
-# of an index row (5 fields: branch, idx), each with its length prefixes.
+# of an index row (5 fields: branch, idx), each with its length prefixes; the tail of an
+# index row after its key (first seq, and the chunk's length prefix).
 _EVENT_HEAD = struct.Struct(">hiiiqiqih").pack
 _INDEX_HEAD = struct.Struct(">hiiih").pack
-_EMPTY_STREAM = len(copybin.rows([]))
+_INDEX_TAIL = struct.Struct(">iqi").pack
+_LEN = struct.Struct(">i").pack
+# A blocks row's fixed-width head (10 fields: branch, height, time, first seq, count).
+_BLOCK_HEAD = struct.Struct(">hiiiqiqiqii").pack
+
+#: (type code, accounts, markets) of one event (`layout.event_index_keys`).
+IndexKeys = tuple[int, tuple[str, ...], tuple[str, ...]]
 
 
 def pack(obj: Any) -> bytes:
@@ -46,84 +58,82 @@ def pack(obj: Any) -> bytes:
     return data
 
 
-def block_rows(hdr: BlockHeader, datas: Sequence[bytes], branch: int
-               ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """The events rows and index-chunk rows of one block (stored bytes unchanged).
+def index_rows(first_seq: int, keys: Sequence[IndexKeys]) -> list[tuple[int, bytes, int, bytes]]:
+    """(idx, key, first seq, chunk) of one block's index chunks, from its events' index keys
+    in seq order from `first_seq`.
 
-    The chunks are built from the events with the writer's own layout
-    (`layout.index_items`), exactly the chunks LMDB holds for the block.
+    The chunks are built with the writer's own layout (`layout.index_items`),
+    exactly the chunks LMDB holds for the block. Keys are grouped as strings and
+    encoded once each: UTF-8 keeps code point order, so the order is the same.
     """
-    events: list[tuple[Any, ...]] = []
-    groups: tuple[dict[bytes, list[int]], ...] = ({}, {}, {})
-    acct_g, mkt_g, type_g = groups
-    height = hdr.height
-    seq = hdr.first_seq
-    for data in datas:
-        code, accts, mkts = event_index_keys(data)
-        events.append((branch, seq, height, code, accts, mkts, data))
+    acct_g: defaultdict[str, list[int]] = defaultdict(list)
+    mkt_g: defaultdict[str, list[int]] = defaultdict(list)
+    type_g: defaultdict[int, list[int]] = defaultdict(list)
+    seq = first_seq
+    for code, accts, mkts in keys:
         for a in accts:
-            acct_g.setdefault(a.encode(), []).append(seq)
+            acct_g[a].append(seq)
         for m in mkts:
-            mkt_g.setdefault(m.encode(), []).append(seq)
-        type_g.setdefault(bytes((code,)), []).append(seq)
+            mkt_g[m].append(seq)
+        type_g[code].append(seq)
         seq += 1
-    index = [(branch, idx, key, read_u64(chunk), chunk)
-             for idx, by_key in enumerate(groups) for key, chunk in index_items(by_key)]
-    return events, index
+    groups = ((IDX_ACCOUNT, {k.encode(): v for k, v in acct_g.items()}),
+              (IDX_MARKET, {k.encode(): v for k, v in mkt_g.items()}),
+              (IDX_TYPE, {bytes((k,)): v for k, v in type_g.items()}))
+    return [(idx, key, read_u64(chunk), chunk)
+            for idx, by_key in groups for key, chunk in index_items(by_key)]
 
 
 class EncodedBlock(NamedTuple):
-    """One block's rows, encoded for the server (CPU work done before the transaction)."""
+    """One block's rows as binary COPY rows, without the stream's signature and trailer
+    (CPU work done before the transaction; runs of blocks are concatenated)."""
 
-    header: tuple[Any, ...]
+    header: bytes
     events: bytes
     index_rows: bytes
     rows: int
 
 
 def encode_block(hdr: BlockHeader, datas: Sequence[bytes], branch: int) -> EncodedBlock:
-    """A block's header row and its events and index rows as binary COPY streams."""
-    events, index = block_rows(hdr, datas, branch)
-    arr = copybin.text_array
+    """A block's header row and its events (stored bytes unchanged, with their filter
+    columns) and index rows, encoded for binary COPY."""
+    keys = [event_index_keys(d) for d in datas]
+    head, arr, length = _EVENT_HEAD, copybin.text_array, _LEN
+    parts: list[bytes] = []
+    seq, height = hdr.first_seq, hdr.height
+    for data, (code, accts, mkts) in zip(datas, keys, strict=True):
+        parts += (head(7, 4, branch, 8, seq, 8, height, 2, code), arr(accts), arr(mkts),
+                  length(len(data)), data)
+        seq += 1
+    index = index_rows(hdr.first_seq, keys)
+    ix_parts: list[bytes] = []
+    ix_head, ix_tail = _INDEX_HEAD, _INDEX_TAIL
+    for idx, key, first, chunk in index:
+        ix_parts += (ix_head(5, 4, branch, 2, idx), length(len(key)), key,
+                     ix_tail(8, first, len(chunk)), chunk)
     raw = copybin.raw
     return EncodedBlock(
-        (branch, hdr.height, hdr.time, hdr.first_seq, hdr.count, hdr.prev_hash,
-         hdr.events_hash, hdr.state_hash, hdr.hash, encode_header(hdr)),
-        copybin.rows([b"".join((_EVENT_HEAD(7, 4, b, 8, seq, 8, h, 2, code), arr(accts),
-                                arr(mkts), raw(data)))
-                      for b, seq, h, code, accts, mkts, data in events]),
-        copybin.rows([b"".join((_INDEX_HEAD(5, 4, b, 2, idx), raw(key), copybin.int8(first),
-                                raw(chunk)))
-                      for b, idx, key, first, chunk in index]),
-        1 + len(events) + len(index))
+        b"".join((_BLOCK_HEAD(10, 4, branch, 8, hdr.height, 8, hdr.time, 8, hdr.first_seq,
+                              4, hdr.count),
+                  raw(hdr.prev_hash), raw(hdr.events_hash), raw(hdr.state_hash), raw(hdr.hash),
+                  raw(encode_header(hdr)))),
+        b"".join(parts), b"".join(ix_parts), 1 + len(datas) + len(index))
 
 
-def write_block(cur: Cursor[Any], enc: EncodedBlock) -> None:
-    """Write an encoded block (inside the caller's transaction)."""
-    cur.execute(f"INSERT INTO {SCHEMA}.blocks (branch, height, time, first_seq, count, "
-                "prev_hash, events_hash, state_hash, hash, header) VALUES "
-                "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", enc.header)
-    copy_payload(cur, _EVENT_COPY, enc.events)
-    copy_payload(cur, _INDEX_COPY, enc.index_rows)
+def write_blocks(cur: Cursor[Any], blocks: Sequence[EncodedBlock]) -> None:
+    """Write encoded consecutive blocks (inside the caller's transaction): one COPY per
+    table for all of them, whatever their number."""
+    copy_rows(cur, _BLOCK_COPY, [e.header for e in blocks])
+    copy_rows(cur, _EVENT_COPY, [e.events for e in blocks])
+    copy_rows(cur, _INDEX_COPY, [e.index_rows for e in blocks])
 
 
-def copy_block(cur: Cursor[Any], hdr: BlockHeader, datas: Sequence[bytes], branch: int) -> int:
-    """Write one block's header, events and index chunks; the rows written."""
-    enc = encode_block(hdr, datas, branch)
-    write_block(cur, enc)
-    return enc.rows
-
-
-def copy_payload(cur: Cursor[Any], sql: str, payload: bytes) -> None:
-    """Binary COPY of a whole encoded stream (`copybin.rows`); nothing if it has no rows."""
-    if len(payload) > _EMPTY_STREAM:
+def copy_rows(cur: Cursor[Any], sql: str, parts: Sequence[bytes]) -> None:
+    """Binary COPY of rows already encoded (`copybin.row`s, concatenated in `parts`) as one
+    stream; nothing if there are none."""
+    if any(parts):
         with cur.copy(sql) as cp:
-            cp.write(payload)
-
-
-def copy_stream(cur: Cursor[Any], sql: str, encoded_rows: Sequence[bytes]) -> None:
-    """Binary COPY of rows each already encoded (`copybin.row`)."""
-    copy_payload(cur, sql, copybin.rows(encoded_rows))
+            cp.write(b"".join((copybin.SIGNATURE, *parts, copybin.TRAILER)))
 
 
 def put_snapshot(cur: Cursor[Any], snap: Snapshot) -> None:
