@@ -16,16 +16,12 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+from projections import units
 
-matplotlib.use("Agg")
-
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
-
-from projections import units  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 WIDTH_IN, HEIGHT_IN, DPI = 8.0, 3.2, 100
 _MARKER_STYLE = {"bad": ("#d62728", "-"), "rollback": ("#000000", "--"),
@@ -42,19 +38,32 @@ class Marker:
     kind: str = "event"
 
 
+def _matplotlib() -> Any:
+    """matplotlib on the Agg backend, imported on the first figure: every ledgerctl
+    command imports this module, and matplotlib alone costs a third of a second."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.figure
+    import matplotlib.ticker
+
+    return matplotlib
+
+
 def _figure(title: str) -> tuple[Figure, Any]:
-    fig = Figure(figsize=(WIDTH_IN, HEIGHT_IN), dpi=DPI, layout="constrained")
+    fig = _matplotlib().figure.Figure(figsize=(WIDTH_IN, HEIGHT_IN), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     ax.set_title(title, fontsize=10, loc="left")
     ax.grid(True, linewidth=0.4, alpha=0.5)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(_matplotlib().ticker.MaxNLocator(integer=True))
     ax.set_xlabel("height")
     return fig, ax
 
 
 def _int_axis(ax: Any, render: Callable[[int], str], label: str) -> None:
-    ax.yaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: render(int(round(v)))))
+    ticker = _matplotlib().ticker
+    ax.yaxis.set_major_locator(ticker.MaxNLocator(nbins=6, integer=True))
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _pos: render(int(round(v)))))
     ax.set_ylabel(label, fontsize=8)
     ax.tick_params(labelsize=7)
 
