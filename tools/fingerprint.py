@@ -15,9 +15,12 @@ and prints one JSON object of hashes:
 - the append benchmark's event mix (`tools.bench_append.make_blocks`)
   through `ChainStore.append_block`: the head hash.
 
-Two runs of the same code print the same object; `--compare FILE` diffs a run
-against a recorded one (exit 1 on any difference). Each CLI step is a real
-`ledgerctl` process, as an operator would run it.
+Ledgers are signed (issue 11): every run signs with the same two keys, made
+here from fixed seeds (`fixed_keys`), so the genesis key registrations, and with
+them every hash, repeat. Two runs of the same code print the same object;
+`--compare FILE` diffs a run against a recorded one (exit 1 on any
+difference). Each CLI step is a real `ledgerctl` process, as an operator would
+run it.
 """
 
 from __future__ import annotations
@@ -141,8 +144,33 @@ def append_mix(tmp: Path, events: int) -> dict[str, Any]:
         return {"events": head.seq, "head_hash": head.hash.hex()}
 
 
+def fixed_keys(directory: Path) -> dict[str, str]:
+    """Writer and operator key files from fixed seeds, as the key environment variables
+    name them: a fingerprint must not depend on freshly generated keys. Never use
+    such keys for a real ledger: anyone can derive them."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from ledger.keys import OPERATOR_KEY_ENV, WRITER_KEY_ENV
+
+    directory.mkdir(parents=True, exist_ok=True)
+    env = {}
+    for var, label in ((WRITER_KEY_ENV, b"writer"), (OPERATOR_KEY_ENV, b"operator")):
+        seed = hashlib.sha256(b"perpledger fingerprint " + label).digest()
+        pem = Ed25519PrivateKey.from_private_bytes(seed).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption())
+        path = directory / f"{label.decode()}.key"
+        path.write_bytes(pem)
+        path.chmod(0o600)
+        env[var] = str(path)
+    return env
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="perpledger-fingerprint-"))
+    saved = dict(os.environ)
+    os.environ.update(fixed_keys(tmp / "keys"))
     try:
         doc: dict[str, Any] = {}
         doc.update(simulations(tmp, quick))
@@ -152,6 +180,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         doc["append_mix"] = append_mix(tmp, 20_000 if quick else 100_000)
         return doc
     finally:
+        os.environ.clear()
+        os.environ.update(saved)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
