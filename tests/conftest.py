@@ -17,6 +17,11 @@ COMPONENT_MARKERS = ("needs_postgres", "needs_chromium")
 
 _skipped: list[str] = []
 
+# rich fixes a console's width when COLUMNS is set as it is made (pytest-xdist's
+# workers set COLUMNS=80), so the tables tests read would be cut where a user's
+# terminal would not cut them; tests that care pass COLUMNS to the command.
+os.environ.pop("COLUMNS", None)
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """One shared writer key and operator key for every ledger the tests create.
