@@ -54,6 +54,7 @@ from ledger.gcpause import gc_paused
 from ledger.keys import OPERATOR_KEY_ENV, WRITER_KEY_ENV, Key, resolve
 from ledger.latency import AppendLatency
 from ledger.markets import Listing
+from ledger.process import pid_alive
 from ledger.replay import replay, restore
 from ledger.signing import authorise, genesis_authority, keys_for_new_ledger
 from ledger.store.blocks import BlockHeader, follows_in_time
@@ -434,19 +435,9 @@ def _remove_stale_builds(final: Path) -> None:
     """Remove what killed creates left in `final` (their process is gone)."""
     for build in final.glob(f"{_BUILD_PREFIX}*"):
         pid = build.name[len(_BUILD_PREFIX):]
-        alive = pid.isdigit() and _alive(int(pid))
+        alive = pid.isdigit() and pid_alive(int(pid))
         if not alive:
             shutil.rmtree(build, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _fsync_dir(path: Path) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger.errors import StoreError
+from ledger.process import pid_alive
 
 #: The system user server commands run as when this process is root.
 PG_USER = "postgres"
@@ -139,7 +140,7 @@ class PgCluster:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and _alive(pid):
+            while time.monotonic() < deadline and pid_alive(pid):
                 time.sleep(0.05)
 
     @property
@@ -205,11 +206,3 @@ def _pg_ids() -> tuple[int, int]:
     return pw.pw_uid, pw.pw_gid
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
