@@ -133,15 +133,23 @@ def test_replicator_killed_30_times_while_the_writer_appends(
     chain = tmp_path / "ledger"
     with ChainWriter.create(chain, seed=SEED, accounts=40, snapshot_every=10) as w:
         w.append(500)
-    writer = subprocess.Popen([sys.executable, str(ROOT / "tests/projections/chains.py"),
-                               "append", str(chain), "150", str(SEED)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        landed, _ = kill_loop(chain, pg_dsn, 32, random.Random(11), writer=writer,
-                              budget_s=1200, alternate=True, group_events=200)
-    finally:
-        _, err = writer.communicate(timeout=600)
-    assert writer.returncode == 0, err
+    rng = random.Random(11)
+    landed = 0
+    deadline = time.monotonic() + 1200
+    # A writer appends 150 blocks at a time while the replicator is killed; a caught-up
+    # replicator outlives a writer, so another writer starts until 32 kills have landed.
+    while landed < 32 and time.monotonic() < deadline:
+        writer = subprocess.Popen([sys.executable, str(ROOT / "tests/projections/chains.py"),
+                                   "append", str(chain), "150", str(SEED)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            n, _ = kill_loop(chain, pg_dsn, 32 - landed, rng, writer=writer,
+                             budget_s=deadline - time.monotonic(), alternate=True,
+                             group_events=200)
+        finally:
+            _, err = writer.communicate(timeout=600)
+        assert writer.returncode == 0, err
+        landed += n
     assert landed >= 30
     _finish(chain, pg_dsn)
 
