@@ -31,6 +31,16 @@ def sim_chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture
+def chain(tmp_path: Path) -> Path:
+    """A fresh 60-block chain with price shocks, for tests that append to it or replicate it."""
+    path = tmp_path / "ledger"
+    with ChainWriter.create(path, seed=21, accounts=40, snapshot_every=10,
+                            shock_rate_ppm=150_000, shock_warmup=15) as w:
+        w.append(60)
+    return path
+
+
 @pytest.fixture(scope="session")
 def adl_chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Shocks with an almost empty vault: liquidations go to auto-deleveraging."""

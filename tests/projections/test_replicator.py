@@ -42,15 +42,6 @@ def _run_to(store: ChainStore, dsn: str, height: int) -> None:
         assert rep.tracking.height >= height
 
 
-@pytest.fixture
-def chain(tmp_path: Path) -> Path:
-    path = tmp_path / "ledger"
-    with ChainWriter.create(path, seed=21, accounts=40, snapshot_every=10,
-                            shock_rate_ppm=150_000, shock_warmup=15) as w:
-        w.append(60)
-    return path
-
-
 def test_a_replica_is_the_chain_and_a_second_run_adds_nothing(chain: Path,
                                                               pg_dsn: str) -> None:
     with ChainStore.open(chain) as store:

@@ -29,15 +29,6 @@ from tests.projections.replica_checks import assert_replica_equals_chain, reader
 pytestmark = pytest.mark.needs_postgres
 
 
-@pytest.fixture
-def chain(tmp_path: Path) -> Path:
-    path = tmp_path / "ledger"
-    with ChainWriter.create(path, seed=21, accounts=40, snapshot_every=10,
-                            shock_rate_ppm=150_000, shock_warmup=15) as w:
-        w.append(60)
-    return path
-
-
 def committed_runs(dsn: str, branch: int = 0) -> list[tuple[int, list[int]]]:
     """(transaction id, heights) of each run of blocks one transaction wrote, in order."""
     with psycopg.connect(dsn, autocommit=True) as conn:
