@@ -114,7 +114,7 @@ def verify_authority(store: ChainStore, *, branch: int | None = None) -> dict[st
     chain_id = ""
     problems: list[Problem] = []
     signed = False
-    priv_hashes: set[bytes] = set()
+    priv_hashes: dict[bytes, int] = {}  # hash -> height of each block with an operator command
     for seg_branch, lo, hi in segments:
         for hdr, datas in store.iter_block_bytes(lo, hi, branch=seg_branch):
             envs = [decode(d, hdr.first_seq + k) for k, d in enumerate(datas)
@@ -134,7 +134,7 @@ def verify_authority(store: ChainStore, *, branch: int | None = None) -> dict[st
             if why is not None:
                 problems.append(Problem(hdr.height, why))
             if hdr.height > 0 and any(type(ev) in PRIVILEGED for ev in ins):
-                priv_hashes.add(hdr.hash)
+                priv_hashes[hdr.hash] = hdr.height
             for e in envs:
                 if isinstance(e.event, o.CommandUnauthorized):
                     problems.append(Problem(hdr.height, f"an unauthorised command at seq "
@@ -170,9 +170,11 @@ def _block_signature(store: ChainStore, hdr: BlockHeader, branch: int | None, ch
     return []
 
 
-def _journal_pairing(store: ChainStore, priv_hashes: set[bytes]) -> list[Problem]:
+def _journal_pairing(store: ChainStore, priv_hashes: dict[bytes, int]) -> list[Problem]:
     problems: list[Problem] = []
     journaled: set[bytes] = set()
+    # Every chain a journal record may name: the canonical one (None) and each branch.
+    chains: list[int | None] = [None, *(int(b["branch"]) for b in store.branches())]
     for rec in store.journal():
         try:
             block_hash = bytes.fromhex(str(rec.get("head_hash", "")))
@@ -183,20 +185,21 @@ def _journal_pairing(store: ChainStore, priv_hashes: set[bytes]) -> list[Problem
         journaled.add(block_hash)
         if block_hash in priv_hashes:
             continue
-        if not _archived_privileged(store, height, block_hash):
+        if not _archived_privileged(store, height, block_hash, chains):
             problems.append(Problem(height, f"journal record {rec.get('id')} "
                                     f"({rec.get('action')}) names block {height} "
                                     f"{block_hash.hex()[:16]}, which holds no operator "
                                     "command: a journal record without its event"))
-    for hdr in store.blocks():
-        if hdr.hash in priv_hashes and hdr.hash not in journaled:
-            problems.append(Problem(hdr.height, f"block {hdr.height} holds an operator "
+    for block_hash, height in priv_hashes.items():
+        if block_hash not in journaled:
+            problems.append(Problem(height, f"block {height} holds an operator "
                                     "command without its journal record"))
     return problems
 
 
-def _archived_privileged(store: ChainStore, height: int, block_hash: bytes) -> bool:
-    branch = store.where_is_block(height, block_hash)
+def _archived_privileged(store: ChainStore, height: int, block_hash: bytes,
+                         chains: list[int | None]) -> bool:
+    branch = store.where_is_block(height, block_hash, branches=chains)
     if branch is None or branch is False:
         return False
     return any(type(env.event) in PRIVILEGED

@@ -67,7 +67,6 @@ def is_privileged(command: Any) -> bool:
 
 #: Domain separation of what operator keys and the writer key sign.
 AUTH_DOMAIN = b"perpledger/operator-auth/v1\x00"
-BLOCK_DOMAIN = b"perpledger/block-header/v1\x00"
 
 
 def key_id(public_key: bytes) -> str:
@@ -88,12 +87,6 @@ def signed_message(chain_id: str, height: int, key_id: str, operator: str, reaso
     return AUTH_DOMAIN + body
 
 
-def block_message(chain_id: str, header_hash: bytes) -> bytes:
-    """What the writer signs for a block: its header hash (which covers its height, its
-    events, its state hash and, through the previous hash, the whole chain before it)."""
-    return BLOCK_DOMAIN + chain_id.encode() + b"\x00" + header_hash
-
-
 def signature_ok(public_key: bytes, signature: bytes, message: bytes) -> bool:
     """True if `signature` is `public_key`'s Ed25519 signature of `message`."""
     try:
@@ -101,11 +94,6 @@ def signature_ok(public_key: bytes, signature: bytes, message: bytes) -> bool:
     except (InvalidSignature, ValueError):
         return False
     return True
-
-
-def enforced(keys: dict[str, tuple[int, str, bytes, bool]]) -> bool:
-    """True once the chain has an authority (any key registered)."""
-    return bool(keys)
 
 
 def check_block(chain_id: str, keys: dict[str, tuple[int, str, bytes, bool]], height: int,
@@ -116,7 +104,7 @@ def check_block(chain_id: str, keys: dict[str, tuple[int, str, bytes, bool]], he
     `chain_id`: the authority as of the block's start. Genesis (height 0) and
     chains without an authority need no authorisation.
     """
-    if height == 0 or not enforced(keys):
+    if height == 0 or not keys:  # no key registered: the chain has no authority
         return None
     priv = [cmd for cmd in commands if type(cmd) in PRIVILEGED]
     auths = [cmd for cmd in commands if type(cmd) is c.OperatorAuth]

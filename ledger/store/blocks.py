@@ -146,10 +146,8 @@ def take_run(headers: Iterable[BlockHeader], max_events: int,
     return group
 
 
-def batches(headers: Sequence[BlockHeader], batch_events: int) -> Iterator[list[BlockHeader]]:
+def batches(headers: Iterable[BlockHeader], batch_events: int) -> Iterator[list[BlockHeader]]:
     """Consecutive runs of `headers` of about `batch_events` events each (whole blocks)."""
-    i = 0
-    while i < len(headers):
-        group = take_run(headers[i:], batch_events)
+    it = iter(headers)  # take_run stops right after the block that fills a batch
+    while group := take_run(it, batch_events):
         yield group
-        i += len(group)

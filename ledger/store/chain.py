@@ -50,11 +50,11 @@ from ledger.store.layout import (
     Dbs,
     Head,
     Txn,
-    encode_head,
     meta_get,
     read_head,
     u32,
     u64,
+    write_head,
 )
 from ledger.store.prepare import PreparedBlock, prepare_block
 from ledger.store.signatures import Signer, get_signature, put_signature
@@ -160,15 +160,15 @@ class ChainStore:
         lock = WriterLock(path)
         lock.acquire()
         shared = open_env(path, map_size=map_size)
-        Dbs(shared)  # create every sub-database up front
-        meta = shared.db(b"meta")
+        dbs = Dbs(shared)  # create every sub-database up front
+        meta = dbs.meta
 
         def init(txn: lmdb.Transaction) -> None:
             txn.put(b"schema_version", _pack(SCHEMA_VERSION), db=meta)
             txn.put(b"chain_id", _pack(chain_id), db=meta)
             txn.put(b"config", _pack(cfg), db=meta)
             txn.put(b"next_branch", _pack(1), db=meta)
-            txn.put(b"head", encode_head(Head(-1, 0, genesis_prev_hash(chain_id), 0)), db=meta)
+            write_head(txn, dbs, Head(-1, 0, genesis_prev_hash(chain_id), 0))
 
         shared.run_write(init)
         return cls(shared, lock)
@@ -641,7 +641,7 @@ class ChainStore:
         """The stored bytes of the events at `seqs` (canonical or an archived branch) that
         exist, in one MVCC snapshot; absent seqs are left out."""
         db = self.dbs.events if branch is None else self.dbs.arch_events
-        pre = b"" if branch is None else branch.to_bytes(4, "big")
+        pre = b"" if branch is None else u32(branch)
 
         def fn(txn: Txn) -> dict[int, bytes]:
             out = {}
