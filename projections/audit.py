@@ -169,8 +169,9 @@ class Auditor:
         rec = self.check_branch(branch)
         return self.store.head.height if rec is None else int(rec["last_height"])
 
-    def _range(self, from_height: int | None, to_height: int | None,
-               branch: int | None) -> tuple[int, int]:
+    def height_range(self, from_height: int | None, to_height: int | None,
+                     branch: int | None) -> tuple[int, int]:
+        """[lo, hi] of a query on `branch` (default: genesis to its top), checked."""
         top = self.top(branch)
         for value, name in ((from_height, "--from-height"), (to_height, "--to-height")):
             if value is not None and not 0 <= value <= top:
@@ -247,7 +248,7 @@ class Auditor:
         `balance_qq` is the balance after it. Canonical lines stop at the read
         models' checkpoint (`as_of_height`). With `limit`, the last `limit` lines.
         """
-        lo, hi = self._range(from_height, to_height, branch)
+        lo, hi = self.height_range(from_height, to_height, branch)
         segs = self._segments(lo, hi, branch)
         shared = self._shared_below(branch)
 
@@ -363,7 +364,7 @@ class Auditor:
     def _chain_events(self, account: str | None, market: str | None, code: int | None,
                       from_height: int | None, to_height: int | None, branch: int | None,
                       limit: int | None) -> list[Envelope]:
-        lo, hi = self._range(from_height, to_height, branch)
+        lo, hi = self.height_range(from_height, to_height, branch)
         out: list[Envelope] = []
         rec = self.check_branch(branch)
         pieces: list[tuple[int | None, int, int]] = []
@@ -414,7 +415,7 @@ class Auditor:
                 to_height: int | None = None, branch: int | None = None) -> dict[str, Any]:
         """A market's funding history: every tick (index before and after, rate, premium,
         dt, oracle; rejected ticks with the reason) and the settlements in the range."""
-        lo, hi = self._range(from_height, to_height, branch)
+        lo, hi = self.height_range(from_height, to_height, branch)
         if not self._chain_events(None, market, code(o.MarketListed), None, None, branch,
                                   1):
             raise CommandInvalid(f"unknown market {market!r}")
@@ -455,7 +456,7 @@ class Auditor:
         """The liquidation register: each liquidation with its positions, fee, deficit,
         balance deltas and the deleveragings and socialized losses that completed it.
         `account` matches the liquidated account or an ADL counterparty."""
-        lo, hi = self._range(from_height, to_height, branch)
+        lo, hi = self.height_range(from_height, to_height, branch)
         segs = self._segments(lo, hi, branch)
 
         def read(view: AuditView) -> list[dict[str, Any]]:
@@ -550,7 +551,7 @@ class Auditor:
     def _all_lines(self, from_height: int | None, to_height: int | None,
                    branch: int | None) -> Iterator[dict[str, Any]]:
         """Every account's lines in a range, by height and seq (a scan of the namespace)."""
-        lo, hi = self._range(from_height, to_height, branch)
+        lo, hi = self.height_range(from_height, to_height, branch)
         segs = self._segments(lo, hi, branch)
 
         def read(view: AuditView) -> list[StatementLine]:

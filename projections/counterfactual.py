@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from ledger.core.counterfactual import (
     KEEP,
@@ -200,10 +199,6 @@ def _check_overrides(store: ChainStore, stretch: Stretch,
                                  "FundingTick and UpdateOracle inputs can be corrected")
         if isinstance(value, int) and value <= 0 and isinstance(env.event, c.UpdateOracle):
             raise CommandInvalid(f"--correct {seq}={value}: an oracle price must be positive")
-
-
-def corrections_json(cf: Counterfactual) -> list[dict[str, Any]]:
-    return [x.to_json() for x in cf.corrections]
 
 
 def latest_good_prices(cf: Counterfactual) -> list[c.UpdateOracle]:

@@ -25,12 +25,7 @@ def plot(au: Auditor, what: str, *, market: str | None = None, account: str | No
     """(series document, PNG bytes) of one plot (see module docstring)."""
     if what not in PLOTS:
         raise CommandInvalid(f"plot must be one of {', '.join(PLOTS)}, was {what!r}")
-    top = au.top(branch)
-    lo = 0 if from_height is None else from_height
-    hi = top if to_height is None else to_height
-    if not 0 <= lo <= hi <= top:
-        raise CommandInvalid(f"heights must satisfy 0 <= --from-height <= --to-height <= {top}"
-                             f", were {lo} and {hi}")
+    lo, hi = au.height_range(from_height, to_height, branch)
     markers = _markers(au, lo, hi, branch)
     label = "canonical chain" if branch is None else f"branch {branch}"
     doc: dict[str, Any] = {"plot": what, "branch": branch, "from_height": lo, "to_height": hi,

@@ -23,7 +23,7 @@ from ledger.events.codec import Envelope
 from ledger.events.record import type_code
 from ledger.store.chain import ChainStore
 from projections.counterfactual import Counterfactual
-from projections.harm import HarmLine, attribute, compare, pay_pro_rata
+from projections.harm import HarmLine, attribute, compare, marks_of, pay_pro_rata
 
 VAULT = LIQ_VAULT
 RULE = ("harm = max(0, E_C - E_other): the corrected counterfactual at the stretch's last "
@@ -158,7 +158,7 @@ def build_plan(kind: str, ref: str, cf: Counterfactual, *, other: str,
     `marks_engine` is the other world's state whose marks both are valued at;
     `vault_qq` what LIQ_VAULT can pay where the remedy will be paid.
     """
-    marks = {mkt: m.mark for mkt, m in sorted(marks_engine.state.markets.items())}
+    marks = marks_of(marks_engine)
     c_attr = attribute(cf.start_engine(), cf.corrected_blocks, marks)
     o_attr = attribute(cf.start_engine(), other_blocks, marks, remedy_ref=remedy_ref)
     accounts = compare(c_attr, o_attr, actual_liquidated=liquidated_in(cf.actual_blocks),

@@ -63,10 +63,7 @@ def equity_series(au: Auditor, acct: str, lo: int, hi: int,
         raise CommandInvalid("the equity series replays the chain: it needs the ledger's own "
                              "data directory (--data)")
     au.check_branch(branch)
-    top = au.top(branch)
-    if not 0 <= lo <= hi <= top:
-        raise CommandInvalid(f"heights must satisfy 0 <= --from-height <= --to-height <= {top},"
-                             f" were {lo} and {hi}")
+    au.height_range(lo, hi, branch)
     rec = store.branch(branch) if branch is not None else None
     base = int(rec["base_height"]) if rec is not None else hi
     engine = restore_exact(store, min(lo, base))

@@ -112,14 +112,6 @@ def usd_exp(n: int, exp: int) -> str:
     return "-$" + text[1:] if text.startswith("-") else "$" + text
 
 
-def dollars_exp(mu: MarketUnits, unit: str) -> int:
-    """The decimal exponent that turns one unit of a market quantity into dollars
-    (`price`: st, `index`: funding index) or coins (`size`: bq): for plot axes."""
-    return {"price": mu.qce - mu.atomic_resolution + QQ_EXP,
-            "index": INDEX_EXP - mu.atomic_resolution + QQ_EXP,
-            "size": mu.atomic_resolution}[unit]
-
-
 class Fmt:
     """Table cells in human units, or raw quanta with `raw=True` (`--raw`).
 
