@@ -57,7 +57,7 @@ import structlog
 
 from ledger.errors import CommandInvalid, IntegrityError, LedgerLocked, StoreError
 from ledger.store.blocks import BlockHeader, check_events, genesis_prev_hash
-from ledger.store.chain import ChainStore, Snapshot
+from ledger.store.chain import ChainStore, Snapshot, max_rollback_depth
 from ledger.store.layout import SCHEMA_VERSION as LMDB_SCHEMA_VERSION
 from ledger.store.layout import Head
 from ledger.store.pg.chain import PgChain
@@ -192,6 +192,9 @@ class Replicator:
                 self._pg_snaps = {s.height for s in self.pg.snapshots()}
                 self._journal_max = int(self._one(f"SELECT coalesce(max(id), 0) FROM "
                                                   f"{SCHEMA}.journal"))
+                # The config the replica holds; this replicator is its only writer (lock).
+                self._pg_config = self._one(f"SELECT value FROM {SCHEMA}.meta "
+                                            "WHERE key = 'config'")
                 self.proj = self._fold_at(self.tracking.height)
                 self._saved_at = self.tracking.height
         except BaseException:
@@ -292,7 +295,7 @@ class Replicator:
         return (every > 0 and height % every == 0) or height in self._lmdb_snaps
 
     def _save_fold(self, cur: psycopg.Cursor[Any], at: Head, blob: bytes) -> None:
-        depth = int(self.store.config.get("max_rollback_depth", 10_000) or 10_000)
+        depth = max_rollback_depth(self.store.config)
         cur.execute(f"INSERT INTO {SCHEMA}.fold_states (height, hash, blob) VALUES (%s, %s, %s) "
                     "ON CONFLICT (height) DO UPDATE SET hash = EXCLUDED.hash, blob = "
                     "EXCLUDED.blob", (at.height, at.hash, blob))
@@ -576,8 +579,7 @@ class Replicator:
         missing = [h for h in sorted(self._lmdb_snaps) if h <= t and h not in self._pg_snaps]
         journal = self._new_journal()
         config = self.store.config
-        stored = self._one(f"SELECT value FROM {SCHEMA}.meta WHERE key = 'config'")
-        if not missing and not journal and stored == config:
+        if not missing and not journal and self._pg_config == config:
             return
         with self._errors("writing snapshots and journal records"), self.conn.transaction():
             cur = self.conn.cursor()
@@ -591,9 +593,10 @@ class Replicator:
                                          "the replica's block there")
                 put_snapshot(cur, snap)
             self._put_journal(cur, journal)
-            if stored != config:
+            if self._pg_config != config:
                 put_meta(cur, "config", config)
         self._pg_snaps.update(missing)
+        self._pg_config = dict(config)
 
     # -- rollbacks ---------------------------------------------------------------------------
 
@@ -607,8 +610,7 @@ class Replicator:
         if base_hdr.hash != bytes(rec["base_hash"]):
             raise IntegrityError(f"the replica's block {base} is not the base of the chain's "
                                  f"archived branch {b}; the database was fed from another copy")
-        if t.height > base and self.pg.block(t.height).hash != \
-                self.store.block(t.height, branch=b).hash:
+        if t.height > base and t.hash != self.store.block(t.height, branch=b).hash:
             raise IntegrityError(f"the replica's block {t.height} is not in the chain's "
                                  f"archived branch {b}; the database was fed from another copy")
         at_base = self._fold_at(base)

@@ -64,7 +64,6 @@ class PgCluster:
         self.data = root / "data"
         self.sockdir = root / "sock"
         self.log = root / "server.log"
-        self._owned_root = True
 
     # -- creating --------------------------------------------------------------------
 
@@ -155,8 +154,7 @@ class PgCluster:
         try:
             self.stop("immediate")
         finally:
-            if self._owned_root:
-                shutil.rmtree(self.root, ignore_errors=True)
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> PgCluster:
         return self

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import lmdb
-import msgpack
 import structlog
 
 from ledger.errors import (
@@ -51,9 +50,11 @@ from ledger.store.layout import (
     Head,
     Txn,
     meta_get,
+    pack_record,
     read_head,
     u32,
     u64,
+    unpack_record,
     write_head,
 )
 from ledger.store.prepare import PreparedBlock, prepare_block
@@ -96,13 +97,6 @@ class Snapshot(NamedTuple):
     data: bytes
 
 
-def _pack(obj: Any) -> bytes:
-    data: bytes = msgpack.packb(obj, use_bin_type=True)
-    return data
-
-
-def _unpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False)
 
 
 def ledger_exists(path: str | os.PathLike[str]) -> bool:
@@ -127,9 +121,9 @@ class ChainStore:
         if b"chain_id" not in meta:
             self.close()
             raise LedgerNotFound(f"no ledger at {self.path} (run `ledgerctl init` first)")
-        self.chain_id: str = _unpack(meta[b"chain_id"])
-        self.config: dict[str, Any] = _unpack(meta[b"config"])
-        version = _unpack(meta[b"schema_version"])
+        self.chain_id: str = unpack_record(meta[b"chain_id"])
+        self.config: dict[str, Any] = unpack_record(meta[b"config"])
+        version = unpack_record(meta[b"schema_version"])
         if version != SCHEMA_VERSION:
             self.close()
             raise StoreError(f"ledger at {self.path} has schema version {version}, "
@@ -164,10 +158,10 @@ class ChainStore:
         meta = dbs.meta
 
         def init(txn: lmdb.Transaction) -> None:
-            txn.put(b"schema_version", _pack(SCHEMA_VERSION), db=meta)
-            txn.put(b"chain_id", _pack(chain_id), db=meta)
-            txn.put(b"config", _pack(cfg), db=meta)
-            txn.put(b"next_branch", _pack(1), db=meta)
+            txn.put(b"schema_version", pack_record(SCHEMA_VERSION), db=meta)
+            txn.put(b"chain_id", pack_record(chain_id), db=meta)
+            txn.put(b"config", pack_record(cfg), db=meta)
+            txn.put(b"next_branch", pack_record(1), db=meta)
             write_head(txn, dbs, Head(-1, 0, genesis_prev_hash(chain_id), 0))
 
         shared.run_write(init)
@@ -263,9 +257,9 @@ class ChainStore:
         """Change one chain config entry (operator settings such as snapshot_every)."""
 
         def fn(txn: Txn) -> None:
-            cfg = _unpack(meta_get(txn, self.dbs, b"config"))
+            cfg = unpack_record(meta_get(txn, self.dbs, b"config"))
             cfg[key] = value
-            txn.put(b"config", _pack(cfg), db=self.dbs.meta)
+            txn.put(b"config", pack_record(cfg), db=self.dbs.meta)
 
         self._write(fn)
         self.config[key] = value
@@ -385,7 +379,7 @@ class ChainStore:
 
     def next_branch_id(self) -> int:
         """The id the next truncation will give its archived branch."""
-        return int(self._read(lambda txn: _unpack(meta_get(txn, self.dbs, b"next_branch"))))
+        return int(self._read(lambda txn: unpack_record(meta_get(txn, self.dbs, b"next_branch"))))
 
     # -- snapshots -----------------------------------------------------------
 
@@ -402,7 +396,7 @@ class ChainStore:
                     f"snapshot at height {height}: state hash {state_hash.hex()[:16]} does not "
                     f"match the block's {header.state_hash.hex()[:16]}")
             info = SnapshotInfo(height, state_hash, header.time, len(data))
-            txn.put(u64(height), _pack(list(info)), db=self.dbs.snap_meta)
+            txn.put(u64(height), pack_record(list(info)), db=self.dbs.snap_meta)
             txn.put(u64(height), data, db=self.dbs.snap_data)
             return info
 
@@ -412,7 +406,7 @@ class ChainStore:
         """Every snapshot, by height."""
 
         def fn(txn: Txn) -> list[SnapshotInfo]:
-            return [SnapshotInfo(*_unpack(v)) for _, v in txn.cursor(self.dbs.snap_meta)]
+            return [SnapshotInfo(*unpack_record(v)) for _, v in txn.cursor(self.dbs.snap_meta)]
 
         return self._read(fn)
 
@@ -423,7 +417,7 @@ class ChainStore:
             meta = txn.get(u64(height), db=self.dbs.snap_meta)
             if meta is None:
                 raise NotFound(f"no snapshot at height {height}")
-            info = SnapshotInfo(*_unpack(meta))
+            info = SnapshotInfo(*unpack_record(meta))
             # put_snapshot writes both records in one transaction, truncate drops both.
             data = txn.get(u64(height), db=self.dbs.snap_data)
             if data is None:
@@ -455,19 +449,20 @@ class ChainStore:
     def journal(self) -> list[dict[str, Any]]:
         """Every journal record, oldest first."""
         return list(self._read(lambda txn: [
-            _unpack(v) for _, v in txn.cursor(self.dbs.journal)]))
+            unpack_record(v) for _, v in txn.cursor(self.dbs.journal)]))
 
     def put_checkpoint(self, name: str, record: dict[str, Any]) -> None:
-        self._write(lambda txn: txn.put(name.encode(), _pack(record), db=self.dbs.checkpoints))
+        self._write(lambda txn: txn.put(name.encode(), pack_record(record),
+                                        db=self.dbs.checkpoints))
 
     def get_checkpoint(self, name: str) -> dict[str, Any] | None:
         raw = self._read(lambda txn: txn.get(name.encode(), db=self.dbs.checkpoints))
-        return None if raw is None else dict(_unpack(raw))
+        return None if raw is None else dict(unpack_record(raw))
 
     def branches(self) -> list[dict[str, Any]]:
         """Archived branches, oldest first."""
         return list(self._read(lambda txn: [
-            _unpack(v) for _, v in txn.cursor(self.dbs.branches)]))
+            unpack_record(v) for _, v in txn.cursor(self.dbs.branches)]))
 
     def branch(self, branch: int) -> dict[str, Any]:
         """One archived branch's record (raises `NotFound` naming the known ones)."""
@@ -479,7 +474,7 @@ class ChainStore:
         if raw is None:
             known = ", ".join(str(b["branch"]) for b in self.branches()) or "none"
             raise NotFound(f"no archived branch {branch} (known branches: {known})")
-        return dict(_unpack(raw))
+        return dict(unpack_record(raw))
 
     # -- reads ---------------------------------------------------------------
 

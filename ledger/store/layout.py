@@ -95,6 +95,17 @@ def read_u32(data: bytes, offset: int = 0) -> int:
     return int(_U32.unpack_from(data, offset)[0])
 
 
+def pack_record(obj: Any) -> bytes:
+    """A meta, journal or branch record as stored: msgpack with bin type."""
+    data: bytes = msgpack.packb(obj, use_bin_type=True)
+    return data
+
+
+def unpack_record(data: bytes) -> Any:
+    """A record `pack_record` stored (maps keyed by anything, lists as lists)."""
+    return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False)
+
+
 INDEX_NAMES = ("account", "market", "type")
 
 

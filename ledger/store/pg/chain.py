@@ -18,7 +18,6 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import msgpack
 import psycopg
 from psycopg import IsolationLevel
 
@@ -33,7 +32,7 @@ from ledger.store.blocks import (
     take_run,
 )
 from ledger.store.chain import Snapshot, SnapshotInfo
-from ledger.store.layout import MAX_CHUNK_SPAN, Head, chunk_seqs, index_key
+from ledger.store.layout import MAX_CHUNK_SPAN, Head, chunk_seqs, index_key, unpack_record
 from ledger.store.pg.connect import connect, describe, pg_errors
 from ledger.store.pg.schema import SCHEMA, check_readable
 from ledger.store.pg.writer import INDEX_IDS
@@ -43,8 +42,6 @@ from ledger.store.reads import matches
 _FETCH = 2048
 
 
-def _unpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False)
 
 
 class PgChain:
@@ -303,7 +300,7 @@ class PgChain:
         return SnapshotInfo(int(h), bytes(sh), int(t), int(sz))
 
     def branches(self) -> list[dict[str, Any]]:
-        return [_unpack(bytes(r[0])) for r in self._rows(
+        return [unpack_record(bytes(r[0])) for r in self._rows(
             f"SELECT record FROM {SCHEMA}.branches ORDER BY branch")]
 
     def branch(self, branch: int) -> dict[str, Any]:
@@ -312,10 +309,10 @@ class PgChain:
         if not rows:
             known = ", ".join(str(b["branch"]) for b in self.branches()) or "none"
             raise NotFound(f"no archived branch {branch} (known branches: {known})")
-        return dict(_unpack(bytes(rows[0][0])))
+        return dict(unpack_record(bytes(rows[0][0])))
 
     def journal(self) -> list[dict[str, Any]]:
-        return [_unpack(bytes(r[0])) for r in self._rows(
+        return [unpack_record(bytes(r[0])) for r in self._rows(
             f"SELECT record FROM {SCHEMA}.journal ORDER BY id")]
 
     def height_of_seq(self, seq: int, *, branch: int | None = None) -> int:

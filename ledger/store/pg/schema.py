@@ -50,7 +50,6 @@ class SchemaTooNew(StoreError):
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (1, "chain tables: blocks, events, index chunks, snapshots, branches, journal", [
-        f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}",
         f"""CREATE TABLE {SCHEMA}.meta (
             key text PRIMARY KEY,
             value jsonb NOT NULL)""",
@@ -209,6 +208,4 @@ def migrate(conn: psycopg.Connection[Any], dsn: str, *, to: int = SCHEMA_VERSION
             conn.execute(f"INSERT INTO {SCHEMA}.schema_version (version, description) "
                          "VALUES (%s, %s)", (version, description))
             applied.append(version)
-    if not applied:
-        _refuse_newer(current_version(conn), dsn)
     return applied

@@ -18,14 +18,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-import msgpack
 from psycopg import Cursor
 from psycopg.types.json import Jsonb
 
 from ledger.errors import IntegrityError
 from ledger.store.blocks import BlockHeader, encode_header
 from ledger.store.chain import Snapshot
-from ledger.store.layout import Head, event_index_keys, index_items, read_u64
+from ledger.store.layout import Head, event_index_keys, index_items, pack_record, read_u64
 from ledger.store.pg import copybin
 from ledger.store.pg.schema import SCHEMA
 
@@ -53,9 +52,6 @@ _BLOCK_HEAD = struct.Struct(">hiiiqiqiqii").pack
 IndexKeys = tuple[int, tuple[str, ...], tuple[str, ...]]
 
 
-def pack(obj: Any) -> bytes:
-    data: bytes = msgpack.packb(obj, use_bin_type=True)
-    return data
 
 
 def index_rows(first_seq: int, keys: Sequence[IndexKeys]) -> list[tuple[int, bytes, int, bytes]]:
@@ -147,14 +143,14 @@ def put_journal(cur: Cursor[Any], records: Sequence[dict[str, Any]]) -> None:
         cur.execute(f"INSERT INTO {SCHEMA}.journal (id, action, operator, reason, head_height, "
                     "recorded_at, record) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                     (rec["id"], rec["action"], rec["operator"], rec["reason"],
-                     rec["head_height"], rec["recorded_at"], pack(rec)))
+                     rec["head_height"], rec["recorded_at"], pack_record(rec)))
 
 
 def put_branch(cur: Cursor[Any], rec: dict[str, Any]) -> None:
     cur.execute(f"INSERT INTO {SCHEMA}.branches (branch, base_height, first_height, "
                 "last_height, reason, operator, record) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                 (rec["branch"], rec["base_height"], rec["first_height"], rec["last_height"],
-                 rec["reason"], rec["operator"], pack(rec)))
+                 rec["reason"], rec["operator"], pack_record(rec)))
 
 
 def put_meta(cur: Cursor[Any], key: str, value: Any) -> None:
