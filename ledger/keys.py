@@ -48,15 +48,20 @@ class Key:
         return self.private.sign(message)
 
 
-def create_key(path: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] | None = None
-               ) -> Key:
-    """Create a new key file (0600) and its `.pub`; refuses to overwrite one."""
+def create_key(path: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] | None = None,
+               seed: bytes | None = None) -> Key:
+    """Create a new key file (0600) and its `.pub`; refuses to overwrite one.
+
+    `seed` (32 bytes) makes the key from it instead of from the OS's randomness: only
+    for reproducible fixtures (tools/fingerprint.py), never for a real ledger.
+    """
     p = Path(path)
     _outside(p, data_dir)
     if p.exists():
         raise KeyError_(f"a key file already exists at {p}; refusing to overwrite it")
     p.parent.mkdir(parents=True, exist_ok=True)
-    private = Ed25519PrivateKey.generate()
+    private = Ed25519PrivateKey.generate() if seed is None else \
+        Ed25519PrivateKey.from_private_bytes(seed)
     pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
     fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -25,6 +25,7 @@ from tools.common import (
     DataOpt,
     FromOpt,
     JsonOpt,
+    KeyOpt,
     SchedulerOpt,
     StoreOpt,
     ToOpt,
@@ -324,8 +325,7 @@ def guards_set(
     operator: Annotated[str, typer.Option("--operator", help="Who (journaled).")],
     data: DataOpt = None,
     json_out: JsonOpt = False,
-    key: Annotated[str | None, typer.Option("--key", help="Operator key file that signs.")]
-    = None,
+    key: KeyOpt = None,
 ) -> None:
     """Switch the data-check guards on or off, recorded in the log and the journal."""
     enabled = _onoff(state, "guards state")

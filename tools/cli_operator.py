@@ -23,7 +23,7 @@ from projections.remedy import RULE, RemedyPlan
 from projections.units import Fmt
 from projections.whatif import whatif
 from tools import output
-from tools.common import DataOpt, JsonOpt, RawOpt, data_dir, open_store
+from tools.common import DataOpt, JsonOpt, KeyOpt, RawOpt, data_dir, open_store
 
 mode_app = typer.Typer(help="Exchange modes (OK, POST_ONLY, CANCEL_ONLY, HALTED).",
                        no_args_is_help=True)
@@ -46,9 +46,6 @@ FundingResumeOpt = Annotated[
     str, typer.Option("--funding-resume",
                       help="Restart funding in the recovery block: skip | accrue | none.")]
 ExecuteOpt = Annotated[bool, typer.Option("--execute", help="Carry it out (else: plan).")]
-KeyOpt = Annotated[str | None, typer.Option(
-    "--key", help="Operator key file that signs (else $PERPLEDGER_OPERATOR_KEY, else the one "
-    "init created).")]
 
 
 def _overrides(correct: list[str] | None, path: Path | None) -> dict[int, Override]:

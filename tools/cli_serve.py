@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import socket
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ledger.errors import CommandInvalid, LedgerNotFound
+from ledger.errors import CommandInvalid
+from ledger.store.reader import is_pg_spec
 from tools import output
-from tools.common import DataOpt, JsonOpt, data_dir
+from tools.common import DataOpt, JsonOpt, StoreOpt, store_spec
 
 
 def serve(
     data: DataOpt = None,
-    store: Annotated[str | None, typer.Option(
-        "--store", help="Where the ledger is: a data directory, or a PostgreSQL "
-                        "replica (postgresql://...).")] = None,
+    store: StoreOpt = None,
     replicator_target: Annotated[list[str] | None, typer.Option(
         "--replicator-target", help="A replica the replicator feeds (postgresql://...): "
                                     "its lag is a metric. Repeatable.")] = None,
@@ -41,12 +39,9 @@ def serve(
         raise CommandInvalid("pass --data DIR or --store LOCATION, not both")
     if not 0 <= port <= 65535:
         raise CommandInvalid(f"--port must be between 0 and 65535, was {port}")
-    where = store if store is not None else str(data_dir(data))
-    if not where.startswith(("postgresql://", "postgres://")) and not (
-            Path(where) / "data.mdb").exists():
-        raise LedgerNotFound(f"no ledger at {where} (pass --data DIR or --store LOCATION)")
+    where = store_spec(store, data)
     for target in replicator_target or []:
-        if not target.startswith(("postgresql://", "postgres://")):
+        if not is_pg_spec(target):
             raise CommandInvalid(f"--replicator-target must be a postgresql:// URL, was "
                                  f"{target!r}")
     au = Auditor.open(where, progress=not json_out)

@@ -20,6 +20,9 @@ DataOpt = Annotated[
                  show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine output: JSON (or JSON Lines).")]
+KeyOpt = Annotated[str | None, typer.Option(
+    "--key", help="Operator key file that signs (else $PERPLEDGER_OPERATOR_KEY, else the one "
+    "init created).")]
 BranchOpt = Annotated[
     int | None, typer.Option("--branch", help="Ask an archived branch instead of the chain.")]
 StoreOpt = Annotated[

@@ -148,22 +148,12 @@ def fixed_keys(directory: Path) -> dict[str, str]:
     """Writer and operator key files from fixed seeds, as the key environment variables
     name them: a fingerprint must not depend on freshly generated keys. Never use
     such keys for a real ledger: anyone can derive them."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from ledger.keys import OPERATOR_KEY_ENV, WRITER_KEY_ENV, create_key
 
-    from ledger.keys import OPERATOR_KEY_ENV, WRITER_KEY_ENV
-
-    directory.mkdir(parents=True, exist_ok=True)
     env = {}
-    for var, label in ((WRITER_KEY_ENV, b"writer"), (OPERATOR_KEY_ENV, b"operator")):
-        seed = hashlib.sha256(b"perpledger fingerprint " + label).digest()
-        pem = Ed25519PrivateKey.from_private_bytes(seed).private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption())
-        path = directory / f"{label.decode()}.key"
-        path.write_bytes(pem)
-        path.chmod(0o600)
-        env[var] = str(path)
+    for var, label in ((WRITER_KEY_ENV, "writer"), (OPERATOR_KEY_ENV, "operator")):
+        seed = hashlib.sha256(b"perpledger fingerprint " + label.encode()).digest()
+        env[var] = str(create_key(directory / f"{label}.key", seed=seed).path)
     return env
 
 

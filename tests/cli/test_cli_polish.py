@@ -1,4 +1,4 @@
-"""CLI polish: help without type noise, shell completion on, progress on stderr only."""
+"""CLI polish: help without type noise, shell completion on, --json output kept clean."""
 
 from __future__ import annotations
 
@@ -49,9 +49,13 @@ def test_shell_completion_is_on() -> None:
     assert "audit" in r.stdout.split()
 
 
-def test_verify_progress_goes_to_stderr_and_json_stays_clean(tmp_path: Path) -> None:
+def test_verify_json_is_one_clean_document_after_a_walk(tmp_path: Path) -> None:
     data = tmp_path / "l"
     assert _cli("init", "--data", str(data)).returncode == 0
-    r = _cli("verify", "--data", str(data), "--json")
+    sim = _cli("simulate", "--data", str(data), "--blocks", "30", "--accounts", "20")
+    assert sim.returncode == 0, sim.stderr
+    r = _cli("verify", "--data", str(data), "--reexecute", "--json")
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["ok"] is True
+    assert len(r.stdout.strip().splitlines()) == 1  # no progress line mixed into the JSON
+    doc = json.loads(r.stdout)
+    assert doc["ok"] is True and doc["reexecute"]["ok"] is True

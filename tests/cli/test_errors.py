@@ -14,10 +14,11 @@ ROOT = Path(__file__).resolve().parents[2]
 # real entry point in a real process.
 _BUGGY = """
 import sys
+import typer
 from tools import cli
 
 @cli.app.command("explode")
-def explode() -> None:
+def explode(json_out: bool = typer.Option(False, "--json")) -> None:
     {}
 
 sys.argv = ["ledgerctl", "explode", *sys.argv[1:]]
@@ -56,8 +57,9 @@ def test_the_traceback_goes_to_the_debug_log() -> None:
 def test_json_mode_gets_the_error_as_a_document() -> None:
     r = _run("raise UnicodeEncodeError('utf-8', 'a\\ud800', 1, 2, 'surrogates not allowed')",
              "--json")
-    # typer rejects --json for this command (usage, exit 2) before it runs: still no traceback
-    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["exit_code"] == 1 and "unexpected UnicodeEncodeError" in doc["error"], doc
 
 
 def test_ledger_errors_keep_their_exit_codes(tmp_path: Path) -> None:
