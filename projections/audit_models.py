@@ -188,7 +188,8 @@ LineColumns = tuple[str, int, int, int, tuple[Any, ...], bytes]
 class Staged(NamedTuple):
     """The read-model entries a fold staged since the last flush, as (key, value) pairs
     of the LMDB layout: what a store other than the read-model environment writes.
-    `line_columns`: the same lines as columns, if the fold keeps them (`columns=True`)."""
+    A fold that keeps line columns (`columns=True`) stages its statement lines in
+    `line_columns` only, and `lines` stays empty."""
 
     lines: list[tuple[bytes, bytes]]
     ticks: list[tuple[bytes, bytes]]
@@ -220,8 +221,8 @@ class AuditProjection:
     retain_states = True
 
     def __init__(self, *, columns: bool = False) -> None:
-        #: also stage each statement line as columns (what a SQL replica writes), so no
-        #: one parses the stored key and value back.
+        #: stage each statement line as columns (what a SQL replica writes) instead of
+        #: as an LMDB key and value, so no one builds a key only to parse it back.
         self.columns = columns
         #: namespace the staged entries are keyed under (0 canonical, b a branch).
         self.ns = 0
@@ -321,6 +322,9 @@ class AuditProjection:
     def flush(self, txn: Txn, rm: ReadModels, ns: int, *, touch: bool = True) -> None:
         """Write the staged entries (inside the checkpoint's transaction); `touch` also
         records which accounts got lines (what a rewind needs)."""
+        if self.columns:
+            raise ValueError("a fold that keeps line columns stages for a SQL replica; "
+                             "flush needs AuditProjection(columns=False)")
         hx, akeys, first_h, last_h = self._hx, self._akeys, self._first_h, self._last_h
         staged = self.take_staged()
         put_entries(txn, rm, T_STMT, staged.lines)
@@ -358,13 +362,14 @@ class AuditProjection:
 
     def _put_line(self, acct: str, height: int, seq: int, k: int, value: tuple[Any, ...]
                   ) -> None:
+        packed = _pack(value)
+        if self._columns is not None:
+            self._columns.append((acct, height, seq, k, value, packed))
+            return
         pre = self._akeys.get(acct)
         if pre is None:
             pre = self._akeys[acct] = self._nsb + s8(acct)
-        packed = _pack(value)
         self._lines.append((pre + _LINE_KEY(height, seq, k), packed))
-        if self._columns is not None:
-            self._columns.append((acct, height, seq, k, value, packed))
 
     def _entry(self, table: int, store: list[tuple[bytes, bytes]], key: bytes, seq: int,
                value: bytes) -> None:
