@@ -385,8 +385,6 @@ class Sequencer:
         would refuse to encode. An empty list means `submit` of each block in
         turn would append them all with nothing refused.
         """
-        from ledger.store.chain import prepare_block
-
         scratch = Engine.from_snapshot(self.engine.snapshot_bytes())
         head = self.store.head
         out: list[tuple[int, int, str]] = []
@@ -405,8 +403,8 @@ class Sequencer:
             for index, err in result.refused:
                 out.append((b, index - offset, str(err)))
             try:
-                block_ = prepare_block(head, result.envelopes, height=height,
-                                       time=cmds[0].time, state_hash=result.state_hash)
+                block_ = self.store.prepare(result.envelopes, height=height, time=cmds[0].time,
+                                            state_hash=result.state_hash, on=head)
             except LedgerError as exc:
                 out.append((b, _culprit(cmds, result.envelopes) - offset, str(exc)))
                 break  # the scratch state is past what could be appended
