@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SEED = 31
 #: Small runs, so that a catch-up of these short chains takes many grouped transactions.
 GROUP_EVENTS = 500
+#: Blocks appended when the replicator has caught up before the kills asked have landed.
+EXTEND_BLOCKS = 60
 
 
 def _replicator(chain: Path, dsn: str, *args: str) -> subprocess.Popen[str]:
@@ -71,15 +73,23 @@ def kill_loop(chain: Path, dsn: str, kills: int, rng: random.Random, *,
               alternate: bool = False, group_events: int = GROUP_EVENTS) -> tuple[int, int]:
     """SIGKILL the replicator `kills` times, each after it committed at least one
     transaction; check the replica after each kill (with no writer appending, that its
-    tracking row is at the end of a run). `alternate`: every other run one block per
-    transaction. Returns the kills that landed mid-run, and of them those that found a
-    transaction open just before."""
+    tracking row is at the end of a run). With no writer, a caught-up replica makes the
+    chain longer, so the kills asked land however fast the machine is. `alternate`: every
+    other run one block per transaction. Returns the kills that landed mid-run, and of
+    them those that found a transaction open just before."""
     landed = in_txn = 0
     deadline = time.monotonic() + budget_s
     while landed < kills and time.monotonic() < deadline:
         before = reader_view(dsn)["height"]
-        if before >= _head(chain) and (writer is None or writer.poll() is not None):
-            break  # caught up: the chain was too short for the kills asked
+        if before >= _head(chain):
+            if writer is not None:
+                if writer.poll() is not None:
+                    break  # caught up with a writer that has finished: the caller starts another
+            else:
+                # Caught up before the kills asked had landed (a fast machine replicates a
+                # short chain in few runs): lengthen the chain, then kill again.
+                with ChainWriter.open(chain, seed=SEED, accounts=40) as w:
+                    w.append(EXTEND_BLOCKS)
         per_txn = 1 if alternate and landed % 2 else group_events
         ends = _run_ends(chain, before, per_txn) if writer is None else None
         proc = _replicator(chain, dsn, "--group-events", str(per_txn))

@@ -226,7 +226,8 @@ def test_a_rebuild_killed_at_random_moments_ends_as_an_uninterrupted_one(
         sim_chain: Path, fresh_copy: Callable[[Path], Path], parallel: str) -> None:
     clean = fresh_copy(sim_chain)
     killed = fresh_copy(sim_chain)
-    args = ["rebuild", "--from", "genesis", "--json", "--batch-events", "300",
+    # Small batches: many commits to land between, so two kills land on a fast machine too.
+    args = ["rebuild", "--from", "genesis", "--json", "--batch-events", "100",
             "--parallel", parallel]
     ref = _cli(*args, "--data", str(clean))
     assert ref.returncode == 0, ref.stderr
