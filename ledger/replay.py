@@ -64,3 +64,10 @@ def replay(store: ChainReader, engine: Engine, from_height: int, to_height: int,
         if progress is not None:
             progress(hdr.height, len(datas))
     return applied
+
+
+def restore_exact(store: ChainReader, height: int) -> Engine:
+    """The engine at exactly `height`, from the nearest snapshot, hash-checked per block."""
+    engine, base = restore(store, at_or_below=height)
+    replay(store, engine, base + 1, height, check=True)
+    return engine

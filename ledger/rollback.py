@@ -33,11 +33,12 @@ from ledger.events.enums import TP_SL, FundingResumeAction, Mode
 from ledger.events.payloads import CarriedFlow
 from ledger.events.record import type_code
 from ledger.keys import Key
-from ledger.replay import replay, restore
+from ledger.replay import restore_exact
 from ledger.sequencer import Sequencer
 from ledger.signing import authorise
 from ledger.store.blocks import BlockHeader
-from ledger.store.chain import ChainStore, max_rollback_depth
+from ledger.store.chain import max_rollback_depth
+from ledger.store.reader import ChainReader
 
 log = structlog.get_logger("ledger.rollback")
 
@@ -87,7 +88,7 @@ class RollbackPlan:
         }
 
 
-def plan_rollback(store: ChainStore, target: int, *, force: bool = False) -> RollbackPlan:
+def plan_rollback(store: ChainReader, target: int, *, force: bool = False) -> RollbackPlan:
     """Plan a rollback to snapshot height `target`; raise `RollbackRefused` saying why not."""
     head = store.head
     if target >= head.height:
@@ -203,13 +204,6 @@ def recovery_block(engine: Engine, plan: RollbackPlan, *, reason: str, operator:
         return engine.run_block(height, cmds)
     finally:
         engine.enforce_authority = enforce
-
-
-def restore_exact(store: ChainStore, height: int) -> Engine:
-    """The engine at exactly `height`, from the nearest snapshot, hash-checked per block."""
-    engine, base = restore(store, at_or_below=height)
-    replay(store, engine, base + 1, height, check=True)
-    return engine
 
 
 def execute_rollback(seq: Sequencer, plan: RollbackPlan, *, reason: str, operator: str,

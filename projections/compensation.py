@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 from ledger.core.counterfactual import Override
 from ledger.errors import CommandInvalid
-from ledger.store.chain import ChainStore
+from ledger.store.reader import ChainReader
 from projections.counterfactual import Counterfactual, chain_stretch, run_counterfactual
 from projections.remedy import RemedyPlan, build_plan, paid_under, vault_available
 
@@ -26,7 +26,7 @@ def compensation_ref(from_height: int) -> str:
     return f"compensation-from-{from_height}"
 
 
-def base_snapshot(store: ChainStore, from_height: int, snapshot: int | None = None) -> int:
+def base_snapshot(store: ChainReader, from_height: int, snapshot: int | None = None) -> int:
     """The snapshot a counterfactual from `from_height` starts at: given, or the newest below."""
     head = store.head.height
     if not 0 < from_height <= head:
@@ -46,7 +46,7 @@ def base_snapshot(store: ChainStore, from_height: int, snapshot: int | None = No
     return snapshot
 
 
-def plan_compensation(store: ChainStore, from_height: int, *, snapshot: int | None = None,
+def plan_compensation(store: ChainReader, from_height: int, *, snapshot: int | None = None,
                       overrides: Mapping[int, Override] | None = None,
                       cf: Counterfactual | None = None) -> RemedyPlan:
     """The compensation plan for an incident first suspect at `from_height` (reads only)."""

@@ -33,8 +33,8 @@ from ledger.errors import CommandInvalid, NotFound, VerificationFailed
 from ledger.events import commands as c
 from ledger.events import outcomes as o
 from ledger.events.codec import Envelope
-from ledger.rollback import restore_exact
-from ledger.store.chain import ChainStore
+from ledger.replay import restore_exact
+from ledger.store.reader import ChainReader
 
 #: the input types an operator may correct by seq
 CORRECTABLE = (c.FundingTick, c.UpdateOracle)
@@ -77,7 +77,7 @@ class Counterfactual:
         return Engine.from_snapshot(self.base_state)
 
 
-def branch_stretch(store: ChainStore, branch: int) -> Stretch:
+def branch_stretch(store: ChainReader, branch: int) -> Stretch:
     """The stretch an archived branch covers (refused if its base is no longer canonical)."""
     rec = store.branch(branch)
     base = int(rec["base_height"])
@@ -87,7 +87,7 @@ def branch_stretch(store: ChainStore, branch: int) -> Stretch:
     return Stretch(branch, base, int(rec["last_height"]))
 
 
-def chain_stretch(store: ChainStore, base: int) -> Stretch:
+def chain_stretch(store: ChainReader, base: int) -> Stretch:
     """The canonical chain from snapshot height `base` to the head."""
     head = store.head.height
     if not 0 <= base < head:
@@ -111,7 +111,7 @@ def parse_override(text: str) -> tuple[int, Override]:
     return int(seq_s), int(value)
 
 
-def run_counterfactual(store: ChainStore, stretch: Stretch, *,
+def run_counterfactual(store: ChainReader, stretch: Stretch, *,
                        first_suspect_height: int | None = None,
                        overrides: Mapping[int, Override] | None = None,
                        drop_refs: Sequence[str] = ()) -> Counterfactual:
@@ -171,13 +171,13 @@ def _withdrawal_outcomes(envs: Sequence[Envelope]) -> dict[int, tuple[bool, str]
     return out
 
 
-def _first_seq_at(store: ChainStore, stretch: Stretch, height: int) -> int:
+def _first_seq_at(store: ChainReader, stretch: Stretch, height: int) -> int:
     if height > stretch.last_height:
         return 1 << 63  # nothing is suspect
     return int(store.block(height, branch=stretch.branch).first_seq)
 
 
-def _check_overrides(store: ChainStore, stretch: Stretch,
+def _check_overrides(store: ChainReader, stretch: Stretch,
                      overrides: Mapping[int, Override]) -> None:
     """Every override names a correctable input of the stretch (else CommandInvalid)."""
     if not overrides:

@@ -35,6 +35,7 @@ from ledger.sequencer import BlockOutcome, Sequencer, recover
 from ledger.store.blocks import BlockHeader
 from ledger.store.chain import ChainStore, verify_store
 from ledger.store.journal import JournalEntry
+from ledger.store.reader import ChainReader
 from projections.compensation import plan_compensation
 from projections.counterfactual import (
     Counterfactual,
@@ -80,7 +81,7 @@ class RecoveryPlan:
                 "corrections": [x.to_json() for x in self.corrections]}
 
 
-def plan_rollback(store: ChainStore, target: int, *, force: bool = False,
+def plan_rollback(store: ChainReader, target: int, *, force: bool = False,
                   overrides: Mapping[int, Override] | None = None,
                   funding_resume: FundingResumeAction | None = FundingResumeAction.SKIP,
                   cf: Counterfactual | None = None) -> RecoveryPlan:

@@ -19,8 +19,8 @@ from ledger.errors import NotFound
 from ledger.events import commands as c
 from ledger.events import outcomes as o
 from ledger.events.record import type_code
-from ledger.rollback import restore_exact
-from ledger.store.chain import ChainStore
+from ledger.replay import restore_exact
+from ledger.store.reader import ChainReader
 from projections.counterfactual import Counterfactual, branch_stretch, run_counterfactual
 from projections.remedy import RemedyPlan, build_plan, paid_under, vault_available
 
@@ -30,7 +30,7 @@ def refund_ref(branch: int) -> str:
     return f"rollback-branch-{branch}"
 
 
-def recovery_height(store: ChainStore, branch: int) -> int:
+def recovery_height(store: ChainReader, branch: int) -> int:
     """The canonical height of the RolledBack block that opened the chain after `branch`."""
     for env in store.events_by(type_code=type_code(o.RolledBack)):
         if env.event.branch_id == branch:
@@ -52,7 +52,7 @@ def funding_resume_note(action: str | None) -> str:
             "undid is refunded in full, so do not resume with ACCRUE_CAPPED over the gap")
 
 
-def plan_refunds(store: ChainStore, branch: int, *,
+def plan_refunds(store: ChainReader, branch: int, *,
                  overrides: Mapping[int, Override] | None = None,
                  first_suspect_height: int | None = None,
                  cf: Counterfactual | None = None) -> RemedyPlan:

@@ -21,7 +21,7 @@ from ledger.core.state import LIQ_VAULT
 from ledger.events import outcomes as o
 from ledger.events.codec import Envelope
 from ledger.events.record import type_code
-from ledger.store.chain import ChainStore
+from ledger.store.reader import ChainReader
 from projections.counterfactual import Counterfactual
 from projections.harm import HarmLine, attribute, compare, marks_of, pay_pro_rata
 
@@ -121,7 +121,7 @@ class RemedyPlan:
         }
 
 
-def paid_under(store: ChainStore, ref: str) -> dict[str, int]:
+def paid_under(store: ChainReader, ref: str) -> dict[str, int]:
     """What the canonical chain has paid per account under a remedy's ref."""
     done: dict[str, int] = {}
     for env in store.events_by(type_code=type_code(o.RefundIssued)):

@@ -318,7 +318,8 @@ def _hashes(p: Page, doc: Mapping[str, Any]) -> None:
                        "</span>")
         blocks = _h(f"hashes.verify.{name}.blocks", v["blocks"])
         events = _h(f"hashes.verify.{name}.events", v["events"])
-        rows.append((f"verify {name}", f"{status}: {blocks} blocks, {events} events"))
+        where = "PostgreSQL replica" if v.get("store") == "postgresql" else "LMDB ledger"
+        rows.append((f"verify {name} ({where})", f"{status}: {blocks} blocks, {events} events"))
     p.add("<h2>Hashes and verification</h2>" + _table(["what", "value"], rows))
 
 

@@ -19,8 +19,7 @@ from typing import Any
 
 from ledger.core.engine import Engine
 from ledger.errors import CommandInvalid
-from ledger.rollback import restore_exact
-from ledger.store.chain import ChainStore
+from ledger.replay import restore_exact
 from projections.audit import Auditor
 
 #: the rows a funding series keeps of each tick
@@ -59,9 +58,6 @@ def equity_series(au: Auditor, acct: str, lo: int, hi: int,
                   branch: int | None = None) -> list[dict[str, Any]]:
     """An account's value after each block in [lo, hi] (None before it exists)."""
     store = au.store
-    if not isinstance(store, ChainStore):
-        raise CommandInvalid("the equity series replays the chain: it needs the ledger's own "
-                             "data directory (--data)")
     au.check_branch(branch)
     au.height_range(lo, hi, branch)
     rec = store.branch(branch) if branch is not None else None

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from ledger.store.chain import ChainStore, verify_store
-from ledger.store.reader import open_chain
+from ledger.store.reader import ChainReader, open_chain
 from ledger.verification import verify_authority, verify_snapshots
 from projections.checkpoints import verify_checkpoints
 from projections.readmodels import ReadModels, readmodels_path
@@ -32,16 +32,7 @@ def verify(spec: str, *, branch: int | None = None, reexecute: bool = False,
     """
     chain = open_chain(spec)
     try:
-        if isinstance(chain, ChainStore):
-            doc = verify_ledger(chain, branch=branch, progress=progress, trust_keys=trust_keys)
-        else:
-            from ledger.store.pg.chain import PgChain
-            from ledger.store.pg.verify import verify_replica
-
-            assert isinstance(chain, PgChain)
-            r = verify_replica(chain, branch=branch)
-            doc = {"store": "postgresql", "ok": r.ok, "height": r.height, "reason": r.reason,
-                   "blocks": r.blocks, "events": r.events}
+        doc = verify_structure(chain, branch=branch, progress=progress, trust_keys=trust_keys)
         if doc["ok"] and reexecute and branch is None:
             from projections.reexecute import reexecute as run_reexecute
 
@@ -54,6 +45,23 @@ def verify(spec: str, *, branch: int | None = None, reexecute: bool = False,
         return doc
     finally:
         chain.close()
+
+
+def verify_structure(chain: ChainReader, *, branch: int | None = None, progress: bool = False,
+                     guarded: bool = True, trust_keys: list[str] | None = None
+                     ) -> dict[str, Any]:
+    """`verify` without re-execution, on whichever store `chain` is: the LMDB ledger's
+    whole check (`verify_ledger`) or a replica's (`verify_replica`)."""
+    if isinstance(chain, ChainStore):
+        return verify_ledger(chain, branch=branch, progress=progress, guarded=guarded,
+                             trust_keys=trust_keys)
+    from ledger.store.pg.chain import PgChain
+    from ledger.store.pg.verify import verify_replica
+
+    assert isinstance(chain, PgChain)
+    r = verify_replica(chain, branch=branch)
+    return {"store": "postgresql", "ok": r.ok, "height": r.height, "reason": r.reason,
+            "blocks": r.blocks, "events": r.events}
 
 
 def verify_ledger(store: ChainStore, *, branch: int | None = None, progress: bool = False,

@@ -32,6 +32,7 @@ from tools.common import (
     WorkerStoreOpt,
     check_height,
     data_dir,
+    open_reader,
     open_store,
     store_spec,
 )
@@ -150,12 +151,13 @@ def blocks(
     from_h: Annotated[int | None, typer.Option("--from", help="First height.")] = None,
     to_h: Annotated[int | None, typer.Option("--to", help="Last height.")] = None,
     branch: BranchOpt = None,
+    store: StoreOpt = None,
 ) -> None:
     """Block headers in a height range (inclusive)."""
     check_height(from_h, "--from")
     check_height(to_h, "--to")
-    with open_store(data) as store:
-        headers = store.blocks(from_h, to_h, branch=branch)
+    with open_reader(store, data) as chain:
+        headers = chain.blocks(from_h, to_h, branch=branch)
     if json_out:
         output.dump_jsonl(h.to_json() for h in headers)
         return
@@ -177,6 +179,7 @@ def events(
     to_height: ToOpt = None,
     branch: BranchOpt = None,
     limit: Annotated[int | None, typer.Option("--limit")] = None,
+    store: StoreOpt = None,
 ) -> None:
     """Events by height, account, market or type (JSON Lines with --json)."""
     for v, n in ((height, "--height"), (from_height, "--from-height"),
@@ -191,8 +194,8 @@ def events(
             raise CommandInvalid(f"unknown event type {type_name!r} "
                                  f"(e.g. Filled, Liquidated, FundingTicked)")
         code = cls.TYPE_CODE
-    with open_store(data) as store:
-        found = store.events_by(account=account, market=market, type_code=code,
+    with open_reader(store, data) as chain:
+        found = chain.events_by(account=account, market=market, type_code=code,
                                 from_height=from_height, to_height=to_height,
                                 branch=branch, limit=limit)
     rows = [envelope_json(e) for e in found]
@@ -277,10 +280,11 @@ def snapshot(data: DataOpt = None, json_out: JsonOpt = False) -> None:
 
 
 @app.command()
-def snapshots(data: DataOpt = None, json_out: JsonOpt = False) -> None:
+def snapshots(data: DataOpt = None, json_out: JsonOpt = False, store: StoreOpt = None
+              ) -> None:
     """List snapshots: height, state hash, size and block time."""
-    with open_store(data) as store:
-        snaps = snapshots_json(store)
+    with open_reader(store, data) as chain:
+        snaps = snapshots_json(chain)
     if json_out:
         output.dump_json(snaps)
         return
@@ -291,10 +295,11 @@ def snapshots(data: DataOpt = None, json_out: JsonOpt = False) -> None:
 
 
 @app.command()
-def branches(data: DataOpt = None, json_out: JsonOpt = False) -> None:
+def branches(data: DataOpt = None, json_out: JsonOpt = False, store: StoreOpt = None
+             ) -> None:
     """Archived branches: heights, event counts, reason, operator, time."""
-    with open_store(data) as store:
-        rows = branches_json(store)
+    with open_reader(store, data) as chain:
+        rows = branches_json(chain)
     if json_out:
         output.dump_json(rows)
         return
@@ -306,10 +311,11 @@ def branches(data: DataOpt = None, json_out: JsonOpt = False) -> None:
 
 
 @app.command()
-def journal(data: DataOpt = None, json_out: JsonOpt = False) -> None:
+def journal(data: DataOpt = None, json_out: JsonOpt = False, store: StoreOpt = None
+            ) -> None:
     """Operator actions: rollbacks, mode changes, guards, refunds."""
-    with open_store(data) as store:
-        recs = journal_json(store)
+    with open_reader(store, data) as chain:
+        recs = journal_json(chain)
     if json_out:
         output.dump_json(recs)
         return

@@ -23,7 +23,16 @@ from projections.remedy import RULE, RemedyPlan
 from projections.units import Fmt
 from projections.whatif import whatif
 from tools import output
-from tools.common import DataOpt, JsonOpt, KeyOpt, RawOpt, data_dir, open_store
+from tools.common import (
+    DataOpt,
+    JsonOpt,
+    KeyOpt,
+    RawOpt,
+    StoreOpt,
+    data_dir,
+    open_reader,
+    open_store,
+)
 
 mode_app = typer.Typer(help="Exchange modes (OK, POST_ONLY, CANCEL_ONLY, HALTED).",
                        no_args_is_help=True)
@@ -190,10 +199,11 @@ def refunds_plan(
     correct: CorrectOpt = None,
     corrections: CorrectionsOpt = None,
     raw: RawOpt = False,
+    store: StoreOpt = None,
 ) -> None:
     """Every account the rollback of a branch left worse off, by how much and why."""
-    with open_store(data) as store:
-        plan = plan_refunds(store, branch, overrides=_overrides(correct, corrections))
+    with open_reader(store, data) as chain:
+        plan = plan_refunds(chain, branch, overrides=_overrides(correct, corrections))
     if json_out:
         output.dump_json(plan.to_json())
     else:
@@ -250,10 +260,11 @@ def compensate_plan(
     correct: CorrectOpt = None,
     corrections: CorrectionsOpt = None,
     raw: RawOpt = False,
+    store: StoreOpt = None,
 ) -> None:
     """Every account an incident left worse off on the chain as it stands, by cause."""
-    with open_store(data) as store:
-        plan = plan_compensation(store, from_height, snapshot=snapshot,
+    with open_reader(store, data) as chain:
+        plan = plan_compensation(chain, from_height, snapshot=snapshot,
                                  overrides=_overrides(correct, corrections))
     if json_out:
         output.dump_json(plan.to_json())
@@ -295,10 +306,11 @@ def assess(
     correct: CorrectOpt = None,
     corrections: CorrectionsOpt = None,
     funding_resume: FundingResumeOpt = "skip",
+    store: StoreOpt = None,
 ) -> None:
     """Rollback or compensate? Both remedies side by side; changes nothing."""
-    with open_store(data) as store:
-        report = assess_incident(store, from_height, snapshot=snapshot,
+    with open_reader(store, data) as chain:
+        report = assess_incident(chain, from_height, snapshot=snapshot,
                                  overrides=_overrides(correct, corrections),
                                  funding_resume=_resume(funding_resume))
     doc = report.to_json()
@@ -368,10 +380,11 @@ def audit_whatif(
     correct: CorrectOpt = None,
     corrections: CorrectionsOpt = None,
     raw: RawOpt = False,
+    store: StoreOpt = None,
 ) -> None:
     """The branch against its corrected counterfactual, account by account (bogus liquidations)."""
-    with open_store(data) as store:
-        report = whatif(store, branch, overrides=_overrides(correct, corrections))
+    with open_reader(store, data) as chain:
+        report = whatif(chain, branch, overrides=_overrides(correct, corrections))
     doc = report.to_json()
     if json_out:
         output.dump_json(doc)

@@ -17,7 +17,7 @@ from projections.report_html import render_report
 from projections.units import units_from_events
 from tools import output
 from tools.cli_projections import audit_app
-from tools.common import BranchOpt, DataOpt, FromOpt, JsonOpt, ToOpt, data_dir, open_store
+from tools.common import BranchOpt, DataOpt, FromOpt, JsonOpt, StoreOpt, ToOpt, store_spec
 
 report_app = typer.Typer(help="Reports for operators and auditors.", no_args_is_help=True)
 OutOpt = Annotated[Path, typer.Option("--out", help="Where to write it.")]
@@ -45,6 +45,7 @@ def incident(
                        "output) to render instead of the branch's refund plan.")] = None,
     data: DataOpt = None,
     json_out: JsonOpt = False,
+    store: StoreOpt = None,
 ) -> None:
     """One self-contained HTML page of an incident: timeline, funding and mark per market,
     liquidations against the counterfactual, refunds by cause, hashes and verification.
@@ -53,11 +54,11 @@ def incident(
     """
     from projections.audit import Auditor
 
-    open_store(data).close()
+    where = store_spec(store, data)
     given = None if plan is None else load_plan(plan)
     with _progress(json_out) as bar:
         task = bar.add_task("reading the incident", total=4)
-        with Auditor.open(data_dir(data), progress=False) as au:
+        with Auditor.open(where, progress=False) as au:
             doc = build_incident(au, branch=branch, from_height=from_height, window=window,
                                  plan=given)
             units = units_from_events(au.events)
@@ -111,6 +112,7 @@ def audit_plot(
     branch: BranchOpt = None,
     data: DataOpt = None,
     json_out: JsonOpt = False,
+    store: StoreOpt = None,
 ) -> None:
     """Plot a funding index, a mark, liquidations per block or an account's value over
     heights to a PNG (--json prints the series drawn)."""
@@ -118,10 +120,10 @@ def audit_plot(
 
     if out.suffix.lower() != ".png":
         raise CommandInvalid(f"--out must name a .png file, was {str(out)!r}")
-    open_store(data).close()
+    where = store_spec(store, data)
     with _progress(json_out) as bar:
         bar.add_task(f"plotting {what}", total=None)
-        with Auditor.open(data_dir(data), progress=False) as au:
+        with Auditor.open(where, progress=False) as au:
             doc, png = plot(au, what, market=market, account=account,
                             from_height=from_height, to_height=to_height, branch=branch)
         out.write_bytes(png)

@@ -10,7 +10,7 @@ import typer
 
 from ledger.errors import CommandInvalid, LedgerNotFound
 from ledger.store.chain import ChainStore, ledger_exists
-from ledger.store.reader import is_pg_spec
+from ledger.store.reader import ChainReader, is_pg_spec, open_chain
 
 DEFAULT_DATA = "./ledger-data"
 
@@ -63,6 +63,12 @@ def store_spec(store: str | None, data: Path | None) -> str:
         raise LedgerNotFound(f"no ledger at {path} (run `ledgerctl init --data {path}` "
                              "or pass --data / --store)")
     return str(path)
+
+
+def open_reader(store: str | None, data: Path | None) -> ChainReader:
+    """Open the log a read command reads: --store (a data directory or a PostgreSQL
+    replica URL), else the data directory."""
+    return open_chain(store_spec(store, data))
 
 
 def open_store(data: Path | None, *, write: bool = False) -> ChainStore:

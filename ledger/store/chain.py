@@ -29,14 +29,14 @@ from ledger.errors import (
     NotFound,
     StoreError,
 )
-from ledger.events.codec import Envelope, decode_verified
-from ledger.gcpause import gc_paused
+from ledger.events.codec import Envelope
 from ledger.store import archive, reads
 from ledger.store.blocks import (
     ZERO_HASH,
     BlockHeader,
     batches,
     check_events,
+    decode_checked_block,
     decode_header,
     genesis_prev_hash,
     take_run,
@@ -545,20 +545,11 @@ class ChainStore:
     def iter_blocks(self, from_height: int | None = None, to_height: int | None = None, *,
                     branch: int | None = None, batch_events: int = 8192,
                     ) -> Iterator[tuple[BlockHeader, list[Envelope]]]:
-        """Stream whole blocks with their decoded events, each block's events hash checked.
-
-        The hash proves the bytes are those that passed the field checks at
-        append, so they decode without re-checking each field
-        (`decode_verified`). A mismatch raises `VerificationFailed`.
-        """
+        """Stream whole blocks with their decoded events, each block's events hash checked
+        (a mismatch raises `VerificationFailed`)."""
         for hdr, datas in self.iter_block_bytes(from_height, to_height, branch=branch,
                                                 batch_events=batch_events):
-            first = hdr.first_seq
-            # A block's records are acyclic tuples: no garbage for the cycle collector,
-            # whose generation-0 passes would otherwise more than double the decode cost.
-            with gc_paused():
-                envs = [decode_verified(d, first + k) for k, d in enumerate(datas)]
-            yield hdr, envs
+            yield hdr, decode_checked_block(hdr, datas)
 
     def events_by(self, *, account: str | None = None, market: str | None = None,
                   type_code: int | None = None, from_height: int | None = None,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Collection, Iterator
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from ledger.events.codec import Envelope
 from ledger.store.blocks import BlockHeader
@@ -45,6 +45,10 @@ class ChainReader(Protocol):
 
     def close(self) -> None: ...
 
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
     def pinned(self) -> AbstractContextManager[None]:
         """Hold one consistent view of the store for the reads made inside it."""
         ...
@@ -61,6 +65,26 @@ class ChainReader(Protocol):
     def read_blocks(self, from_height: int, to_height: int, *, branch: int | None = None,
                     max_events: int = 8192, stop_at: Collection[int] = ()
                     ) -> list[tuple[BlockHeader, list[bytes]]]: ...
+
+    def iter_blocks(self, from_height: int | None = None, to_height: int | None = None, *,
+                    branch: int | None = None, batch_events: int = 8192,
+                    ) -> Iterator[tuple[BlockHeader, list[Envelope]]]:
+        """Whole blocks with their decoded events, each block's events hash checked."""
+        ...
+
+    def iter_events(self, from_height: int | None = None, to_height: int | None = None, *,
+                    branch: int | None = None) -> Iterator[Envelope]:
+        """Stream the events of an inclusive height range, in seq order."""
+        ...
+
+    def events(self, from_height: int | None = None, to_height: int | None = None, *,
+               branch: int | None = None) -> list[Envelope]:
+        """Every event of an inclusive height range, in seq order."""
+        ...
+
+    def height_of_seq(self, seq: int, *, branch: int | None = None) -> int:
+        """The height of the block holding `seq` (`NotFound` if none does)."""
+        ...
 
     def event_bytes(self, seqs: Collection[int], *, branch: int | None = None
                     ) -> dict[int, bytes]: ...
@@ -79,6 +103,10 @@ class ChainReader(Protocol):
     def branches(self) -> list[dict[str, Any]]: ...
 
     def branch(self, branch: int) -> dict[str, Any]: ...
+
+    def next_branch_id(self) -> int:
+        """The id the next truncation will give its archived branch."""
+        ...
 
     def journal(self) -> list[dict[str, Any]]: ...
 

@@ -21,7 +21,7 @@ from ledger.core.state import LIQ_VAULT, SYSTEM_ACCOUNTS
 from ledger.events import commands as c
 from ledger.events import outcomes as o
 from ledger.events.enums import FundingResumeAction, Side
-from ledger.rollback import restore_exact
+from ledger.replay import restore_exact
 from ledger.sequencer import Sequencer
 from ledger.store.chain import ChainStore
 from projections import recovery

@@ -11,7 +11,8 @@ from ledger.errors import RollbackRefused
 from ledger.events import commands as c
 from ledger.events import outcomes as o
 from ledger.events.enums import Mode, OrderType
-from ledger.rollback import plan_rollback, restore_exact
+from ledger.replay import restore_exact
+from ledger.rollback import plan_rollback
 from ledger.sequencer import Sequencer
 from ledger.store.chain import ChainStore, verify_store
 from ledger.store.journal import JournalEntry

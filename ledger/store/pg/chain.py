@@ -27,6 +27,7 @@ from ledger.store.blocks import (
     BlockHeader,
     batches,
     check_events,
+    decode_checked_block,
     decode_header,
     split_by_block,
     take_run,
@@ -181,11 +182,18 @@ class PgChain:
                 check_events(hdr, datas)
                 yield hdr, datas
 
+    def iter_blocks(self, from_height: int | None = None, to_height: int | None = None, *,
+                    branch: int | None = None, batch_events: int = 8192,
+                    ) -> Iterator[tuple[BlockHeader, list[Envelope]]]:
+        """Whole blocks with their decoded events, each block's events hash checked."""
+        for hdr, datas in self.iter_block_bytes(from_height, to_height, branch=branch,
+                                                batch_events=batch_events):
+            yield hdr, decode_checked_block(hdr, datas)
+
     def iter_events(self, from_height: int | None = None, to_height: int | None = None, *,
                     branch: int | None = None) -> Iterator[Envelope]:
-        for hdr, datas in self.iter_block_bytes(from_height, to_height, branch=branch):
-            for k, data in enumerate(datas):
-                yield decode(data, hdr.first_seq + k)
+        for _, envs in self.iter_blocks(from_height, to_height, branch=branch):
+            yield from envs
 
     def events(self, from_height: int | None = None, to_height: int | None = None, *,
                branch: int | None = None) -> list[Envelope]:
@@ -310,6 +318,11 @@ class PgChain:
             known = ", ".join(str(b["branch"]) for b in self.branches()) or "none"
             raise NotFound(f"no archived branch {branch} (known branches: {known})")
         return dict(unpack_record(bytes(rows[0][0])))
+
+    def next_branch_id(self) -> int:
+        # Branch ids start at 1 and every truncation takes the next (ledger/store/archive.py);
+        # archived branches are never dropped, so the next id follows the highest replicated.
+        return max((int(b["branch"]) for b in self.branches()), default=0) + 1
 
     def journal(self) -> list[dict[str, Any]]:
         return [unpack_record(bytes(r[0])) for r in self._rows(
