@@ -34,6 +34,7 @@ from ledger.events.record import type_code
 from ledger.store.blocks import BlockHeader
 from ledger.store.chain import ChainStore
 from ledger.store.failures import DAMAGE
+from ledger.store.reader import ChainReader, where_is_block
 from ledger.store.signatures import block_message
 
 
@@ -88,7 +89,7 @@ _AUTH_CODES = frozenset({*(type_code(t) for t in PRIVILEGED), type_code(c.Operat
                          type_code(o.KeyRegistered), type_code(o.CommandUnauthorized)})
 
 
-def verify_authority(store: ChainStore, *, branch: int | None = None) -> dict[str, Any]:
+def verify_authority(store: ChainReader, *, branch: int | None = None) -> dict[str, Any]:
     """Check every signature of a chain (or an archived branch) and the journal pairing.
 
     - every block carries the writer's signature of its header hash, by a writer
@@ -116,6 +117,7 @@ def verify_authority(store: ChainStore, *, branch: int | None = None) -> dict[st
     signed = False
     priv_hashes: dict[bytes, int] = {}  # hash -> height of each block with an operator command
     for seg_branch, lo, hi in segments:
+        sigs = _Signatures(store, seg_branch)
         for hdr, datas in store.iter_block_bytes(lo, hi, branch=seg_branch):
             envs = [decode(d, hdr.first_seq + k) for k, d in enumerate(datas)
                     if d[CODE_AT[d[0]]] in _AUTH_CODES]
@@ -128,7 +130,7 @@ def verify_authority(store: ChainStore, *, branch: int | None = None) -> dict[st
                 if not signed:
                     return {"signed": False, "writer_keys": [], "operator_keys": [],
                             "problems": []}
-            problems += _block_signature(store, hdr, seg_branch, chain_id, keys)
+            problems += _block_signature(sigs.of(hdr.height), hdr, chain_id, keys)
             ins = [e.event for e in envs if e.cause == 0]
             why = check_block(chain_id, keys, hdr.height, ins)
             if why is not None:
@@ -152,10 +154,27 @@ def verify_authority(store: ChainStore, *, branch: int | None = None) -> dict[st
             "problems": problems}
 
 
-def _block_signature(store: ChainStore, hdr: BlockHeader, branch: int | None, chain_id: str,
+class _Signatures:
+    """A chain's block signatures, read a run of heights at a time (one read, or one
+    query on a replica, per `RUN` blocks)."""
+
+    RUN = 1024
+
+    def __init__(self, store: ChainReader, branch: int | None) -> None:
+        self.store, self.branch = store, branch
+        self.lo, self.hi = 0, -1
+        self.sigs: dict[int, tuple[str, bytes]] = {}
+
+    def of(self, height: int) -> tuple[str, bytes] | None:
+        if not self.lo <= height <= self.hi:
+            self.lo, self.hi = height, height + self.RUN - 1
+            self.sigs = self.store.block_signatures(self.lo, self.hi, branch=self.branch)
+        return self.sigs.get(height)
+
+
+def _block_signature(sig: tuple[str, bytes] | None, hdr: BlockHeader, chain_id: str,
                      keys: dict[str, tuple[int, str, bytes, bool]]) -> list[Problem]:
     h = hdr.height
-    sig = store.block_signature(h, branch=branch)
     if sig is None:
         return [Problem(h, f"block {h} carries no writer signature (forged, or written "
                         "without the writer key)")]
@@ -170,7 +189,7 @@ def _block_signature(store: ChainStore, hdr: BlockHeader, branch: int | None, ch
     return []
 
 
-def _journal_pairing(store: ChainStore, priv_hashes: dict[bytes, int]) -> list[Problem]:
+def _journal_pairing(store: ChainReader, priv_hashes: dict[bytes, int]) -> list[Problem]:
     problems: list[Problem] = []
     journaled: set[bytes] = set()
     # Every chain a journal record may name: the canonical one (None) and each branch.
@@ -197,9 +216,9 @@ def _journal_pairing(store: ChainStore, priv_hashes: dict[bytes, int]) -> list[P
     return problems
 
 
-def _archived_privileged(store: ChainStore, height: int, block_hash: bytes,
+def _archived_privileged(store: ChainReader, height: int, block_hash: bytes,
                          chains: list[int | None]) -> bool:
-    branch = store.where_is_block(height, block_hash, branches=chains)
+    branch = where_is_block(store, height, block_hash, branches=chains)
     if branch is None or branch is False:
         return False
     return any(type(env.event) in PRIVILEGED

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 from ledger.errors import LedgerError
 from ledger.store.chain import ChainStore
+from ledger.store.reader import where_is_block
 from projections.readmodels import (
     CANONICAL,
     ReadModels,
@@ -177,5 +178,5 @@ def verify_checkpoints(store: ChainStore, rm: ReadModels) -> list[tuple[int | No
 
 
 def _on_chain(store: ChainStore, ns: int, height: int, block_hash: bytes) -> bool:
-    return store.where_is_block(height, block_hash,
-                                branches=None if ns == CANONICAL else [ns, None]) is not False
+    return where_is_block(store, height, block_hash,
+                          branches=None if ns == CANONICAL else [ns, None]) is not False

@@ -75,6 +75,7 @@ from ledger.store.pg.writer import (
     put_snapshot,
     write_blocks,
 )
+from ledger.store.reader import where_is_block
 from projections.audit_models import AuditProjection
 from projections.audit_pg import (
     StagedRows,
@@ -124,6 +125,15 @@ class _Unlinked(NamedTuple):
     """A block read that does not link to the one before it."""
 
     hdr: BlockHeader
+
+
+class _Run(NamedTuple):
+    """Consecutive blocks read in one LMDB read transaction, with where LMDB holds them
+    (None: the canonical chain, else a later branch) and their writer signatures."""
+
+    owner: int | None
+    blocks: list[tuple[BlockHeader, list[bytes]]]
+    signatures: dict[int, tuple[str, bytes]]
 
 
 class _Prepared(NamedTuple):
@@ -243,6 +253,7 @@ class Replicator:
                 put_meta(cur, "chain_id", store.chain_id)
                 put_meta(cur, "config", store.config)
                 put_meta(cur, "ledger_schema", LMDB_SCHEMA_VERSION)
+                put_meta(cur, "block_signatures", True)
                 init_tracking(cur, Head(-1, 0, genesis_prev_hash(store.chain_id), 0))
             return
         gen = store.genesis_hash
@@ -252,6 +263,29 @@ class Replicator:
                 f"{describe(self.dsn)} replicates chain {meta['chain_id']!r} (genesis "
                 f"{str(meta.get('genesis_hash'))[:16]}), not this ledger's {store.chain_id!r} "
                 f"(genesis {gen.hex()[:16] if gen else 'none'}); use another database")
+        if not meta.get("block_signatures"):
+            self._backfill_signatures()
+
+    def _backfill_signatures(self) -> None:
+        """A replica made before schema 3 holds its blocks without the writer's signatures:
+        copy them from the ledger, once, in one transaction (found by block hash, so a
+        block the ledger has archived since is found in its branch)."""
+        store = self.store
+        rows = self.conn.execute(f"SELECT branch, height, hash FROM {SCHEMA}.blocks WHERE "
+                                 "writer_sig IS NULL ORDER BY branch, height").fetchall()
+        found = []
+        for branch, height, block_hash in rows:
+            owner = where_is_block(store, height, bytes(block_hash),
+                                   branches=[branch or None, None] if branch else None)
+            sig = None if owner is False else store.block_signature(height, branch=owner)
+            if sig is not None:
+                found.append((sig[0], sig[1], branch, height))
+        with self.conn.transaction():
+            cur = self.conn.cursor()
+            cur.executemany(f"UPDATE {SCHEMA}.blocks SET writer_key = %s, writer_sig = %s "
+                            "WHERE branch = %s AND height = %s", found)
+            put_meta(cur, "block_signatures", True)
+        log.info("block signatures backfilled", blocks=len(found), unsigned=len(rows) - len(found))
 
     def close(self) -> None:
         """Save the fold state at the head replicated (a cheaper restart), disconnect."""
@@ -397,7 +431,7 @@ class Replicator:
         return self._pipeline(self._read_runs(k, to_height, branches, n0), report, bar, stop)
 
     def _read_runs(self, k: int, to_height: int, branches: list[dict[str, Any]], n0: int
-                   ) -> Iterator[tuple[int | None, list[tuple[BlockHeader, list[bytes]]]]]:
+                   ) -> Iterator[_Run]:
         """Runs of blocks of K(k) after the replica's head up to `to_height`, each read in
         one LMDB read transaction, with where LMDB holds them now (None: the canonical
         chain, else a later branch). Raises `_ChainMoved` if a rollback intervenes."""
@@ -409,14 +443,17 @@ class Replicator:
             hi = min([to_height] + [int(r["base_height"]) for r in branches[k:]
                                     if int(r["base_height"]) >= lo])
             batch = store.read_blocks(lo, hi, branch=owner, max_events=self.batch_events)
-            if store.next_branch_id() != n0:
-                raise _ChainMoved
             if not batch or batch[0][0].height != lo:
                 raise _ChainMoved
-            yield owner, batch
+            sigs = store.block_signatures(lo, batch[-1][0].height, branch=owner)
+            # Read after the blocks and the signatures: a truncation between them (which
+            # moves both) changes it, so a run never pairs a block with another's signature.
+            if store.next_branch_id() != n0:
+                raise _ChainMoved
+            yield _Run(owner, batch, sigs)
             lo = batch[-1][0].height + 1
 
-    def _groups(self, runs: Iterator[tuple[int | None, list[tuple[BlockHeader, list[bytes]]]]],
+    def _groups(self, runs: Iterator[_Run],
                 abort: threading.Event) -> Iterator[list[_Prepared] | _Unlinked]:
         """Check, fold and encode the blocks of `runs` into transactions: runs of whole
         consecutive blocks up to the group bounds, never across a change of owner. The
@@ -428,7 +465,7 @@ class Replicator:
         group: list[_Prepared] = []
         events = 0
         group_owner: int | None = None
-        for owner, batch in runs:
+        for owner, batch, sigs in runs:
             if group and owner != group_owner:
                 yield group
                 group, events = [], 0
@@ -449,7 +486,7 @@ class Replicator:
                         snap = self.store.snapshot(hdr.height)
                     except StoreError:
                         snap = None
-                group.append(self._prepare(hdr, datas, snap, journal))
+                group.append(self._prepare(hdr, datas, sigs.get(hdr.height), snap, journal))
                 journal = []
                 events += hdr.count
                 if group_full(events, len(group), self.group_events, self.group_blocks):
@@ -458,7 +495,7 @@ class Replicator:
         if group:
             yield group
 
-    def _pipeline(self, runs: Iterator[tuple[int | None, list[tuple[BlockHeader, list[bytes]]]]],
+    def _pipeline(self, runs: Iterator[_Run],
                   report: ReplicationReport, bar: ProgressBar, stop: Callable[[], bool]) -> int:
         """Write `runs` in a two-stage pipeline: a thread reads, checks, folds and encodes
         the next transaction's blocks (Python work) while this one waits for the server
@@ -532,10 +569,10 @@ class Replicator:
             put_journal(cur, journal)
             self._journal_max = max(int(r["id"]) for r in journal)
 
-    def _prepare(self, hdr: BlockHeader, datas: list[bytes], snap: Snapshot | None,
-                 journal: list[dict[str, Any]]) -> _Prepared:
+    def _prepare(self, hdr: BlockHeader, datas: list[bytes], sig: tuple[str, bytes] | None,
+                 snap: Snapshot | None, journal: list[dict[str, Any]]) -> _Prepared:
         """Fold one block and encode all its rows (no I/O to the server)."""
-        enc = encode_block(hdr, datas, 0)
+        enc = encode_block(hdr, datas, 0, sig)
         self.proj.fold(hdr, datas, True)
         staged = encode_staged(self.proj.take_staged(), self.proj.ns)
         blob = self.proj.dump() if self._retain(hdr.height) else None
@@ -624,13 +661,14 @@ class Replicator:
             prev = t.hash
             run: list[tuple[EncodedBlock, StagedRows]] = []
             events = 0
+            sigs = self.store.block_signatures(t.height + 1, last, branch=b)
             for hdr, datas in self.store.iter_block_bytes(t.height + 1, last, branch=b):
                 if hdr.prev_hash != prev:
                     raise IntegrityError(f"archived branch {b} does not link at height "
                                          f"{hdr.height}; run `ledgerctl verify --branch {b}`")
                 prev = hdr.hash
                 self.proj.fold(hdr, datas, True)
-                run.append((encode_block(hdr, datas, b),
+                run.append((encode_block(hdr, datas, b, sigs.get(hdr.height)),
                             encode_staged(self.proj.take_staged(), b)))
                 events += hdr.count
                 report.events += hdr.count

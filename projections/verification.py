@@ -5,7 +5,8 @@ One workflow the CLI and the Python API share (`verify`). On the LMDB ledger
 (`verify_ledger`): the hash chain, events hashes and indexes, every signature
 and journal pairing, every snapshot's bytes and the read models' checkpoints.
 On a PostgreSQL replica (`ledger.store.pg.verify.verify_replica`): its hash
-chain, events hashes, headers and index rows. With `reexecute`, the IN events
+chain, events hashes, headers and index rows, then the same signature and
+journal checks over the replicated signatures and journal. With `reexecute`, the IN events
 are re-run through the state machine (`projections.reexecute`), in this
 process, a process pool, or on Dask. The report is a JSON-able dict: `ok`, and
 where not, the first failing `height` and `reason`, plus each part's findings.
@@ -60,8 +61,11 @@ def verify_structure(chain: ChainReader, *, branch: int | None = None, progress:
 
     assert isinstance(chain, PgChain)
     r = verify_replica(chain, branch=branch)
-    return {"store": "postgresql", "ok": r.ok, "height": r.height, "reason": r.reason,
-            "blocks": r.blocks, "events": r.events}
+    doc: dict[str, Any] = {"store": "postgresql", "ok": r.ok, "height": r.height,
+                           "reason": r.reason, "blocks": r.blocks, "events": r.events}
+    if doc["ok"]:
+        _check_signatures(chain, branch, doc)
+    return _check_trusted(doc, trust_keys)
 
 
 def verify_ledger(store: ChainStore, *, branch: int | None = None, progress: bool = False,
@@ -80,7 +84,11 @@ def verify_ledger(store: ChainStore, *, branch: int | None = None, progress: boo
     """
     walked = _walk_guarded(store, branch, progress) if guarded else _walk(store, branch,
                                                                           progress)
-    doc: dict[str, Any] = {"store": "lmdb", **walked}
+    return _check_trusted({"store": "lmdb", **walked}, trust_keys)
+
+
+def _check_trusted(doc: dict[str, Any], trust_keys: list[str] | None) -> dict[str, Any]:
+    """Fail a verified chain whose writer keys include none of the auditor's `trust_keys`."""
     if doc["ok"] and trust_keys:
         from ledger.core.authority import key_id
         from ledger.keys import load_public
@@ -141,16 +149,7 @@ def _walk(store: ChainStore, branch: int | None, progress: bool = False) -> dict
                            "blocks": report.blocks, "events": report.events}
     if not report.ok:
         return doc
-    auth = verify_authority(store, branch=branch)
-    doc["signatures"] = {
-        "signed": auth["signed"],
-        "status": ("every block and operator command signed" if auth["signed"] else
-                   "UNSIGNED: a legacy chain created without keys; nothing here is signed"),
-        "writer_keys": auth["writer_keys"], "operator_keys": auth["operator_keys"],
-        "problems": [p.reason for p in auth["problems"]]}
-    if auth["problems"]:
-        first = auth["problems"][0]
-        doc.update(ok=False, height=first.height, reason=first.reason)
+    if not _check_signatures(store, branch, doc):
         return doc
     if branch is None:
         snaps = verify_snapshots(store)
@@ -163,6 +162,23 @@ def _walk(store: ChainStore, branch: int | None, progress: bool = False) -> dict
         if first:
             doc.update(ok=False, height=first[0], reason=first[1])
     return doc
+
+
+def _check_signatures(store: ChainReader, branch: int | None, doc: dict[str, Any]) -> bool:
+    """Add the authority check (`verify_authority`) to `doc`; False (and `doc` failed at
+    the first problem's height) if it found any."""
+    auth = verify_authority(store, branch=branch)
+    doc["signatures"] = {
+        "signed": auth["signed"],
+        "status": ("every block and operator command signed" if auth["signed"] else
+                   "UNSIGNED: a legacy chain created without keys; nothing here is signed"),
+        "writer_keys": auth["writer_keys"], "operator_keys": auth["operator_keys"],
+        "problems": [p.reason for p in auth["problems"]]}
+    if auth["problems"]:
+        first = auth["problems"][0]
+        doc.update(ok=False, height=first.height, reason=first.reason)
+        return False
+    return True
 
 
 def _readmodels(store: ChainStore) -> list[tuple[int | None, str]]:

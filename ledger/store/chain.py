@@ -58,7 +58,7 @@ from ledger.store.layout import (
     write_head,
 )
 from ledger.store.prepare import PreparedBlock, prepare_block
-from ledger.store.signatures import Signer, get_signature, put_signature
+from ledger.store.signatures import Signer, get_signature, get_signatures, put_signature
 
 if TYPE_CHECKING:
     from ledger.store.verify import VerifyReport
@@ -328,6 +328,12 @@ class ChainStore:
         """(writer key id, signature) stored for a block, or None (an unsigned block)."""
         return self._read(lambda txn: get_signature(txn, self.dbs, height, branch))
 
+    def block_signatures(self, lo: int, hi: int, *, branch: int | None = None
+                         ) -> dict[int, tuple[str, bytes]]:
+        """{height: (writer key id, signature)} of the signed blocks in [lo, hi], in one
+        MVCC snapshot."""
+        return self._read(lambda txn: get_signatures(txn, self.dbs, lo, hi, branch))
+
     # -- truncate ------------------------------------------------------------
 
     def truncate_to(self, height: int, *, reason: str, operator: str,
@@ -565,21 +571,6 @@ class ChainStore:
         return list(self._read(lambda txn: reads.events_by(
             txn, self.dbs, account=account, market=market, type_code=type_code,
             from_height=from_height, to_height=to_height, branch=branch, limit=limit)))
-
-    def where_is_block(self, height: int, block_hash: bytes, *,
-                       branches: Sequence[int | None] | None = None) -> int | None | bool:
-        """Which chain holds block `block_hash` at `height`: None for the canonical chain,
-        a branch id for an archived branch, False for none. `branches` limits the search
-        (None in it standing for the canonical chain)."""
-        candidates: Sequence[int | None] = branches if branches is not None else \
-            [None, *[int(b["branch"]) for b in self.branches()]]
-        for branch in candidates:
-            try:
-                if self.block(height, branch=branch).hash == block_hash:
-                    return branch
-            except (NotFound, StoreError):
-                continue
-        return False
 
     def height_of_seq(self, seq: int, *, branch: int | None = None) -> int:
         """The height of the block holding `seq`."""

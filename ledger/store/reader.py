@@ -13,10 +13,11 @@ this protocol only, so they answer the same from either store.
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, Self
 
+from ledger.errors import NotFound, StoreError
 from ledger.events.codec import Envelope
 from ledger.store.blocks import BlockHeader
 from ledger.store.chain import Snapshot, SnapshotInfo
@@ -104,11 +105,32 @@ class ChainReader(Protocol):
 
     def branch(self, branch: int) -> dict[str, Any]: ...
 
+    def block_signatures(self, lo: int, hi: int, *, branch: int | None = None
+                         ) -> dict[int, tuple[str, bytes]]:
+        """{height: (writer key id, signature)} of the signed blocks in [lo, hi]."""
+        ...
+
     def next_branch_id(self) -> int:
         """The id the next truncation will give its archived branch."""
         ...
 
     def journal(self) -> list[dict[str, Any]]: ...
+
+
+def where_is_block(store: ChainReader, height: int, block_hash: bytes, *,
+                   branches: Sequence[int | None] | None = None) -> int | None | bool:
+    """Which chain holds block `block_hash` at `height`: None for the canonical chain, a
+    branch id for an archived branch, False for none. `branches` limits the search (None
+    in it standing for the canonical chain)."""
+    candidates: Sequence[int | None] = branches if branches is not None else \
+        [None, *[int(b["branch"]) for b in store.branches()]]
+    for branch in candidates:
+        try:
+            if store.block(height, branch=branch).hash == block_hash:
+                return branch
+        except (NotFound, StoreError):
+            continue
+    return False
 
 
 def is_pg_spec(spec: str | os.PathLike[str]) -> bool:

@@ -59,6 +59,17 @@ def get_signature(txn: Txn, dbs: Dbs, height: int,
     return arr[0], arr[1]
 
 
+def get_signatures(txn: Txn, dbs: Dbs, lo: int, hi: int,
+                   branch: int | None = None) -> dict[int, tuple[str, bytes]]:
+    """{height: (key id, signature)} of the blocks in [lo, hi] that carry one."""
+    out = {}
+    for h in range(lo, hi + 1):
+        sig = get_signature(txn, dbs, h, branch)
+        if sig is not None:
+            out[h] = sig
+    return out
+
+
 def archive_signatures(txn: Txn, dbs: Dbs, height: int, branch: int) -> None:
     """Move the signatures of the blocks above `height` under `branch` (truncation)."""
     cur = txn.cursor(dbs.block_sigs)

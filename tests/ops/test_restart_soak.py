@@ -28,6 +28,7 @@ from ledger.errors import VerificationFailed
 from ledger.events import outcomes as o
 from ledger.sequencer import Sequencer
 from ledger.store.chain import ChainStore, verify_store
+from ledger.store.reader import where_is_block
 from tests.ops.test_restart import _rewrite
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,7 +84,7 @@ class Soak:
 
     @staticmethod
     def _holds(store: ChainStore, height: int, block_hash: bytes) -> bool:
-        return store.where_is_block(height, block_hash) is not False
+        return where_is_block(store, height, block_hash) is not False
 
     @staticmethod
     def _refunds_paid_once(store: ChainStore) -> None:

@@ -17,8 +17,9 @@ from projections.audit import Auditor
 
 
 def assert_replica_equals_chain(chain: Path, dsn: str) -> None:
-    """Every block, event, branch, snapshot and journal record, verify on both, and the
-    audit answers of a few accounts: the replica is the chain."""
+    """Every block with its writer's signature, every event, branch, snapshot and journal
+    record, verify on both, and the audit answers of a few accounts: the replica is the
+    chain."""
     with ChainStore.open(chain) as ref, PgChain.open(dsn) as pg:
         assert pg.head == ref.head
         assert verify_store(ref).ok and verify_replica(pg).ok, verify_replica(pg)
@@ -29,7 +30,11 @@ def assert_replica_equals_chain(chain: Path, dsn: str) -> None:
             assert verify_store(ref, branch=b).ok
             assert verify_replica(pg, branch=b).ok, verify_replica(pg, branch=b)
             assert list(pg.iter_block_bytes(branch=b)) == list(ref.iter_block_bytes(branch=b))
+            lo, hi = int(rec["first_height"]), int(rec["last_height"])
+            assert pg.block_signatures(lo, hi, branch=b) == ref.block_signatures(lo, hi, branch=b)
         assert list(pg.iter_block_bytes()) == list(ref.iter_block_bytes())
+        top = ref.head.height
+        assert pg.block_signatures(0, top) == ref.block_signatures(0, top)
         assert pg.snapshots() == ref.snapshots() and pg.journal() == ref.journal()
         deposits = ref.events_by(type_code=o.Deposited.TYPE_CODE, limit=8)  # type: ignore[attr-defined]
         accounts = sorted({e.event.acct for e in deposits} | {"LIQ_VAULT", "FEES"})

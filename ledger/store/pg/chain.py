@@ -3,8 +3,9 @@
 It implements `ledger.store.reader.ChainReader` with the answers `ChainStore`
 gives for the same chain: the same block headers (decoded from the stored
 header bytes), the same event bytes, the same index walk (the LMDB posting
-chunks are rows here: queries cost O(result)), the same branch and journal
-records (their msgpack bytes, copied), the same errors with the same words.
+chunks are rows here: queries cost O(result)), the same writer signatures
+of the blocks, the same branch and journal records (their msgpack bytes,
+copied), the same errors with the same words.
 
 Reads run in autocommit statements; `pinned()` holds one REPEATABLE READ,
 READ ONLY transaction for a run of reads, so a reader never sees a block
@@ -151,6 +152,14 @@ class PgChain:
         rows = self._rows(f"SELECT header FROM {SCHEMA}.blocks WHERE branch = %s AND height "
                           "BETWEEN %s AND %s ORDER BY height", (branch or 0, lo, hi))
         return [decode_header(bytes(r[0])) for r in rows]
+
+    def block_signatures(self, lo: int, hi: int, *, branch: int | None = None
+                         ) -> dict[int, tuple[str, bytes]]:
+        """The writer's signatures replicated with the blocks in [lo, hi] (schema 3)."""
+        rows = self._rows(f"SELECT height, writer_key, writer_sig FROM {SCHEMA}.blocks WHERE "
+                          "branch = %s AND height BETWEEN %s AND %s AND writer_sig IS NOT "
+                          "NULL", (branch or 0, lo, hi))
+        return {int(h): (str(k), bytes(sig)) for h, k, sig in rows}
 
     def _datas(self, branch: int | None, lo_seq: int, hi_seq: int) -> list[bytes]:
         rows = self._rows(f"SELECT data FROM {SCHEMA}.events WHERE branch = %s AND seq "

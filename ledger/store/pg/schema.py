@@ -5,8 +5,8 @@ its row in `schema_version`, under an advisory lock, so two replicators
 starting at once migrate once and a crash mid-migration leaves the old
 version. A database at a newer version than this code knows is refused
 (`SchemaTooNew`): an old replicator must never write rows a newer layout
-reads differently. Adding a replicated table later (say, block-header
-signatures) is one more migration here and one more writer, not a rewrite.
+reads differently. Adding a replicated table or column later is one more
+migration here and one more writer, not a rewrite.
 
 Chain tables (one row per stored thing; `branch` 0 is the canonical chain,
 `b` archived branch `b`, exactly as in LMDB):
@@ -21,6 +21,11 @@ Chain tables (one row per stored thing; `branch` 0 is the canonical chain,
   journal       operator actions (msgpack, as in LMDB) + columns
   meta          chain id, config, genesis hash, the LMDB schema version
   tracking      the replicated head: height, seq, block hash, time (1 row)
+
+Migration 3 adds the writer's signature of each block (key id and
+Ed25519 signature, as LMDB's block_sigs holds them) as two columns of
+`blocks`, so a rollback's archive moves them with their headers and a
+replica's `verify` checks the chain's authority as the ledger's does.
 
 Audit read models (migration 2; `ns` is the namespace, as `branch`):
 stmt_lines, funding_ticks, liquidations, with the LMDB read models' own
@@ -144,6 +149,11 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             height bigint PRIMARY KEY,
             hash bytea NOT NULL,
             blob bytea NOT NULL)""",
+    ]),
+    (3, "the writer's block signatures beside each header", [
+        # NULL on an unsigned (legacy) chain's blocks, and on a replica's blocks from
+        # before this migration until the replicator backfills them from the ledger.
+        f"ALTER TABLE {SCHEMA}.blocks ADD COLUMN writer_key text, ADD COLUMN writer_sig bytea",
     ]),
 ]
 

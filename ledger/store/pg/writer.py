@@ -33,7 +33,8 @@ IDX_ACCOUNT, IDX_MARKET, IDX_TYPE = 0, 1, 2
 INDEX_IDS = {"account": IDX_ACCOUNT, "market": IDX_MARKET, "type": IDX_TYPE}
 
 _BLOCK_COPY = (f"COPY {SCHEMA}.blocks (branch, height, time, first_seq, count, prev_hash, "
-               "events_hash, state_hash, hash, header) FROM STDIN (FORMAT BINARY)")
+               "events_hash, state_hash, hash, header, writer_key, writer_sig) FROM STDIN "
+               "(FORMAT BINARY)")
 _EVENT_COPY = (f"COPY {SCHEMA}.events (branch, seq, height, type_code, accounts, markets, "
                "data) FROM STDIN (FORMAT BINARY)")
 _INDEX_COPY = (f"COPY {SCHEMA}.index_chunks (branch, idx, key, first_seq, chunk) FROM STDIN "
@@ -45,7 +46,7 @@ _EVENT_HEAD = struct.Struct(">hiiiqiqih").pack
 _INDEX_HEAD = struct.Struct(">hiiih").pack
 _INDEX_TAIL = struct.Struct(">iqi").pack
 _LEN = struct.Struct(">i").pack
-# A blocks row's fixed-width head (10 fields: branch, height, time, first seq, count).
+# A blocks row's fixed-width head (12 fields: branch, height, time, first seq, count).
 _BLOCK_HEAD = struct.Struct(">hiiiqiqiqii").pack
 
 #: (type code, accounts, markets) of one event (`layout.event_index_keys`).
@@ -90,9 +91,11 @@ class EncodedBlock(NamedTuple):
     rows: int
 
 
-def encode_block(hdr: BlockHeader, datas: Sequence[bytes], branch: int) -> EncodedBlock:
-    """A block's header row and its events (stored bytes unchanged, with their filter
-    columns) and index rows, encoded for binary COPY."""
+def encode_block(hdr: BlockHeader, datas: Sequence[bytes], branch: int,
+                 signature: tuple[str, bytes] | None) -> EncodedBlock:
+    """A block's header row (with the writer's signature, if the block has one) and its
+    events (stored bytes unchanged, with their filter columns) and index rows, encoded for
+    binary COPY."""
     keys = [event_index_keys(d) for d in datas]
     head, arr, length = _EVENT_HEAD, copybin.text_array, _LEN
     parts: list[bytes] = []
@@ -108,11 +111,13 @@ def encode_block(hdr: BlockHeader, datas: Sequence[bytes], branch: int) -> Encod
         ix_parts += (ix_head(5, 4, branch, 2, idx), length(len(key)), key,
                      ix_tail(8, first, len(chunk)), chunk)
     raw = copybin.raw
+    signed = (copybin.text(signature[0]), raw(signature[1])) if signature is not None \
+        else (copybin.NULL, copybin.NULL)
     return EncodedBlock(
-        b"".join((_BLOCK_HEAD(10, 4, branch, 8, hdr.height, 8, hdr.time, 8, hdr.first_seq,
+        b"".join((_BLOCK_HEAD(12, 4, branch, 8, hdr.height, 8, hdr.time, 8, hdr.first_seq,
                               4, hdr.count),
                   raw(hdr.prev_hash), raw(hdr.events_hash), raw(hdr.state_hash), raw(hdr.hash),
-                  raw(encode_header(hdr)))),
+                  raw(encode_header(hdr)), *signed)),
         b"".join(parts), b"".join(ix_parts), 1 + len(datas) + len(index))
 
 
