@@ -562,7 +562,7 @@ class Replicator:
         return copied
 
     def _new_journal(self) -> list[dict[str, Any]]:
-        return [r for r in self.store.journal() if int(r["id"]) > self._journal_max]
+        return self.store.journal(after=self._journal_max)
 
     def _put_journal(self, cur: psycopg.Cursor[Any], journal: list[dict[str, Any]]) -> None:
         if journal:

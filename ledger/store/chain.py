@@ -452,10 +452,16 @@ class ChainStore:
         entry = JournalEntry(action, operator, reason, details or {})
         return int(self._write(lambda txn: journal_put(txn, self.dbs, entry)))
 
-    def journal(self) -> list[dict[str, Any]]:
-        """Every journal record, oldest first."""
-        return list(self._read(lambda txn: [
-            unpack_record(v) for _, v in txn.cursor(self.dbs.journal)]))
+    def journal(self, *, after: int = 0) -> list[dict[str, Any]]:
+        """The journal records with an id above `after` (default: every one), oldest first."""
+
+        def fn(txn: Txn) -> list[dict[str, Any]]:
+            cur = txn.cursor(self.dbs.journal)
+            if not cur.set_range(u64(after + 1)):
+                return []
+            return [unpack_record(v) for _, v in cur]
+
+        return self._read(fn)
 
     def put_checkpoint(self, name: str, record: dict[str, Any]) -> None:
         self._write(lambda txn: txn.put(name.encode(), pack_record(record),

@@ -114,7 +114,9 @@ class ChainReader(Protocol):
         """The id the next truncation will give its archived branch."""
         ...
 
-    def journal(self) -> list[dict[str, Any]]: ...
+    def journal(self, *, after: int = 0) -> list[dict[str, Any]]:
+        """The journal records with an id above `after` (default: every one), oldest first."""
+        ...
 
 
 def where_is_block(store: ChainReader, height: int, block_hash: bytes, *,

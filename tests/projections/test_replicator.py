@@ -260,3 +260,14 @@ def test_replicator_follows_appends_until_signalled(chain: Path, pg_dsn: str,
     assert '"stopped_by_signal": true' in out
     assert_replica_equals_chain(chain, pg_dsn)
     shutil.rmtree(chain / "readmodels", ignore_errors=True)
+
+
+def test_the_journal_from_an_id_on_either_store(branched_chain: Path, pg_dsn: str) -> None:
+    with ChainStore.open(branched_chain) as store:
+        replicate(store, pg_dsn)
+        every = store.journal()
+        assert len(every) >= 2
+        with PgChain.open(pg_dsn) as pg:
+            assert pg.journal() == every
+            for k in range(len(every) + 2):
+                assert store.journal(after=k) == every[k:] == pg.journal(after=k)

@@ -333,9 +333,9 @@ class PgChain:
         # archived branches are never dropped, so the next id follows the highest replicated.
         return max((int(b["branch"]) for b in self.branches()), default=0) + 1
 
-    def journal(self) -> list[dict[str, Any]]:
+    def journal(self, *, after: int = 0) -> list[dict[str, Any]]:
         return [unpack_record(bytes(r[0])) for r in self._rows(
-            f"SELECT record FROM {SCHEMA}.journal ORDER BY id")]
+            f"SELECT record FROM {SCHEMA}.journal WHERE id > %s ORDER BY id", (after,))]
 
     def height_of_seq(self, seq: int, *, branch: int | None = None) -> int:
         rows = self._rows(f"SELECT height FROM {SCHEMA}.events WHERE branch = %s AND seq = %s",
