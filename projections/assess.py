@@ -24,7 +24,7 @@ from typing import Any
 from ledger.core.counterfactual import Override
 from ledger.events.enums import FundingResumeAction
 from ledger.rollback import RollbackPlan, plan_rollback, recovery_block
-from ledger.store.reader import ChainReader
+from ledger.store.reader import ChainReader, one_view
 from projections.compensation import base_snapshot, compensation_ref, plan_compensation
 from projections.counterfactual import chain_stretch, latest_good_prices, run_counterfactual
 from projections.refunds import funding_resume_note, refund_ref
@@ -73,6 +73,7 @@ class Assessment:
         }
 
 
+@one_view
 def assess(store: ChainReader, from_height: int, *, snapshot: int | None = None,
            overrides: Mapping[int, Override] | None = None,
            funding_resume: FundingResumeAction | None = FundingResumeAction.SKIP,

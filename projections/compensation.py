@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 from ledger.core.counterfactual import Override
 from ledger.errors import CommandInvalid
-from ledger.store.reader import ChainReader
+from ledger.store.reader import ChainReader, one_view
 from projections.counterfactual import Counterfactual, chain_stretch, run_counterfactual
 from projections.remedy import RemedyPlan, build_plan, paid_under, vault_available
 
@@ -46,6 +46,7 @@ def base_snapshot(store: ChainReader, from_height: int, snapshot: int | None = N
     return snapshot
 
 
+@one_view
 def plan_compensation(store: ChainReader, from_height: int, *, snapshot: int | None = None,
                       overrides: Mapping[int, Override] | None = None,
                       cf: Counterfactual | None = None) -> RemedyPlan:

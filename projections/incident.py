@@ -57,7 +57,16 @@ def build_incident(au: Auditor, *, branch: int | None = None, from_height: int |
                    counterfactual_liquidations: Mapping[int, int] | None = None,
                    ) -> dict[str, Any]:
     """The incident document (see module docstring). With `branch`, the plan and the
-    counterfactual default to the library's refund plan and what-if of that branch."""
+    counterfactual default to the library's refund plan and what-if of that branch.
+    Every part is read from one consistent view of the store."""
+    with au.store.pinned():
+        return _build_incident(au, branch, from_height, window, plan, whatif_doc,
+                               counterfactual_liquidations)
+
+
+def _build_incident(au: Auditor, branch: int | None, from_height: int | None, window: int,
+                    plan: Mapping[str, Any] | None, whatif_doc: Mapping[str, Any] | None,
+                    counterfactual_liquidations: Mapping[int, int] | None) -> dict[str, Any]:
     if (branch is None) == (from_height is None):
         raise CommandInvalid("report incident needs exactly one of --branch B (after a "
                              "rollback) or --from-height H (compensation without rollback)")

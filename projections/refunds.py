@@ -20,7 +20,7 @@ from ledger.events import commands as c
 from ledger.events import outcomes as o
 from ledger.events.record import type_code
 from ledger.replay import restore_exact
-from ledger.store.reader import ChainReader
+from ledger.store.reader import ChainReader, one_view
 from projections.counterfactual import Counterfactual, branch_stretch, run_counterfactual
 from projections.remedy import RemedyPlan, build_plan, paid_under, vault_available
 
@@ -52,6 +52,7 @@ def funding_resume_note(action: str | None) -> str:
             "undid is refunded in full, so do not resume with ACCRUE_CAPPED over the gap")
 
 
+@one_view
 def plan_refunds(store: ChainReader, branch: int, *,
                  overrides: Mapping[int, Override] | None = None,
                  first_suspect_height: int | None = None,

@@ -21,7 +21,7 @@ from ledger.core.margin import equity_at
 from ledger.core.state import SYSTEM_ACCOUNTS
 from ledger.events import outcomes as o
 from ledger.events.codec import Envelope
-from ledger.store.reader import ChainReader
+from ledger.store.reader import ChainReader, one_view
 from projections.counterfactual import Counterfactual, branch_stretch, run_counterfactual
 from projections.harm import marks_of
 
@@ -126,6 +126,7 @@ def compare_worlds(cf: Counterfactual) -> WhatIf:
     return WhatIf(cf, diffs, actual, counter)
 
 
+@one_view
 def whatif(store: ChainReader, branch: int, *,
            overrides: Mapping[int, Override] | None = None,
            first_suspect_height: int | None = None) -> WhatIf:

@@ -12,10 +12,11 @@ this protocol only, so they answer the same from either store.
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol, Self
+from typing import Any, Concatenate, ParamSpec, Protocol, Self, TypeVar
 
 from ledger.errors import NotFound, StoreError
 from ledger.events.codec import Envelope
@@ -117,6 +118,24 @@ class ChainReader(Protocol):
     def journal(self, *, after: int = 0) -> list[dict[str, Any]]:
         """The journal records with an id above `after` (default: every one), oldest first."""
         ...
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def one_view(fn: Callable[Concatenate[ChainReader, P], R]
+             ) -> Callable[Concatenate[ChainReader, P], R]:
+    """Run a read workflow (its store the first argument) over one consistent view of the
+    store: a plan of many reads never mixes a replica's state before and after a block or
+    a mirrored rollback committed meanwhile (a no-op on LMDB, see `pinned`)."""
+
+    @functools.wraps(fn)
+    def wrapper(store: ChainReader, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with store.pinned():
+            return fn(store, *args, **kwargs)
+
+    return wrapper
 
 
 def where_is_block(store: ChainReader, height: int, block_hash: bytes, *,

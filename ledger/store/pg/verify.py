@@ -12,6 +12,7 @@ markets) against its bytes. The first failure is reported with its height.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from typing import Any
 
 from ledger.errors import CodecError
@@ -29,19 +30,22 @@ _ITERSIZE = 2000
 def verify_replica(chain: PgChain, *, branch: int | None = None,
                    progress: Callable[[int], None] | None = None) -> VerifyReport:
     """Verify the replica's canonical chain, or one archived branch; the first bad height."""
-    with chain.pinned():
-        return _walk(chain, branch, progress)
+    # The named (server-side) cursors are closed on the way out: the snapshot may be an
+    # outer one (`pinned` is re-entrant) that verifies the chain and then a branch.
+    with chain.pinned(), ExitStack() as cursors:
+        return _walk(chain, branch, progress, cursors)
 
 
-def _cursor(chain: PgChain, name: str, sql: str, params: tuple[Any, ...]) -> Iterator[Any]:
-    cur = chain.conn.cursor(name=name)
+def _cursor(chain: PgChain, name: str, sql: str, params: tuple[Any, ...],
+            cursors: ExitStack) -> Iterator[Any]:
+    cur = cursors.enter_context(chain.conn.cursor(name=name))
     cur.itersize = _ITERSIZE
     cur.execute(sql, params)
     return iter(cur)
 
 
-def _walk(chain: PgChain, branch: int | None,
-          progress: Callable[[int], None] | None) -> VerifyReport:
+def _walk(chain: PgChain, branch: int | None, progress: Callable[[int], None] | None,
+          cursors: ExitStack) -> VerifyReport:
     b = branch or 0
     if branch is None:
         prev_hash = genesis_prev_hash(chain.chain_id)
@@ -52,12 +56,13 @@ def _walk(chain: PgChain, branch: int | None,
         expected_height = expected_seq = None
     blocks = _cursor(chain, "verify_blocks", f"SELECT height, time, first_seq, count, "
                      f"prev_hash, events_hash, state_hash, hash, header FROM {SCHEMA}.blocks "
-                     "WHERE branch = %s ORDER BY height", (b,))
+                     "WHERE branch = %s ORDER BY height", (b,), cursors)
     events = _cursor(chain, "verify_events", f"SELECT seq, height, type_code, accounts, "
-                     f"markets, data FROM {SCHEMA}.events WHERE branch = %s ORDER BY seq", (b,))
+                     f"markets, data FROM {SCHEMA}.events WHERE branch = %s ORDER BY seq", (b,),
+                     cursors)
     index = _cursor(chain, "verify_index", f"SELECT idx, key, first_seq, chunk FROM "
                     f"{SCHEMA}.index_chunks WHERE branch = %s ORDER BY first_seq, idx, key",
-                    (b,))
+                    (b,), cursors)
     ev = next(events, None)
     ix = next(index, None)
     n_blocks = n_events = 0
