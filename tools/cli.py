@@ -232,7 +232,8 @@ def verify(
 ) -> None:
     """Walk the hash chain, events and indexes, every signature and the journal, every
     snapshot's bytes and the read models' checkpoints (and with --reexecute, the state
-    machine); on a replica (--store postgresql://...), its chain, events and indexes."""
+    machine); on a replica (--store postgresql://...), its chain, events, indexes,
+    signatures and journal."""
     from projections.verification import verify as run_verify
 
     doc = run_verify(store_spec(store, data), branch=branch, reexecute=reexecute,
@@ -243,9 +244,40 @@ def verify(
         output.dump_json(doc)
     else:
         title = "verified" if doc["ok"] else "VERIFICATION FAILED"
-        output.kv(title, list(doc.items()))
+        output.kv(title, verify_rows(doc))
     if not doc["ok"]:
         raise typer.Exit(3)
+
+
+def verify_rows(doc: dict[str, Any]) -> list[tuple[str, Any]]:
+    """`verify`'s report as table rows: each part's findings on rows of their own."""
+    rows: list[tuple[str, Any]] = [
+        ("store", doc["store"]), ("result", "ok" if doc["ok"] else "FAILED"),
+        ("first bad height", "" if doc["height"] is None else doc["height"]),
+        ("reason", doc["reason"]), ("blocks", doc["blocks"]), ("events", doc["events"])]
+    sig = doc.get("signatures")
+    if sig is not None:
+        rows += [("signatures", sig["status"]),
+                 ("writer keys", ", ".join(sig["writer_keys"]) or "none"),
+                 ("operator keys", ", ".join(sig["operator_keys"]) or "none")]
+        rows += [("signature problem", p) for p in sig["problems"]]
+    snaps = doc.get("snapshots")
+    if snaps is not None:
+        rows.append(("snapshots", f"{snaps['checked']} checked, "
+                     f"{len(snaps['problems']) or 'no'} problems"))
+        rows += [("snapshot problem", p) for p in snaps["problems"]]
+    models = doc.get("readmodels")
+    if models is not None:
+        rows.append(("read models", f"{len(models['problems']) or 'no'} problems"))
+        rows += [("read-model problem", p) for p in models["problems"]]
+    rx = doc.get("reexecute")
+    if rx is not None:
+        rows.append(("re-execution", f"{'ok' if rx['ok'] else 'FAILED'}: {rx['blocks']} blocks"
+                     f", {rx['events']} events in {rx['intervals']} intervals, "
+                     f"{rx['seconds']} s"))
+        if not rx["ok"]:
+            rows.append(("re-execution reason", rx["reason"]))
+    return rows
 
 
 @app.command()

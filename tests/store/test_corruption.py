@@ -100,6 +100,12 @@ def test_a_flipped_snapshot_byte_fails_verify_at_its_height(ledger: Path,
     code, doc, _ = _verify(copy)
     assert code == 3 and doc["height"] == 10
     assert "snapshot at height 10" in str(doc["reason"])
+    # For people: one row per finding, none of them a Python dict.
+    human = ledgerctl("verify", "--data", str(copy))
+    assert human.returncode == 3 and "VERIFICATION FAILED" in human.stdout
+    for row in ("first bad height", "snapshot problem", "snapshots", "signatures"):
+        assert row in human.stdout, human.stdout
+    assert "{" not in human.stdout and "[" not in human.stdout, human.stdout
     # A query restoring that snapshot says the same instead of a KeyError traceback.
     r = ledgerctl("audit", "state", "--at-height", "12", "--data", str(copy))
     assert r.returncode == 3 and "Traceback" not in r.stderr and "height 10" in r.stderr
