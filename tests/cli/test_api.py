@@ -10,6 +10,7 @@ import select
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +35,11 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.fixture(scope="module")
-def server(demo_ledger: Demo) -> Iterator[dict[str, Any]]:  # noqa: F811
-    """A real `ledgerctl serve` process on 127.0.0.1 and a free port; stopped after."""
-    data = demo_ledger[0]
-    cli_json("audit", "status", "--data", str(data))
-    runner.invoke(app, ["audit", "state", "--data", str(data)])  # read models caught up
-    before = _digest(data / "data.mdb")
-    proc = subprocess.Popen([sys.executable, "-m", "tools.cli", "serve", "--data", str(data),
+@contextmanager
+def serving(*where: str) -> Iterator[dict[str, Any]]:
+    """A real `ledgerctl serve` process on 127.0.0.1 and a free port for `where` (--data DIR
+    or --store URL), with an HTTP client; stopped after."""
+    proc = subprocess.Popen([sys.executable, "-m", "tools.cli", "serve", *where,
                              "--port", "0", "--json"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "120"})
     try:
@@ -53,7 +51,7 @@ def server(demo_ledger: Demo) -> Iterator[dict[str, Any]]:  # noqa: F811
         info = json.loads(line)
         assert info["host"] == "127.0.0.1" and info["port"] > 0
         with httpx.Client(base_url=info["url"], timeout=30) as client:
-            yield {"url": info["url"], "client": client, "data": data}
+            yield {"url": info["url"], "client": client}
     finally:
         proc.terminate()
         try:
@@ -61,6 +59,17 @@ def server(demo_ledger: Demo) -> Iterator[dict[str, Any]]:  # noqa: F811
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(demo_ledger: Demo) -> Iterator[dict[str, Any]]:  # noqa: F811
+    """`ledgerctl serve --data` on the demo's ledger; the chain is byte-identical after."""
+    data = demo_ledger[0]
+    cli_json("audit", "status", "--data", str(data))
+    runner.invoke(app, ["audit", "state", "--data", str(data)])  # read models caught up
+    before = _digest(data / "data.mdb")
+    with serving("--data", str(data)) as srv:
+        yield {**srv, "data": data}
     assert _digest(data / "data.mdb") == before, "the API wrote the chain"
 
 
