@@ -22,7 +22,15 @@ PLOTS = ("funding", "mark", "liquidations", "equity")
 def plot(au: Auditor, what: str, *, market: str | None = None, account: str | None = None,
          from_height: int | None = None, to_height: int | None = None,
          branch: int | None = None) -> tuple[dict[str, Any], bytes]:
-    """(series document, PNG bytes) of one plot (see module docstring)."""
+    """(series document, PNG bytes) of one plot (see module docstring), its series read
+    from one consistent view of the store."""
+    with au.store.pinned():
+        return _plot(au, what, market, account, from_height, to_height, branch)
+
+
+def _plot(au: Auditor, what: str, market: str | None, account: str | None,
+          from_height: int | None, to_height: int | None,
+          branch: int | None) -> tuple[dict[str, Any], bytes]:
     if what not in PLOTS:
         raise CommandInvalid(f"plot must be one of {', '.join(PLOTS)}, was {what!r}")
     lo, hi = au.height_range(from_height, to_height, branch)

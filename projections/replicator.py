@@ -6,9 +6,11 @@ serve the auditors. Here:
 
 - Blocks are read from LMDB in read transactions (`ChainStore.read_blocks`),
   each block's events hash checked, and written whole in ONE PostgreSQL
-  transaction: header, events (stored bytes and filter columns), index
-  chunks, any snapshot and journal records that arrived, the audit
-  read-model rows (the same `AuditProjection` the LMDB runner folds), and the
+  transaction: header (with the writer's signature), events (stored bytes
+  and filter columns), index chunks, any snapshot that arrived, the journal
+  records naming these blocks (never earlier: `verify` pairs each record with
+  its block, on a replica behind the ledger too), the audit read-model rows
+  (the same `AuditProjection` the LMDB runner folds), and the
   tracking row (height, seq, block hash) by compare-and-set. A SIGKILL at any
   instant loses nothing and doubles nothing: the next run starts after the
   last committed block.
@@ -48,7 +50,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -143,7 +145,6 @@ class _Prepared(NamedTuple):
     block: EncodedBlock
     staged: StagedRows
     snap: Snapshot | None
-    journal: list[dict[str, Any]]
     fold_blob: bytes | None
 
 
@@ -268,24 +269,36 @@ class Replicator:
 
     def _backfill_signatures(self) -> None:
         """A replica made before schema 3 holds its blocks without the writer's signatures:
-        copy them from the ledger, once, in one transaction (found by block hash, so a
-        block the ledger has archived since is found in its branch)."""
+        copy them from the ledger once, in one transaction. Each block is found by hash
+        (one the ledger has archived since is found in its branch); the lookups run again
+        if a truncation lands meanwhile, so no block is paired with another's signature."""
         store = self.store
         rows = self.conn.execute(f"SELECT branch, height, hash FROM {SCHEMA}.blocks WHERE "
                                  "writer_sig IS NULL ORDER BY branch, height").fetchall()
-        found = []
-        for branch, height, block_hash in rows:
-            owner = where_is_block(store, height, bytes(block_hash),
-                                   branches=[branch or None, None] if branch else None)
-            sig = None if owner is False else store.block_signature(height, branch=owner)
-            if sig is not None:
-                found.append((sig[0], sig[1], branch, height))
+        while True:
+            n0 = store.next_branch_id()
+            found = []
+            for branch, height, block_hash in rows:
+                # An archived branch is the same in both stores; a canonical block may
+                # have been archived in the ledger since.
+                owner = where_is_block(store, height, bytes(block_hash),
+                                       branches=[branch] if branch else None)
+                sig = None if owner is False else store.block_signature(height, branch=owner)
+                if sig is not None:
+                    found.append((sig[0], sig[1], branch, height))
+            if store.next_branch_id() == n0:
+                break
+        signed = store.block_signature(0) is not None
         with self.conn.transaction():
             cur = self.conn.cursor()
             cur.executemany(f"UPDATE {SCHEMA}.blocks SET writer_key = %s, writer_sig = %s "
                             "WHERE branch = %s AND height = %s", found)
-            put_meta(cur, "block_signatures", True)
-        log.info("block signatures backfilled", blocks=len(found), unsigned=len(rows) - len(found))
+            # A signed chain whose every block was found is done; anything missing is
+            # looked for again at the next start (and until then `verify` names it).
+            if not signed or len(found) == len(rows):
+                put_meta(cur, "block_signatures", True)
+        log.info("block signatures backfilled", blocks=len(found), missing=len(rows) - len(found),
+                 signed_chain=signed)
 
     def close(self) -> None:
         """Save the fold state at the head replicated (a cheaper restart), disconnect."""
@@ -373,7 +386,7 @@ class Replicator:
         there was nothing to do."""
         store = self.store
         n0 = store.next_branch_id()
-        mirrored = int(self._one(f"SELECT coalesce(max(branch), 0) FROM {SCHEMA}.branches"))
+        mirrored = self.pg.next_branch_id() - 1
         if mirrored > n0 - 1:
             raise IntegrityError(f"{describe(self.dsn)} holds archived branch {mirrored}, the "
                                  f"chain only {n0 - 1}: it was fed from another ledger")
@@ -461,7 +474,6 @@ class Replicator:
         when the step began): a caught-up follower writes its one new block at once,
         never waiting for more. An unlinked block ends it."""
         prev = self.tracking.hash
-        journal = self._new_journal()
         group: list[_Prepared] = []
         events = 0
         group_owner: int | None = None
@@ -486,8 +498,7 @@ class Replicator:
                         snap = self.store.snapshot(hdr.height)
                     except StoreError:
                         snap = None
-                group.append(self._prepare(hdr, datas, sigs.get(hdr.height), snap, journal))
-                journal = []
+                group.append(self._prepare(hdr, datas, sigs.get(hdr.height), snap))
                 events += hdr.count
                 if group_full(events, len(group), self.group_events, self.group_blocks):
                     yield group
@@ -561,8 +572,26 @@ class Replicator:
                         self._broken = True
         return copied
 
-    def _new_journal(self) -> list[dict[str, Any]]:
-        return self.store.journal(after=self._journal_max)
+    def _journal_due(self, written: Collection[bytes]) -> list[dict[str, Any]]:
+        """The new journal records the replica may hold once blocks `written` (hashes)
+        commit: in id order, up to the first whose block it will not hold yet.
+
+        A record goes in the transaction of the block it names, never before it: `verify`
+        pairs every record with its block, and on a replica that is behind a record
+        written early would name a block it does not have.
+        """
+        due = []
+        for rec in self.store.journal(after=self._journal_max):
+            named = bytes.fromhex(str(rec["head_hash"]))
+            if named not in written and not self._holds(int(rec["head_height"]), named):
+                break
+            due.append(rec)
+        return due
+
+    def _holds(self, height: int, block_hash: bytes) -> bool:
+        """Whether the replica holds block `block_hash` at `height` (any branch)."""
+        return bool(self._one(f"SELECT count(*) FROM {SCHEMA}.blocks WHERE height = %s AND "
+                              "hash = %s", (height, block_hash)))
 
     def _put_journal(self, cur: psycopg.Cursor[Any], journal: list[dict[str, Any]]) -> None:
         if journal:
@@ -570,13 +599,13 @@ class Replicator:
             self._journal_max = max(int(r["id"]) for r in journal)
 
     def _prepare(self, hdr: BlockHeader, datas: list[bytes], sig: tuple[str, bytes] | None,
-                 snap: Snapshot | None, journal: list[dict[str, Any]]) -> _Prepared:
+                 snap: Snapshot | None) -> _Prepared:
         """Fold one block and encode all its rows (no I/O to the server)."""
         enc = encode_block(hdr, datas, 0, sig)
         self.proj.fold(hdr, datas, True)
         staged = encode_staged(self.proj.take_staged(), self.proj.ns)
         blob = self.proj.dump() if self._retain(hdr.height) else None
-        return _Prepared(hdr, enc, staged, snap, journal, blob)
+        return _Prepared(hdr, enc, staged, snap, blob)
 
     def _commit(self, group: list[_Prepared]) -> None:
         """ONE transaction: whole consecutive blocks, their read-model rows, what arrived
@@ -585,6 +614,8 @@ class Replicator:
         new = Head(last.height, last.last_seq, last.hash, last.time)
         what = (f"writing block {last.height}" if len(group) == 1 else
                 f"writing blocks {first.height}..{last.height}")
+        with self._errors(what):
+            journal = self._journal_due({p.hdr.hash for p in group})
         with self._errors(what), self.conn.transaction():
             cur = self.conn.cursor()
             self._write_run(cur, [(p.block, p.staged) for p in group])
@@ -592,12 +623,12 @@ class Replicator:
                 hdr = p.hdr
                 if p.snap is not None:
                     put_snapshot(cur, p.snap)
-                self._put_journal(cur, p.journal)
                 if hdr.height == 0:
                     put_meta(cur, "genesis_hash", hdr.hash.hex())
                 if p.fold_blob is not None:
                     self._save_fold(cur, Head(hdr.height, hdr.last_seq, hdr.hash, hdr.time),
                                     p.fold_blob)
+            self._put_journal(cur, journal)
             advance(cur, self.tracking, new)
         self.tracking = new
         self._pg_snaps.update(p.hdr.height for p in group if p.snap is not None)
@@ -611,10 +642,11 @@ class Replicator:
             write_encoded(cur, [rows for _, rows in run])
 
     def _sync_side(self) -> None:
-        """Snapshots taken after their block was replicated, new journal records, config."""
+        """Snapshots taken after their block was replicated, journal records whose block
+        it already holds, config."""
         t = self.tracking.height
         missing = [h for h in sorted(self._lmdb_snaps) if h <= t and h not in self._pg_snaps]
-        journal = self._new_journal()
+        journal = self._journal_due(())
         config = self.store.config
         if not missing and not journal and self._pg_config == config:
             return
@@ -661,12 +693,14 @@ class Replicator:
             prev = t.hash
             run: list[tuple[EncodedBlock, StagedRows]] = []
             events = 0
+            copied: set[bytes] = set()
             sigs = self.store.block_signatures(t.height + 1, last, branch=b)
             for hdr, datas in self.store.iter_block_bytes(t.height + 1, last, branch=b):
                 if hdr.prev_hash != prev:
                     raise IntegrityError(f"archived branch {b} does not link at height "
                                          f"{hdr.height}; run `ledgerctl verify --branch {b}`")
                 prev = hdr.hash
+                copied.add(hdr.hash)
                 self.proj.fold(hdr, datas, True)
                 run.append((encode_block(hdr, datas, b, sigs.get(hdr.height)),
                             encode_staged(self.proj.take_staged(), b)))
@@ -679,7 +713,7 @@ class Replicator:
             moved = archive_above(cur, base, first_seq, b)
             moved.update(archive_models_above(cur, base, b))
             put_branch(cur, rec)
-            self._put_journal(cur, self._new_journal())
+            self._put_journal(cur, self._journal_due(copied))
             advance(cur, t, new)
         self.tracking = new
         self.proj = at_base

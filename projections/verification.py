@@ -60,11 +60,14 @@ def verify_structure(chain: ChainReader, *, branch: int | None = None, progress:
     from ledger.store.pg.verify import verify_replica
 
     assert isinstance(chain, PgChain)
-    r = verify_replica(chain, branch=branch)
-    doc: dict[str, Any] = {"store": "postgresql", "ok": r.ok, "height": r.height,
-                           "reason": r.reason, "blocks": r.blocks, "events": r.events}
-    if doc["ok"]:
-        _check_signatures(chain, branch, doc)
+    # One snapshot for the whole walk: the structure, the signatures and the journal
+    # pairing must all see the same replicated blocks while the replicator goes on.
+    with chain.pinned():
+        r = verify_replica(chain, branch=branch)
+        doc: dict[str, Any] = {"store": "postgresql", "ok": r.ok, "height": r.height,
+                               "reason": r.reason, "blocks": r.blocks, "events": r.events}
+        if doc["ok"]:
+            _check_signatures(chain, branch, doc)
     return _check_trusted(doc, trust_keys)
 
 

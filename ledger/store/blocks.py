@@ -85,11 +85,8 @@ def check_events(hdr: BlockHeader, datas: list[bytes]) -> None:
 
 
 def decode_checked_block(hdr: BlockHeader, datas: list[bytes]) -> list[Envelope]:
-    """A block's events decoded, once `check_events` has passed on these bytes.
-
-    The events hash proves the bytes are those that passed the field checks at
-    append, so they decode without re-checking each field (`decode_verified`).
-    """
+    """A block's events decoded, once `check_events` has passed on these bytes
+    (`decode_verified`: msgspec still checks every field, at no extra cost)."""
     first = hdr.first_seq
     # A block's records are acyclic tuples: no garbage for the cycle collector, whose
     # generation-0 passes would otherwise more than double the decode cost.

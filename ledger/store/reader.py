@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Concatenate, ParamSpec, Protocol, Self, TypeVar
 
-from ledger.errors import NotFound, StoreError
+from ledger.errors import NotFound
 from ledger.events.codec import Envelope
 from ledger.store.blocks import BlockHeader
 from ledger.store.chain import Snapshot, SnapshotInfo
@@ -112,7 +112,7 @@ class ChainReader(Protocol):
         ...
 
     def next_branch_id(self) -> int:
-        """The id the next truncation will give its archived branch."""
+        """The id the next archived branch will have (on a replica: the next mirrored)."""
         ...
 
     def journal(self, *, after: int = 0) -> list[dict[str, Any]]:
@@ -126,9 +126,9 @@ R = TypeVar("R")
 
 def one_view(fn: Callable[Concatenate[ChainReader, P], R]
              ) -> Callable[Concatenate[ChainReader, P], R]:
-    """Run a read workflow (its store the first argument) over one consistent view of the
-    store: a plan of many reads never mixes a replica's state before and after a block or
-    a mirrored rollback committed meanwhile (a no-op on LMDB, see `pinned`)."""
+    """Run a read workflow over one consistent view of its store, passed first and
+    positionally: a plan of many reads never mixes a replica's state before and after a
+    block or a mirrored rollback committed meanwhile (a no-op on LMDB, see `pinned`)."""
 
     @functools.wraps(fn)
     def wrapper(store: ChainReader, /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -149,7 +149,7 @@ def where_is_block(store: ChainReader, height: int, block_hash: bytes, *,
         try:
             if store.block(height, branch=branch).hash == block_hash:
                 return branch
-        except (NotFound, StoreError):
+        except NotFound:
             continue
     return False
 

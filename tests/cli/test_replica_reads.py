@@ -4,9 +4,9 @@ Every read command that takes `--store` answers byte for byte as it does on the
 data directory: the catalog (blocks, events, snapshots, branches, journal), the
 remedies that re-execute the chain from a replicated snapshot (refund and
 compensation plans, assess, the what-if), the plots and the incident report.
-The report differs in one place only, by design: its verification is the
-replica's own (hash chain, events hashes, header and index rows), and the page
-says which store it verified.
+The report differs in its verification rows only, by design: the
+replica's own (hash chain, events hashes, header and index rows, signatures
+and journal), and the page says which store it verified.
 """
 
 from __future__ import annotations
@@ -95,6 +95,8 @@ def test_the_incident_report_from_the_replica(demo_ledger: Demo, replica: str,  
     assert docs[1]["plan"]["lines"] and docs[1]["liquidations"]["totals"]["counterfactual"] == 0
     for name in ("chain", "branch"):
         assert pg[name]["ok"] and pg[name]["store"] == "postgresql"
+        assert pg[name]["signatures"] == lmdb[name]["signatures"]
+        assert pg[name]["signatures"]["signed"]
         assert (pg[name]["blocks"], pg[name]["events"]) == \
             (lmdb[name]["blocks"], lmdb[name]["events"])
     assert "verify chain (PostgreSQL replica)" in pages[1]

@@ -5,7 +5,8 @@ ledger's own `verify` does: every block signed by an active writer key, every
 operator command signed and journaled. A signature altered, swapped or dropped
 in PostgreSQL fails `verify --store` at that block. A replica made before
 schema 3 is backfilled from the ledger once, including blocks the ledger has
-archived into a branch since.
+archived into a branch since. A replica that is behind verifies at every
+height it stops at: journal records arrive with the blocks they name.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from ledger.errors import StoreError
 from ledger.keys import WRITER_KEY_ENV, create_key
 from ledger.store.chain import ChainStore
 from ledger.store.pg.chain import PgChain
-from projections.replicator import replicate
+from projections.replicator import Replicator, replicate
 from projections.verification import verify
+from tests.demo_chain import demo_ledger  # noqa: F401
 from tests.projections.chains import ChainWriter
 from tests.projections.replica_checks import assert_replica_equals_chain
 from tools.pgcluster import PgCluster
@@ -55,7 +58,8 @@ def test_the_replica_verifies_the_chains_authority_as_the_ledger_does(
 
 
 @pytest.mark.parametrize(("tamper", "words"), [
-    ("writer_sig = overlay(writer_sig placing '\\xff'::bytea from 5)", "does not verify"),
+    # One bit of the signature flipped, whatever the (per-session) key made it.
+    ("writer_sig = set_byte(writer_sig, 4, get_byte(writer_sig, 4) # 1)", "does not verify"),
     ("writer_key = 'mallory'", "not an active writer key"),
     ("writer_key = NULL, writer_sig = NULL", "carries no writer signature"),
 ], ids=["altered", "another key", "dropped"])
@@ -69,26 +73,33 @@ def test_a_tampered_signature_fails_verify_at_its_block(
     assert words in doc["reason"], doc
 
 
-def test_a_replica_from_before_signatures_is_backfilled_once(
+def test_a_replica_from_before_signatures_is_migrated_and_backfilled_once(
         chain: Path, pg_dsn: str) -> None:
     _replicate(chain, pg_dsn)
-    # As a replica made before schema 3 stands: no signature columns filled, no marker.
-    _sql(pg_dsn, "UPDATE perpledger.blocks SET writer_key = NULL, writer_sig = NULL")
+    # Make it the replica schema 2 wrote: no signature columns, no migration 3, no marker.
+    _sql(pg_dsn, "ALTER TABLE perpledger.blocks DROP COLUMN writer_key, DROP COLUMN writer_sig")
+    _sql(pg_dsn, "DELETE FROM perpledger.schema_version WHERE version = 3")
     _sql(pg_dsn, "DELETE FROM perpledger.meta WHERE key = 'block_signatures'")
-    doc = verify(pg_dsn)
-    assert not doc["ok"] and doc["height"] == 0 and "no writer signature" in doc["reason"]
+    with pytest.raises(StoreError, match="schema version 2.*run `ledgerctl replicate` once"):
+        PgChain.open(pg_dsn).close()
     # Meanwhile the ledger rolls back: blocks the replica holds as canonical are now in
     # the ledger's branch 1, and must be found there.
     with ChainWriter.open(chain, seed=21, accounts=40) as w:
         assert w.rollback(50) == 1
         w.append(5)
-    _replicate(chain, pg_dsn)
+    _replicate(chain, pg_dsn)  # migrates to 3, backfills, mirrors the rollback, goes on
     assert verify(pg_dsn)["ok"]
     assert_replica_equals_chain(chain, pg_dsn)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         row = conn.execute("SELECT value FROM perpledger.meta WHERE key = "
                            "'block_signatures'").fetchone()
     assert row is not None and row[0] is True
+    # Once: a signature lost afterwards is not quietly copied again; verify names it.
+    _sql(pg_dsn, "UPDATE perpledger.blocks SET writer_key = NULL, writer_sig = NULL WHERE "
+         "branch = 0 AND height = 7")
+    _replicate(chain, pg_dsn)
+    doc = verify(pg_dsn)
+    assert not doc["ok"] and doc["height"] == 7 and "no writer signature" in doc["reason"]
 
 
 def test_an_auditors_trusted_writer_key_is_checked_on_the_replica(
@@ -99,3 +110,22 @@ def test_an_auditors_trusted_writer_key_is_checked_on_the_replica(
     other = create_key(tmp_path / "someone-else.key")
     doc = verify(pg_dsn, trust_keys=[f"{other.path}.pub"])
     assert not doc["ok"] and doc["height"] == 0 and "trusted" in doc["reason"], doc
+
+
+def test_a_replica_behind_the_ledger_verifies_wherever_it_stops(
+        demo_ledger: tuple[Path, dict[str, object]], pg_dsn: str) -> None:  # noqa: F811
+    """The demo's journal names blocks 101..103 (recovery, refunds, mode); its branch 1
+    is mirrored after height 100. Each stop is a state an auditor's standby can be in."""
+    seen = []
+    with ChainStore.open(demo_ledger[0]) as store:
+        journal = store.journal()
+        for stop_at in (0, 3, 60, 100, 101, 102, 103):
+            with Replicator(store, pg_dsn, group_blocks=1) as rep:
+                rep.run(stop=lambda r=rep, h=stop_at: r.tracking.height >= h)
+            doc = verify(pg_dsn)
+            assert doc["ok"], (stop_at, doc)
+            with PgChain.open(pg_dsn) as pg:
+                held = pg.journal()
+                seen.append((stop_at, len(held), len(pg.branches())))
+            assert held == [r for r in journal if r["head_height"] <= stop_at]
+    assert seen[-1] == (103, len(journal), 1) and len(journal) == 3

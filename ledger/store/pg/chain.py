@@ -329,8 +329,9 @@ class PgChain:
         return dict(unpack_record(bytes(rows[0][0])))
 
     def next_branch_id(self) -> int:
-        # Branch ids start at 1 and every truncation takes the next (ledger/store/archive.py);
-        # archived branches are never dropped, so the next id follows the highest replicated.
+        """The id the next branch mirrored here will have: branch ids start at 1, every
+        truncation takes the next (ledger/store/archive.py) and none is ever dropped. It
+        trails the ledger's until the replicator has mirrored its rollbacks."""
         return max((int(b["branch"]) for b in self.branches()), default=0) + 1
 
     def journal(self, *, after: int = 0) -> list[dict[str, Any]]:
