@@ -16,7 +16,7 @@ from ledger.keys import create_key, load_public
 from ledger.sequencer import Sequencer
 from ledger.store.journal import JournalEntry
 from tools import output
-from tools.common import DataOpt, JsonOpt, KeyOpt, data_dir, open_store
+from tools.common import DataOpt, JsonOpt, KeyOpt, StoreOpt, data_dir, open_reader, open_store
 
 keys_app = typer.Typer(help="Ed25519 keys: operators sign operator commands, the writer "
                             "signs every block.", no_args_is_help=True)
@@ -44,12 +44,13 @@ def key_id(path: Annotated[Path, typer.Argument(help="A key file or its .pub.")]
 
 
 @keys_app.command("list")
-def list_keys(data: DataOpt = None, json_out: JsonOpt = False) -> None:
+def list_keys(data: DataOpt = None, json_out: JsonOpt = False, store: StoreOpt = None
+              ) -> None:
     """The keys registered on the chain (from its events; no private key needed)."""
-    with open_store(data) as store:
+    with open_reader(store, data) as chain:
         rows = [{"key_id": e.event.key_id, "role": e.event.role.name, "name": e.event.name,
                  "active": e.event.active, "height": e.height}
-                for e in store.events_by(type_code=type_code(o.KeyRegistered))]
+                for e in chain.events_by(type_code=type_code(o.KeyRegistered))]
     # A signed chain registers its keys at genesis (verify_authority's rule); listing the
     # keys must not check every signature of the chain.
     signed = any(r["height"] == 0 for r in rows)

@@ -1,7 +1,8 @@
 """An auditor with only the PostgreSQL replica asks what the operator asks of the ledger.
 
 Every read command that takes `--store` answers byte for byte as it does on the
-data directory: the catalog (blocks, events, snapshots, branches, journal), the
+data directory: the catalog (blocks, events, snapshots, branches, journal, the
+registered keys), the
 remedies that re-execute the chain from a replicated snapshot (refund and
 compensation plans, assess, the what-if), the plots and the incident report.
 The report differs in its verification rows only, by design: the
@@ -39,6 +40,7 @@ QUESTIONS = [
     ["snapshots"],
     ["branches"],
     ["journal"],
+    ["keys", "list"],
     ["refunds", "plan", "--branch", str(BRANCH)],
     ["compensate", "plan", "--from-height", "102"],
     ["assess", "--from-height", "102"],
