@@ -590,8 +590,10 @@ class Replicator:
 
     def _holds(self, height: int, block_hash: bytes) -> bool:
         """Whether the replica holds block `block_hash` at `height` (any branch)."""
-        return bool(self._one(f"SELECT count(*) FROM {SCHEMA}.blocks WHERE height = %s AND "
-                              "hash = %s", (height, block_hash)))
+        # By primary key (branch, height): one probe per chain the replica holds.
+        chains = list(range(self.pg.next_branch_id()))
+        return bool(self._one(f"SELECT count(*) FROM {SCHEMA}.blocks WHERE branch = ANY(%s) "
+                              "AND height = %s AND hash = %s", (chains, height, block_hash)))
 
     def _put_journal(self, cur: psycopg.Cursor[Any], journal: list[dict[str, Any]]) -> None:
         if journal:
