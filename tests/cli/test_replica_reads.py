@@ -83,14 +83,20 @@ def test_a_plot_from_the_replica_draws_the_same_series(demo_ledger: Demo, replic
     assert docs[0] == docs[1] and docs[0]["series"]
 
 
+def _reports(demo: Demo, replica: str, tmp_path: Path, *kind: str
+             ) -> tuple[list[dict[str, Any]], list[str]]:
+    docs, pages = [], []
+    for where in (["--data", str(demo[0])], ["--store", replica]):
+        out = tmp_path / f"report{len(docs)}.html"
+        docs.append(json.loads(_ask("report", "incident", *kind, "--out", str(out),
+                                    *where))["report"])
+        pages.append(out.read_text())
+    return docs, pages
+
+
 def test_the_incident_report_from_the_replica(demo_ledger: Demo, replica: str,  # noqa: F811
                                               tmp_path: Path) -> None:
-    docs, pages = [], []
-    for where in (["--data", str(demo_ledger[0])], ["--store", replica]):
-        out = tmp_path / f"report{len(docs)}.html"
-        docs.append(json.loads(_ask("report", "incident", "--branch", str(BRANCH), "--out",
-                                    str(out), *where))["report"])
-        pages.append(out.read_text())
+    docs, pages = _reports(demo_ledger, replica, tmp_path, "--branch", str(BRANCH))
     lmdb, pg = (d["hashes"].pop("verify") for d in docs)
     # The refund plan re-executed from the replica's snapshot is the ledger's, to the quantum.
     assert docs[1] == docs[0]
@@ -103,6 +109,14 @@ def test_the_incident_report_from_the_replica(demo_ledger: Demo, replica: str,  
             (lmdb[name]["blocks"], lmdb[name]["events"])
     assert "verify chain (PostgreSQL replica)" in pages[1]
     assert "verify chain (LMDB ledger)" in pages[0]
+
+
+def test_the_compensation_report_from_the_replica(demo_ledger: Demo,  # noqa: F811
+                                                   replica: str, tmp_path: Path) -> None:
+    docs, _ = _reports(demo_ledger, replica, tmp_path, "--from-height", "101")
+    lmdb, pg = (d["hashes"].pop("verify") for d in docs)
+    assert docs[0]["kind"] == "compensation" and docs[1] == docs[0]
+    assert pg["chain"]["ok"] and pg["chain"]["signatures"] == lmdb["chain"]["signatures"]
 
 
 def test_a_replica_that_is_not_there_is_one_clear_error(pg_cluster: PgCluster) -> None:
