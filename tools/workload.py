@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from ledger.events.commands import (
     BeginBlock,
@@ -28,7 +28,7 @@ from ledger.events.commands import (
     FundingTick,
     UpdateOracle,
 )
-from ledger.events.enums import Mode, OrderType, Side
+from ledger.events.enums import Mode
 from ledger.markets import Listing
 from tools.workload_actions import Block, Crowd, users_act
 from tools.workload_makers import market_makers, vault_unwind
@@ -44,54 +44,9 @@ from tools.workload_model import (
     next_oracle,
     shock_starting_at,
 )
+from tools.workload_view import EngineView, MarketState, OpenOrder
 
 __all__ = ["VAULT", "EngineView", "MarketState", "OpenOrder", "Workload"]
-
-
-class MarketState(Protocol):
-    """The market attributes the workload reads (names as on the engine's market state)."""
-
-    @property
-    def oracle_st(self) -> int: ...
-    @property
-    def mark_st(self) -> int: ...
-    @property
-    def funding_index(self) -> int: ...
-    @property
-    def last_funding_time(self) -> int: ...
-
-
-class OpenOrder(Protocol):
-    @property
-    def order_id(self) -> int: ...
-    @property
-    def mkt(self) -> str: ...
-    @property
-    def side(self) -> Side: ...
-    @property
-    def price_st(self) -> int | None: ...
-    @property
-    def type(self) -> OrderType: ...
-
-
-class EngineView(Protocol):
-    """Read access to the exchange state after the previous block (`ledger.core.engine.Engine`)."""
-
-    def margin(self, acct: str) -> tuple[int, int, int, int]:
-        """(AV, IMR, MMR, free) in qq."""
-        ...
-
-    def position(self, acct: str, mkt: str) -> tuple[int, int, int, int]:
-        """(size_bq, cost_qq, idx, realized_qq)."""
-        ...
-
-    def balance(self, acct: str) -> int: ...
-    def market(self, mkt: str) -> MarketState: ...
-    def open_orders(self, acct: str) -> Sequence[OpenOrder]: ...
-    def best_bid(self, mkt: str) -> int | None: ...
-    def best_ask(self, mkt: str) -> int | None: ...
-    def expected_funding_index(self, mkt: str, time: int) -> int: ...
-    def effective_mode(self, mkt: str) -> Mode: ...
 
 
 class Workload:

@@ -28,7 +28,7 @@ from tools.workload_model import (
 )
 
 if TYPE_CHECKING:
-    from tools.workload import EngineView
+    from tools.workload_view import EngineView
 
 #: Order types held off the book until their trigger fires (SPEC 8).
 TRIGGER_TYPES = TP_SL

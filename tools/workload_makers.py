@@ -14,7 +14,7 @@ from tools.workload_actions import TRIGGER_TYPES, Block, ioc_order
 from tools.workload_model import PPM, VAULT, MarketInfo, Persona, ceil_tick, floor_tick, scale_ppm
 
 if TYPE_CHECKING:
-    from tools.workload import OpenOrder
+    from tools.workload_view import OpenOrder
 
 
 def market_makers(b: Block, limit: int) -> None:

@@ -1,0 +1,59 @@
+"""What the workload generator reads of the exchange: the engine's view, as protocols.
+
+`ledger.core.engine.Engine` satisfies `EngineView`; the workload's modules
+(`tools.workload`, `tools.workload_actions`, `tools.workload_makers`) type
+against these instead of against each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from ledger.events.enums import Mode, OrderType, Side
+
+
+class MarketState(Protocol):
+    """The market attributes the workload reads (names as on the engine's market state)."""
+
+    @property
+    def oracle_st(self) -> int: ...
+    @property
+    def mark_st(self) -> int: ...
+    @property
+    def funding_index(self) -> int: ...
+    @property
+    def last_funding_time(self) -> int: ...
+
+
+class OpenOrder(Protocol):
+    @property
+    def order_id(self) -> int: ...
+    @property
+    def mkt(self) -> str: ...
+    @property
+    def side(self) -> Side: ...
+    @property
+    def price_st(self) -> int | None: ...
+    @property
+    def type(self) -> OrderType: ...
+
+
+class EngineView(Protocol):
+    """Read access to the exchange state after the previous block (`ledger.core.engine.Engine`)."""
+
+    def margin(self, acct: str) -> tuple[int, int, int, int]:
+        """(AV, IMR, MMR, free) in qq."""
+        ...
+
+    def position(self, acct: str, mkt: str) -> tuple[int, int, int, int]:
+        """(size_bq, cost_qq, idx, realized_qq)."""
+        ...
+
+    def balance(self, acct: str) -> int: ...
+    def market(self, mkt: str) -> MarketState: ...
+    def open_orders(self, acct: str) -> Sequence[OpenOrder]: ...
+    def best_bid(self, mkt: str) -> int | None: ...
+    def best_ask(self, mkt: str) -> int | None: ...
+    def expected_funding_index(self, mkt: str, time: int) -> int: ...
+    def effective_mode(self, mkt: str) -> Mode: ...
