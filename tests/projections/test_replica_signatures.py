@@ -26,7 +26,6 @@ from projections.verification import verify
 from tests.demo_chain import demo_ledger  # noqa: F401
 from tests.projections.chains import ChainWriter
 from tests.projections.replica_checks import assert_replica_equals_chain
-from tools.pgcluster import PgCluster
 
 pytestmark = pytest.mark.needs_postgres
 
@@ -64,11 +63,10 @@ def test_the_replica_verifies_the_chains_authority_as_the_ledger_does(
     ("writer_key = NULL, writer_sig = NULL", "carries no writer signature"),
 ], ids=["altered", "another key", "dropped"])
 def test_a_tampered_signature_fails_verify_at_its_block(
-        chain: Path, pg_cluster: PgCluster, tamper: str, words: str) -> None:
-    dsn = pg_cluster.create_database(f"sig_{abs(hash(tamper)) % 10**8}")
-    _replicate(chain, dsn)
-    _sql(dsn, f"UPDATE perpledger.blocks SET {tamper} WHERE branch = 0 AND height = 42")
-    doc = verify(dsn)
+        chain: Path, pg_dsn: str, tamper: str, words: str) -> None:
+    _replicate(chain, pg_dsn)
+    _sql(pg_dsn, f"UPDATE perpledger.blocks SET {tamper} WHERE branch = 0 AND height = 42")
+    doc = verify(pg_dsn)
     assert not doc["ok"] and doc["height"] == 42, doc
     assert words in doc["reason"], doc
 
