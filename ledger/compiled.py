@@ -9,8 +9,9 @@ ledger` decides once, before any of them loads (`activate`):
 - PERPLEDGER_PURE=1: pure Python, on purpose (benchmarks report both builds);
 - every compiled module's source hashes as it did at the build: the compiled
   modules load;
-- a source changed since the build, or an extension or the manifest is
-  missing: the compiled modules are refused, ALL of them (they call each
+- a source changed since the build, an extension is missing, or an
+  extension the manifest does not name sits beside its source (a build that
+  fell back to pure Python leaves the old ones): the compiled modules are refused, ALL of them (they call each
   other natively, so half a group would run two copies of the state), the
   sources run instead, and a warning on stderr says which file changed and that
   `pip install -e .` rebuilds. With PERPLEDGER_COMPILED=require that is an
@@ -68,19 +69,46 @@ def _has_extension(root: Path, module: str) -> bool:
     return any(src.with_suffix(sfx).exists() for sfx in _EXT_SUFFIXES)
 
 
-def decide(root: Path, manifest_path: Path, pure: bool) -> tuple[str, str, frozenset[str]]:
-    """(mode, reason, modules to load from source) for the tree at `root` (the import root).
+def _shadowing(root: Path, package: Path) -> frozenset[str]:
+    """The modules under `package` whose source has an extension module beside it (the
+    extension would load instead of the source)."""
+    suffixes = sorted(_EXT_SUFFIXES, key=len, reverse=True)
+    out = set()
+    for path in package.rglob("*"):
+        sfx = next((s for s in suffixes if path.name.endswith(s)), None)
+        if sfx is not None:
+            src = path.with_name(path.name[:-len(sfx)] + ".py")
+            if src.exists():
+                out.add(".".join(src.relative_to(root).with_suffix("").parts))
+    return frozenset(out)
 
-    mode is "compiled", "pure" or "stale" (see the module docstring).
+
+def decide(root: Path, manifest_path: Path, pure: bool) -> tuple[str, str, frozenset[str]]:
+    """(mode, reason, modules to load from source) for the tree at `root` (the import root);
+    the package is the manifest's directory.
+
+    mode is "compiled", "pure" or "stale" (see the module docstring). An extension module
+    the manifest does not name (a build that fell back to pure Python, or a module no
+    longer compiled, leaves the old one behind) is refused like a stale one.
     """
+    present = _shadowing(root, manifest_path.parent)
     try:
         manifest = json.loads(manifest_path.read_text())
         modules: dict[str, str] = manifest["modules"]
     except (OSError, ValueError, KeyError, TypeError):
-        return "pure", "no compiled build (pip install -e . compiles one)", frozenset()
-    names = frozenset(modules)
+        if present and not pure:
+            return "stale", (f"compiled modules without a build manifest (left by an earlier "
+                             f"build): {', '.join(sorted(present))}"), present
+        if pure:
+            return "pure", "PERPLEDGER_PURE=1", present
+        return "pure", "no compiled build (pip install -e . compiles one)", present
+    names = frozenset(modules) | present
     if pure:
         return "pure", "PERPLEDGER_PURE=1", names
+    strays = present - frozenset(modules)
+    if strays:
+        return "stale", (f"compiled modules the build did not make: "
+                         f"{', '.join(sorted(strays))}"), names
     for module, digest in sorted(modules.items()):
         src = _source(root, module)
         try:

@@ -62,7 +62,30 @@ def test_a_missing_extension_refuses_the_compiled_group(tmp_path: Path) -> None:
 def test_pure_on_request_and_without_a_build(tmp_path: Path) -> None:
     _, manifest = _tree(tmp_path)
     assert compiled.decide(tmp_path, manifest, pure=True)[:2] == ("pure", "PERPLEDGER_PURE=1")
-    assert compiled.decide(tmp_path, tmp_path / "none.json", pure=False)[0] == "pure"
+    bare = tmp_path / "bare"
+    _tree(bare, extension=False)[1].unlink()
+    assert compiled.decide(bare, bare / "pkg" / "_build.json", pure=False)[0] == "pure"
+
+
+def test_extensions_without_a_manifest_are_refused(tmp_path: Path) -> None:
+    """A build that fell back to pure Python deletes the manifest but leaves the old
+    extension modules: they would shadow the sources, so they are refused."""
+    _, manifest = _tree(tmp_path)
+    manifest.unlink()
+    mode, reason, from_source = compiled.decide(tmp_path, manifest, pure=False)
+    assert mode == "stale" and "without a build manifest" in reason
+    assert from_source == {"pkg.mod"}
+    assert compiled.decide(tmp_path, manifest, pure=True)[::2] == ("pure", {"pkg.mod"})
+
+
+def test_an_extension_the_build_did_not_make_is_refused(tmp_path: Path) -> None:
+    _, manifest = _tree(tmp_path)
+    old = tmp_path / "pkg" / "dropped.py"
+    old.write_text("Y = 1\n")
+    old.with_suffix(compiled._EXT_SUFFIXES[0]).write_bytes(b"")
+    mode, reason, from_source = compiled.decide(tmp_path, manifest, pure=False)
+    assert mode == "stale" and "pkg.dropped" in reason
+    assert from_source == {"pkg.mod", "pkg.dropped"}
 
 
 def _probe(cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
