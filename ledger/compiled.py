@@ -11,8 +11,9 @@ ledger` decides once, before any of them loads (`activate`):
   modules load;
 - a source changed since the build, an extension is missing, or an
   extension the manifest does not name sits beside its source (a build that
-  fell back to pure Python leaves the old ones): the compiled modules are refused, ALL of them (they call each
-  other natively, so half a group would run two copies of the state), the
+  fell back to pure Python leaves the old ones): the compiled modules are
+  refused, ALL of them (they call each other natively, so half a group would
+  run two copies of the state), the
   sources run instead, and a warning on stderr says which file changed and that
   `pip install -e .` rebuilds. With PERPLEDGER_COMPILED=require that is an
   ImportError instead (CI sets it: a green CI run used the compiled core).
