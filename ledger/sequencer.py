@@ -275,11 +275,16 @@ class Sequencer:
                         done, pending = pending, None
                         yield self._acknowledge(done)
                     raise
+                outcome = None
                 if pending is not None:
                     done, pending = pending, None
-                    yield self._acknowledge(done)
+                    outcome = self._acknowledge(done)
+                # Block N+1 goes in flight before N is handed out: the caller's work on N
+                # overlaps its commit, and a caller that stops here leaves it to `finally`.
                 self._pipe.start(staged.block, staged.snapshot, staged.journal)
                 pending = staged
+                if outcome is not None:
+                    yield outcome
             if pending is not None:
                 done, pending = pending, None
                 yield self._acknowledge(done)
@@ -364,7 +369,10 @@ class Sequencer:
         """A commit failed: discard every undurable block, rebuild the engine, refuse more."""
         durable = self.store.head
         if durable.height >= height:
-            # The block landed and only its snapshot failed: the chain is whole.
+            # The block landed and only its snapshot failed: the chain is whole. The engine
+            # may already hold the next block (submit_many), never written: rebuild it.
+            if self.engine.state.height != durable.height:
+                self.engine = recover(self.store)
             raise exc
         self._poisoned = f"block {height} was not committed: {exc}"
         log.error("commit failed; writer stopped", height=height, durable=durable.height,

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import signal
@@ -65,6 +66,9 @@ def test_pipelined_blocks_are_the_bytes_of_one_block_at_a_time(base: Path,
     with ChainStore.open(piped) as a, ChainStore.open(single) as b:
         assert [s.height for s in a.snapshots()] == [s.height for s in b.snapshots()]
         assert a.blocks() == b.blocks()
+        assert list(a.iter_block_bytes()) == list(b.iter_block_bytes())
+        assert [a.snapshot(s.height).data for s in a.snapshots()] == \
+            [b.snapshot(s.height).data for s in b.snapshots()]
 
 
 def test_the_next_block_is_decided_while_the_previous_one_commits(base: Path,
@@ -72,12 +76,14 @@ def test_the_next_block_is_decided_while_the_previous_one_commits(base: Path,
     path = _copy(base, tmp_path / "overlap")
     acked: list[int] = []
     asked_after: list[int] = []  # acknowledgements received when each block was asked for
+    in_flight: list[bool] = []  # whether a block was committing when each was asked for
     with Sequencer.open(path) as seq, ChainStore.open(path) as reader:
         wl = make_workload(**WORKLOAD)
 
         def blocks() -> Iterator[list[Any]]:
             for _ in range(12):
                 asked_after.append(len(acked))
+                in_flight.append(seq._pipe.busy)
                 yield wl.next_block(seq.next_height, seq.engine)
 
         for out in seq.submit_many(blocks()):
@@ -87,14 +93,39 @@ def test_the_next_block_is_decided_while_the_previous_one_commits(base: Path,
             acked.append(out.header.height)
     # Block k+1 was asked for (and decided) before block k was acknowledged.
     assert asked_after == [0, 0, *range(1, 11)]
+    assert in_flight == [False] + [True] * 11
     assert acked == list(range(acked[0], acked[0] + 12))
+
+
+def test_a_caller_that_stops_early_leaves_the_engine_at_the_durable_head(
+        base: Path, tmp_path: Path) -> None:
+    """Breaking out of submit_many finishes the block in flight: the engine and the log
+    agree, and the writer carries on."""
+    path = _copy(base, tmp_path / "early")
+    with Sequencer.open(path) as seq:
+        wl = make_workload(**WORKLOAD)
+        blocks = (wl.next_block(seq.next_height, seq.engine) for _ in range(10))
+        for out in seq.submit_many(blocks):
+            if out.header.height >= base_height(base) + 3:
+                break
+        head = seq.store.head
+        assert seq.engine.state.height == head.height
+        assert seq.engine.state_hash() == seq.store.block(head.height).state_hash
+        after = seq.submit(wl.next_block(seq.next_height, seq.engine))
+        assert after.header.height == head.height + 1
+        assert verify_store(seq.store).ok
+
+
+def base_height(path: Path) -> int:
+    with ChainStore.open(path) as store:
+        return store.head.height
 
 
 def _worker(path: Path, blocks: int, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, str(WORKER), "run", str(path), str(blocks),
                              *extra], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True,
-                            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 def _acks(lines: list[str]) -> list[tuple[int, str]]:
