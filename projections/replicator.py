@@ -153,9 +153,11 @@ class ReplicationReport:
     """What a run of the replicator did."""
 
     height: int = -1
+    #: Blocks copied onto the replica's chain and their transactions (one per block when
+    #: caught up); a mirrored rollback is one more transaction, counted in
+    #: `branches_mirrored`, and the branch blocks it copies count in `events` only.
     blocks: int = 0
     events: int = 0
-    #: PostgreSQL transactions that carried blocks (one per block when caught up).
     transactions: int = 0
     branches_mirrored: list[int] = field(default_factory=list)
     seconds: float = 0.0
@@ -200,6 +202,10 @@ class Replicator:
                 self._bind()
                 self.pg = PgChain(self.conn, dsn)
                 self.tracking = self.pg.head
+                # This replicator is the replica's only writer (lock): what it mirrored and
+                # the journal record it found waiting for its block are kept, not re-read.
+                self._mirrored = self.pg.next_branch_id() - 1
+                self._unheld: int | None = None
                 self._pg_snaps = {s.height for s in self.pg.snapshots()}
                 self._journal_max = int(self._one(f"SELECT coalesce(max(id), 0) FROM "
                                                   f"{SCHEMA}.journal"))
@@ -278,14 +284,27 @@ class Replicator:
         while True:
             n0 = store.next_branch_id()
             found = []
+            chains: list[int | None] = [None, *(int(b["branch"]) for b in store.branches())]
+            by_chain: dict[int, list[tuple[int, bytes]]] = {}
             for branch, height, block_hash in rows:
+                by_chain.setdefault(branch, []).append((height, bytes(block_hash)))
+            for branch, blocks in by_chain.items():
                 # An archived branch is the same in both stores; a canonical block may
-                # have been archived in the ledger since.
-                owner = where_is_block(store, height, bytes(block_hash),
-                                       branches=[branch] if branch else None)
-                sig = None if owner is False else store.block_signature(height, branch=owner)
-                if sig is not None:
-                    found.append((sig[0], sig[1], branch, height))
+                # have been archived in the ledger since: looked for by hash elsewhere.
+                own = branch or None
+                lo, hi = blocks[0][0], blocks[-1][0]
+                hashes = {h.height: h.hash for h in store.blocks(lo, hi, branch=own)}
+                sigs = store.block_signatures(lo, hi, branch=own)
+                for height, block_hash in blocks:
+                    if hashes.get(height) == block_hash:
+                        sig = sigs.get(height)
+                    else:
+                        owner = where_is_block(store, height, block_hash,
+                                               branches=[own] if branch else chains)
+                        sig = None if owner is False else \
+                            store.block_signature(height, branch=owner)
+                    if sig is not None:
+                        found.append((sig[0], sig[1], branch, height))
             if store.next_branch_id() == n0:
                 break
         signed = store.block_signature(0) is not None
@@ -386,7 +405,7 @@ class Replicator:
         there was nothing to do."""
         store = self.store
         n0 = store.next_branch_id()
-        mirrored = self.pg.next_branch_id() - 1
+        mirrored = self._mirrored
         if mirrored > n0 - 1:
             raise IntegrityError(f"{describe(self.dsn)} holds archived branch {mirrored}, the "
                                  f"chain only {n0 - 1}: it was fed from another ledger")
@@ -441,7 +460,8 @@ class Replicator:
         each PostgreSQL transaction (runs of them when behind); the blocks copied."""
         if self.tracking.height >= to_height or stop():
             return 0
-        return self._pipeline(self._read_runs(k, to_height, branches, n0), report, bar, stop)
+        return self._pipeline(self._read_runs(k, to_height, branches, n0), n0, report, bar,
+                              stop)
 
     def _read_runs(self, k: int, to_height: int, branches: list[dict[str, Any]], n0: int
                    ) -> Iterator[_Run]:
@@ -506,7 +526,7 @@ class Replicator:
         if group:
             yield group
 
-    def _pipeline(self, runs: Iterator[_Run],
+    def _pipeline(self, runs: Iterator[_Run], n0: int,
                   report: ReplicationReport, bar: ProgressBar, stop: Callable[[], bool]) -> int:
         """Write `runs` in a two-stage pipeline: a thread reads, checks, folds and encodes
         the next transaction's blocks (Python work) while this one waits for the server
@@ -514,7 +534,6 @@ class Replicator:
         whole or not at all. If the pipeline stops early, the fold state (which may have
         run ahead of the commits) is rebuilt at the replica's head."""
         store = self.store
-        n0 = store.next_branch_id()
         ready: queue.Queue[Any] = queue.Queue(maxsize=2)
         abort = threading.Event()
 
@@ -583,7 +602,11 @@ class Replicator:
         due = []
         for rec in self.store.journal(after=self._journal_max):
             named = bytes.fromhex(str(rec["head_hash"]))
-            if named not in written and not self._holds(int(rec["head_height"]), named):
+            # A record found waiting before is not probed again: only `written` or a
+            # mirror can bring its block.
+            if named not in written and (rec["id"] == self._unheld or
+                                         not self._holds(int(rec["head_height"]), named)):
+                self._unheld = int(rec["id"])
                 break
             due.append(rec)
         return due
@@ -591,7 +614,7 @@ class Replicator:
     def _holds(self, height: int, block_hash: bytes) -> bool:
         """Whether the replica holds block `block_hash` at `height` (any branch)."""
         # By primary key (branch, height): one probe per chain the replica holds.
-        chains = list(range(self.pg.next_branch_id()))
+        chains = list(range(self._mirrored + 1))
         return bool(self._one(f"SELECT count(*) FROM {SCHEMA}.blocks WHERE branch = ANY(%s) "
                               "AND height = %s AND hash = %s", (chains, height, block_hash)))
 
@@ -718,6 +741,8 @@ class Replicator:
             self._put_journal(cur, self._journal_due(copied))
             advance(cur, t, new)
         self.tracking = new
+        self._mirrored = b
+        self._unheld = None  # the mirror may have brought a waiting record's block
         self.proj = at_base
         self._saved_at = -2
         self._pg_snaps = {h for h in self._pg_snaps if h <= base}

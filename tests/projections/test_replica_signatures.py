@@ -74,10 +74,7 @@ def test_a_tampered_signature_fails_verify_at_its_block(
 def test_a_replica_from_before_signatures_is_migrated_and_backfilled_once(
         chain: Path, pg_dsn: str) -> None:
     _replicate(chain, pg_dsn)
-    # Make it the replica schema 2 wrote: no signature columns, no migration 3, no marker.
-    _sql(pg_dsn, "ALTER TABLE perpledger.blocks DROP COLUMN writer_key, DROP COLUMN writer_sig")
-    _sql(pg_dsn, "DELETE FROM perpledger.schema_version WHERE version = 3")
-    _sql(pg_dsn, "DELETE FROM perpledger.meta WHERE key = 'block_signatures'")
+    _as_schema_2(pg_dsn)
     with pytest.raises(StoreError, match="schema version 2.*run `ledgerctl replicate` once"):
         PgChain.open(pg_dsn).close()
     # Meanwhile the ledger rolls back: blocks the replica holds as canonical are now in
@@ -98,6 +95,23 @@ def test_a_replica_from_before_signatures_is_migrated_and_backfilled_once(
     _replicate(chain, pg_dsn)
     doc = verify(pg_dsn)
     assert not doc["ok"] and doc["height"] == 7 and "no writer signature" in doc["reason"]
+
+
+def _as_schema_2(dsn: str) -> None:
+    """Make a replica what schema 2 wrote: no signature columns, no migration 3, no marker."""
+    _sql(dsn, "ALTER TABLE perpledger.blocks DROP COLUMN writer_key, DROP COLUMN writer_sig")
+    _sql(dsn, "DELETE FROM perpledger.schema_version WHERE version = 3")
+    _sql(dsn, "DELETE FROM perpledger.meta WHERE key = 'block_signatures'")
+
+
+def test_the_backfill_signs_a_mirrored_branch_too(branched_chain: Path, pg_dsn: str) -> None:
+    _replicate(branched_chain, pg_dsn)
+    _as_schema_2(pg_dsn)
+    _replicate(branched_chain, pg_dsn)
+    for branch in (None, 1):
+        doc = verify(pg_dsn, branch=branch)
+        assert doc["ok"] and doc["signatures"]["signed"], doc
+    assert_replica_equals_chain(branched_chain, pg_dsn)
 
 
 def test_an_auditors_trusted_writer_key_is_checked_on_the_replica(
