@@ -79,7 +79,6 @@ class CommitFailed(StoreError):
             f"permissions), then restart the writer: it resumes after block {durable_height}.")
         self.height = height
         self.durable_height = durable_height
-        self.cause = cause
 
 
 class NotFound(StoreError):

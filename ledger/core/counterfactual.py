@@ -45,10 +45,10 @@ from typing import Any
 from ledger.core import accounts
 from ledger.core.context import Ctx
 from ledger.core.funding import apply_tick, expected_tick
+from ledger.core.members import HALTED
 from ledger.core.oracle import apply_oracle, g5_failure
 from ledger.core.state import ExchangeState, effective_mode
 from ledger.events import commands as c
-from ledger.events.enums import Mode
 
 #: operator override: run the input as published
 KEEP = "keep"
@@ -178,7 +178,7 @@ class InputCorrector:
     def _tick(self, st: ExchangeState, i: int, seq: int, cmd: c.FundingTick,
               override: Override | None) -> c.FundingTick | None:
         m = st.markets[cmd.mkt]
-        if effective_mode(st, m) == Mode.HALTED:
+        if effective_mode(st, m) == HALTED:
             return cmd  # frozen funding: the rule refuses it, as on the chain
         _, _, dt, expected = expected_tick(m, cmd.time)
         if override is None and (dt <= 0 or cmd.time > st.time):

@@ -41,13 +41,12 @@ from ledger.core.fixedpoint import PPM, ceil_div, pow10_neg, trunc_div, value
 from ledger.core.funding import settle_all
 from ledger.core.guards import funding_surge, liquidation_surge
 from ledger.core.margin import account_margin, margin_after_many, market_mmr
-from ledger.core.members import HALTED, OK
+from ledger.core.members import BY_ADL, BY_VAULT, HALTED, LIQUIDATION, LOSS_SOCIALIZE, OK
 from ledger.core.state import LIQ_VAULT, Account, ExchangeState, Market
 from ledger.core.state import effective_mode as _mode
 from ledger.core.watch import candidates, watch
 from ledger.events import commands as c
 from ledger.events import outcomes as o
-from ledger.events.enums import CancelReason, LiquidationMethod, LossMode
 from ledger.events.payloads import LiquidatedPosition
 
 
@@ -119,7 +118,7 @@ def end_block(ctx: Ctx, cmd: c.EndBlock) -> None:
 def liquidate(ctx: Ctx, a: Account) -> None:
     st = ctx.st
     for oid in sorted(a.orders):
-        cancel(ctx, st.orders[oid], CancelReason.LIQUIDATION)
+        cancel(ctx, st.orders[oid], LIQUIDATION)
     settle_all(ctx, a)
     av, _, mmr = account_margin(st, a)
     if mmr == 0 or av >= mmr:
@@ -146,15 +145,15 @@ def liquidate(ctx: Ctx, a: Account) -> None:
     takeover = {lp.mkt: (lp.size_bq, lp.notional_qq) for lp in shares}
     before = {lp.mkt: (vault.positions[lp.mkt].size if lp.mkt in vault.positions else 0)
               for lp in shares}
-    method = LiquidationMethod.ADL
+    method = BY_ADL
     if not is_vault and vault.balance + fee >= deficit:
         v_av, v_imr = margin_after_many(st, vault, takeover, fee - deficit)
         if v_av >= v_imr:
-            method = LiquidationMethod.VAULT
-    if method == LiquidationMethod.ADL:
+            method = BY_VAULT
+    if method == BY_ADL:
         # SOCIALIZE: the offsets close at the mark (not at the bankruptcy values), so
         # `a` is left flat at balance AV = -deficit; the vault then pays what it can.
-        socialize = deficit > 0 and st.loss_mode == LossMode.SOCIALIZE and not is_vault
+        socialize = deficit > 0 and st.loss_mode == LOSS_SOCIALIZE and not is_vault
         ctx.emit(o.Liquidated(a.id, method, av, mmr, tuple(shares), 0, deficit))
         for lp in shares:
             deleverage(ctx, a, lp.mkt,

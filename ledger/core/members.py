@@ -29,15 +29,12 @@ SELL: Final = Side.SELL
 
 LIMIT: Final = OrderType.LIMIT
 MARKET: Final = OrderType.MARKET
-STOP_LOSS: Final = OrderType.STOP_LOSS
 TAKE_PROFIT: Final = OrderType.TAKE_PROFIT
 
-GTC: Final = TimeInForce.GTC
 IOC: Final = TimeInForce.IOC
 POST_ONLY: Final = TimeInForce.POST_ONLY
 
 EXPIRE_MAKER: Final = SelfTrade.EXPIRE_MAKER
-EXPIRE_TAKER: Final = SelfTrade.EXPIRE_TAKER
 EXPIRE_BOTH: Final = SelfTrade.EXPIRE_BOTH
 
 OK: Final = Mode.OK
@@ -55,14 +52,11 @@ OUT_OF_BAND: Final = CancelReason.OUT_OF_BAND
 LIQUIDATION: Final = CancelReason.LIQUIDATION
 OPERATOR: Final = CancelReason.OPERATOR
 POST_ONLY_CROSS: Final = CancelReason.POST_ONLY_CROSS
-MODE: Final = CancelReason.MODE
 
 BY_VAULT: Final = LiquidationMethod.VAULT
 BY_ADL: Final = LiquidationMethod.ADL
-BY_SOCIALIZE: Final = LiquidationMethod.SOCIALIZE
 
 LOSS_ADL: Final = LossMode.ADL
 LOSS_SOCIALIZE: Final = LossMode.SOCIALIZE
 
 ACCRUE_CAPPED: Final = FundingResumeAction.ACCRUE_CAPPED
-SKIP: Final = FundingResumeAction.SKIP

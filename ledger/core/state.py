@@ -192,7 +192,9 @@ class ExchangeState:
         #: one AV evaluation per fill side that grows). The live engine turns it off while
         #: it decides a block: matching has just checked the same AV' >= IMR' of every
         #: fill it emits (margin_after_fill), so the audit could only re-derive it.
-        #: Rebuilds leave it on and audit every fill.
+        #: The fold of stored blocks turns it off too (refold.apply_block_bytes: a block
+        #: whose state hash matches its header needs no re-audit); it stays on for
+        #: engines that evolve single events outside those paths (harm.py's worlds).
         self.audit_fills = True
         #: the incremental state hash (ledger.core.hashing.StateHasher), attached by Engine.
         self.hasher: Any = None

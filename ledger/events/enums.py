@@ -23,11 +23,6 @@ class OrderType(IntEnum):
 TP_SL: tuple[OrderType, ...] = (OrderType.TAKE_PROFIT, OrderType.STOP_LOSS)
 
 
-def is_tp_sl(otype: OrderType) -> bool:
-    """Is `otype` a take-profit or stop-loss (an order held until its trigger fires)?"""
-    return otype in TP_SL
-
-
 class TimeInForce(IntEnum):
     GTC = 1
     IOC = 2

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgpack
-
 from ledger.errors import NotFound
 from ledger.store.blocks import decode_header
 from ledger.store.layout import (
@@ -20,22 +18,15 @@ from ledger.store.layout import (
     Txn,
     event_index_keys,
     meta_get,
+    pack_record,
     read_head,
     read_u64,
     u32,
     u64,
+    unpack_record,
     write_head,
 )
 from ledger.store.signatures import archive_signatures
-
-
-def _pack(obj: Any) -> bytes:
-    data: bytes = msgpack.packb(obj, use_bin_type=True)
-    return data
-
-
-def _unpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
 def truncate(txn: Txn, dbs: Dbs, height: int, *, reason: str, operator: str,
@@ -54,7 +45,7 @@ def truncate(txn: Txn, dbs: Dbs, height: int, *, reason: str, operator: str,
         raise NotFound(f"no block at height {height}")
     base = decode_header(base_raw)
     first_seq = base.first_seq + base.count
-    branch = _unpack(meta_get(txn, dbs, b"next_branch"))
+    branch = unpack_record(meta_get(txn, dbs, b"next_branch"))
     bpre = u32(branch)
 
     # Block headers above the base.
@@ -144,8 +135,8 @@ def truncate(txn: Txn, dbs: Dbs, height: int, *, reason: str, operator: str,
         "operator": operator,
         "snapshots_dropped": dropped,
     }
-    txn.put(bpre, _pack(record), db=dbs.branches)
-    txn.put(b"next_branch", _pack(branch + 1), db=dbs.meta)
+    txn.put(bpre, pack_record(record), db=dbs.branches)
+    txn.put(b"next_branch", pack_record(branch + 1), db=dbs.meta)
     new_head = Head(height, first_seq - 1, base.hash, base.time)
     write_head(txn, dbs, new_head)
     facts = {"branch": branch, "to_height": height, "from_head_height": head_height,

@@ -44,7 +44,6 @@ from ledger.store.blocks import (
 from ledger.store.env import MAP_SIZE_ENV, SharedEnv, WriterLock, close_env, open_env
 from ledger.store.journal import JournalEntry, journal_put
 from ledger.store.layout import (
-    MAX_ID_BYTES,
     SCHEMA_VERSION,
     Dbs,
     Head,
@@ -95,8 +94,6 @@ class Snapshot(NamedTuple):
     state_hash: bytes
     time: int
     data: bytes
-
-
 
 
 def ledger_exists(path: str | os.PathLike[str]) -> bool:
@@ -652,7 +649,7 @@ class ChainStore:
         return self._shared
 
 
-__all__ = ["MAX_ID_BYTES", "ChainStore", "Head", "PreparedBlock", "Snapshot", "SnapshotInfo",
+__all__ = ["ChainStore", "Head", "PreparedBlock", "Snapshot", "SnapshotInfo",
            "ZERO_HASH", "ledger_exists", "prepare_block"]
 
 

@@ -13,9 +13,7 @@ import datetime as _dt
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
-
-from ledger.store.layout import Dbs, Txn, read_head, read_u64, u64
+from ledger.store.layout import Dbs, Txn, pack_record, read_head, read_u64, u64
 
 
 @dataclass(frozen=True)
@@ -48,6 +46,6 @@ def journal_put(txn: Txn, dbs: Dbs, entry: JournalEntry) -> int:
         "recorded_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "details": entry.details,
     }
-    txn.put(u64(next_id), msgpack.packb(record, use_bin_type=True), db=dbs.journal,
+    txn.put(u64(next_id), pack_record(record), db=dbs.journal,
             append=True)
     return next_id

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import msgpack
 
-from ledger.store.layout import Dbs, Txn, u32, u64
+from ledger.store.layout import Dbs, Txn, read_u64, u32, u64
 
 #: Domain separation of what the writer key signs.
 BLOCK_DOMAIN = b"perpledger/block-header/v1\x00"
@@ -49,25 +49,39 @@ def get_signature(txn: Txn, dbs: Dbs, height: int,
     db = dbs.block_sigs if branch is None else dbs.arch_block_sigs
     if db is None:
         return None
-    raw = txn.get(u64(height) if branch is None else u32(branch) + u64(height), db=db)
-    if raw is None:
-        return None
+    raw = txn.get(_key(height, branch), db=db)
+    return None if raw is None else _decode(raw)
+
+
+def get_signatures(txn: Txn, dbs: Dbs, lo: int, hi: int,
+                   branch: int | None = None) -> dict[int, tuple[str, bytes]]:
+    """{height: (key id, signature)} of the blocks in [lo, hi] that carry one (one cursor
+    walk over the stored ones)."""
+    db = dbs.block_sigs if branch is None else dbs.arch_block_sigs
+    out: dict[int, tuple[str, bytes]] = {}
+    if db is None:
+        return out
+    cur = txn.cursor(db)
+    end = _key(hi, branch)
+    if cur.set_range(_key(lo, branch)):
+        for key, raw in cur:
+            if key > end:
+                break
+            out[read_u64(key[-8:])] = _decode(raw)
+    return out
+
+
+def _key(height: int, branch: int | None) -> bytes:
+    return u64(height) if branch is None else u32(branch) + u64(height)
+
+
+def _decode(raw: bytes) -> tuple[str, bytes]:
+    """A stored (key id, signature); ("", b"") if the value is not one (verify says so)."""
     arr: Any = msgpack.unpackb(raw, raw=False)
     if not isinstance(arr, list) or len(arr) != 2 or not isinstance(arr[0], str) \
             or not isinstance(arr[1], bytes):
         return ("", b"")
     return arr[0], arr[1]
-
-
-def get_signatures(txn: Txn, dbs: Dbs, lo: int, hi: int,
-                   branch: int | None = None) -> dict[int, tuple[str, bytes]]:
-    """{height: (key id, signature)} of the blocks in [lo, hi] that carry one."""
-    out = {}
-    for h in range(lo, hi + 1):
-        sig = get_signature(txn, dbs, h, branch)
-        if sig is not None:
-            out[h] = sig
-    return out
 
 
 def archive_signatures(txn: Txn, dbs: Dbs, height: int, branch: int) -> None:

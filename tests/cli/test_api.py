@@ -29,8 +29,6 @@ runner = CliRunner()
 Demo = tuple[Path, dict[str, Any]]
 
 
-
-
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

@@ -20,8 +20,6 @@ runner = CliRunner()
 WHATS = ("statement", "fills", "funding", "liquidations", "events")
 
 
-
-
 @pytest.fixture(scope="module")
 def exported(demo_ledger: tuple[Path, dict[str, Any]],  # noqa: F811
              tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:

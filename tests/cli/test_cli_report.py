@@ -19,8 +19,6 @@ runner = CliRunner()
 Demo = tuple[Path, dict[str, Any]]
 
 
-
-
 class Numbers(HTMLParser):
     """Collects (data-path, data-raw, text) of every number span and every src."""
 

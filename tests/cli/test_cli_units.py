@@ -15,7 +15,6 @@ from tools.cli import app
 runner = CliRunner()
 
 
-
 def _run(*args: str) -> str:
     r = runner.invoke(app, list(args), env={"COLUMNS": "200"})
     assert r.exit_code == 0, (args, r.output, r.exception)

@@ -21,7 +21,6 @@ pytestmark = [
 ]
 
 
-
 @pytest.fixture(scope="module")
 def page(demo_ledger: tuple[Path, dict[str, Any]],  # noqa: F811
          tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -44,8 +44,6 @@ from ledger.store.reads import matches
 _FETCH = 2048
 
 
-
-
 class PgChain:
     """A replica's chain, read-only (see module docstring)."""
 

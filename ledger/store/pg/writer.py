@@ -53,8 +53,6 @@ _BLOCK_HEAD = struct.Struct(">hiiiqiqiqii").pack
 IndexKeys = tuple[int, tuple[str, ...], tuple[str, ...]]
 
 
-
-
 def index_rows(first_seq: int, keys: Sequence[IndexKeys]) -> list[tuple[int, bytes, int, bytes]]:
     """(idx, key, first seq, chunk) of one block's index chunks, from its events' index keys
     in seq order from `first_seq`.
