@@ -89,6 +89,22 @@ _AUTH_CODES = frozenset({*(type_code(t) for t in PRIVILEGED), type_code(c.Operat
                          type_code(o.KeyRegistered), type_code(o.CommandUnauthorized)})
 
 
+class KeyRegistrations(NamedTuple):
+    """The chain's key registrations and revocations, oldest first, from its events."""
+
+    #: A chain is signed when its genesis registers keys (`verify_authority`'s rule); one
+    #: created without any is legacy, and nothing in it is signed.
+    signed: bool
+    events: list[Any]  # envelopes of KeyRegistered
+
+
+def key_registrations(store: ChainReader) -> KeyRegistrations:
+    """Every `KeyRegistered` of the canonical chain, found by the type index (no signature
+    is checked: `verify_authority` does that)."""
+    found = store.events_by(type_code=type_code(o.KeyRegistered))
+    return KeyRegistrations(any(e.height == 0 for e in found), found)
+
+
 def verify_authority(store: ChainReader, *, branch: int | None = None) -> dict[str, Any]:
     """Check every signature of a chain (or an archived branch) and the journal pairing.
 

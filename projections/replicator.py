@@ -180,8 +180,8 @@ class Replicator:
                  group_events: int = GROUP_EVENTS, group_blocks: int = GROUP_BLOCKS,
                  progress: bool = False) -> None:
         if group_events < 1 or group_blocks < 1:
-            raise CommandInvalid(f"a transaction holds at least one block: group_events "
-                                 f"({group_events}) and group_blocks ({group_blocks}) must "
+            raise CommandInvalid(f"a transaction holds at least one block: --group-events "
+                                 f"({group_events}) and --group-blocks ({group_blocks}) must "
                                  "be 1 or more")
         self.store = store
         self.dsn = dsn

@@ -67,18 +67,19 @@ def run(commands: int = 200_000, *, accounts: int = 10_000, block_commands: int 
             seq.submit(blocks[1])  # the setup block (accounts and deposits): not timed
             before = seq.stage_seconds
             envs: list[list[Envelope]] = []
+            refused = 0
             if say is not None:
                 say(f"{len(blocks) - 2} blocks through the pipelined writer")
             t = time.perf_counter()
             for out in seq.submit_many(blocks[2:]):
                 envs.append(out.envelopes)
+                refused += len(out.refused)
             wall = time.perf_counter() - t
             after = seq.stage_seconds
         finally:
             seq.close()
         n_events = sum(len(e) for e in envs)
         n_cmds = sum(1 for e in envs for x in e if x.cause == 0)
-        refused = sum(len(b) + 1 for b in blocks[2:]) - n_cmds
         if say is not None:
             say("raw LMDB append of the same events")
         raw_s = raw_append(tmp / "raw", envs)

@@ -54,7 +54,7 @@ from typing import Any
 import psycopg
 
 from ledger.errors import CommandInvalid, StoreError
-from ledger.store.chain import ChainStore
+from ledger.store.chain import ChainStore, ledger_exists
 from ledger.store.pg import copybin
 from ledger.store.pg.schema import SCHEMA, migrate
 from projections.audit import Auditor
@@ -281,22 +281,20 @@ def _queries(chain: Path, dsn: str, say: Say) -> dict[str, Any]:
 
 
 def _build_or_open(chain: Path, events: int, say: Say) -> None:
-    try:
+    if ledger_exists(chain):
         with ChainStore.open(chain) as store:
             say(f"using the chain at {chain} ({store.head.seq:,} events)")
             return
-    except StoreError:
-        pass
     say(f"building a {events:,}-event chain")
     build_chain(chain, events, say=say)
 
 
-def _throughput(chain: Path, raw_dsn: Callable[[str], str], rep_dsn: Callable[[str], str],
-                drop: Callable[[str], None] | None, repeat: int, group_events: int,
-                group_blocks: int, say: Say) -> tuple[dict[str, Any], str]:
-    """The ceilings and the replicator, `repeat` times; the figures and the last replica's
-    name. `raw_dsn`/`rep_dsn` give a fresh database by name; with no `drop` (one given
-    database) the rows ceiling, which needs two, is left out."""
+def _throughput(chain: Path, fresh: Callable[[str], str], drop: Callable[[str], None] | None,
+                repeat: int, group_events: int, group_blocks: int, say: Say
+                ) -> tuple[dict[str, Any], str]:
+    """The ceilings and the replicator, `repeat` times; the figures and the DSN of the last
+    replica, left in place. `fresh` gives a fresh database by name; with no `drop` (one
+    given database) the rows ceiling, which needs two, is left out."""
     with ChainStore.open(chain) as store:
         blocks = [(h.first_seq, d) for h, d in store.iter_block_bytes()]
         headers = list(store.blocks())
@@ -309,10 +307,10 @@ def _throughput(chain: Path, raw_dsn: Callable[[str], str], rep_dsn: Callable[[s
         runs_at.append((first.height, last.height, first.first_seq, last.last_seq))
         i += k
     per_run: list[dict[str, float]] = []
-    replica = ""
+    replica = rep = ""
     for r in range(repeat):
         say(f"run {r + 1}/{repeat}: raw binary COPY, one transaction per block")
-        raw = raw_dsn(f"raw_{r}")
+        raw = fresh(f"raw_{r}")
         raw_block_s = _raw_copy(raw, blocks, [1] * len(blocks))
         say(f"run {r + 1}/{repeat}: raw binary COPY, the replicator's transactions")
         raw_grouped_s = _raw_copy(raw, blocks, sizes)
@@ -322,7 +320,7 @@ def _throughput(chain: Path, raw_dsn: Callable[[str], str], rep_dsn: Callable[[s
         if replica and drop is not None:
             drop(replica)
         replica = f"replica_{r}"
-        rep = rep_dsn(replica)
+        rep = fresh(replica)
         with ChainStore.open(chain) as store:
             t = time.perf_counter()
             report = replicate(store, rep, group_events=group_events, group_blocks=group_blocks)
@@ -333,7 +331,7 @@ def _throughput(chain: Path, raw_dsn: Callable[[str], str], rep_dsn: Callable[[s
         figures: dict[str, float] = {}
         if drop is not None:
             say(f"run {r + 1}/{repeat}: the replicator's rows, loaded by binary COPY")
-            rows_s = _rows_copy(rep, raw_dsn(f"rows_{r}"), runs_at)
+            rows_s = _rows_copy(rep, fresh(f"rows_{r}"), runs_at)
             drop(f"rows_{r}")
             figures = {"rows_copy_grouped_events_per_s": n / rows_s,
                        "ratio_rows_to_raw": raw_grouped_s / rows_s,
@@ -361,7 +359,7 @@ def _throughput(chain: Path, raw_dsn: Callable[[str], str], rep_dsn: Callable[[s
     doc["spread"] = spreads
     doc["runs"] = [{k: round(v, 3 if k.startswith("ratio") else 2) for k, v in run.items()}
                    for run in per_run]
-    return doc, replica
+    return doc, rep
 
 
 def run(events: int = 1_000_000, *, lag_blocks: int = 300, dsn: str | None = None,
@@ -387,20 +385,16 @@ def run(events: int = 1_000_000, *, lag_blocks: int = 300, dsn: str | None = Non
             def drop(db: str) -> None:
                 server.psql(f'DROP DATABASE "{db}"')
 
-            doc, last = _throughput(path, server.create_database, server.create_database, drop,
-                                    repeat, group_events, group_blocks, say)
-            rep_dsn = server.dsn(last)
+            doc, rep_dsn = _throughput(path, server.create_database, drop, repeat,
+                                       group_events, group_blocks, say)
         else:
             def reset(_name: str) -> str:
                 with psycopg.connect(dsn, autocommit=True) as conn:
                     conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
                 return dsn
 
-            doc, _ = _throughput(path, reset, reset, None, repeat, group_events, group_blocks,
-                                 say)
-            rep_dsn = reset("replica")
-            with ChainStore.open(path) as store:
-                replicate(store, rep_dsn)
+            doc, rep_dsn = _throughput(path, reset, None, repeat, group_events, group_blocks,
+                                       say)
         if primary is not None and lag_blocks > 0:
             say("streaming replica (pg_basebackup -R)")
             replica = primary.replica()

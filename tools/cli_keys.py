@@ -9,12 +9,11 @@ import typer
 
 from ledger.errors import CommandInvalid
 from ledger.events import commands as c
-from ledger.events import outcomes as o
 from ledger.events.enums import KeyRole
-from ledger.events.record import type_code
 from ledger.keys import create_key, load_public
 from ledger.sequencer import Sequencer
 from ledger.store.journal import JournalEntry
+from ledger.verification import key_registrations
 from tools import output
 from tools.common import DataOpt, JsonOpt, KeyOpt, StoreOpt, data_dir, open_reader, open_store
 
@@ -48,12 +47,10 @@ def list_keys(data: DataOpt = None, json_out: JsonOpt = False, store: StoreOpt =
               ) -> None:
     """The keys registered on the chain (from its events; no private key needed)."""
     with open_reader(store, data) as chain:
-        rows = [{"key_id": e.event.key_id, "role": e.event.role.name, "name": e.event.name,
-                 "active": e.event.active, "height": e.height}
-                for e in chain.events_by(type_code=type_code(o.KeyRegistered))]
-    # A signed chain registers its keys at genesis (verify_authority's rule); listing the
-    # keys must not check every signature of the chain.
-    signed = any(r["height"] == 0 for r in rows)
+        regs = key_registrations(chain)
+    rows = [{"key_id": e.event.key_id, "role": e.event.role.name, "name": e.event.name,
+             "active": e.event.active, "height": e.height} for e in regs.events]
+    signed = regs.signed
     doc = {"signed": signed, "keys": rows}
     if json_out:
         output.dump_json(doc)
@@ -114,8 +111,7 @@ def revoke(
 ) -> None:
     """Revoke a registered key: nothing it signs after this block is accepted."""
     with open_store(data) as store:
-        found = [e.event for e in store.events_by(type_code=type_code(o.KeyRegistered))
-                 if e.event.key_id == key_id_]
+        found = [e.event for e in key_registrations(store).events if e.event.key_id == key_id_]
     if not found:
         raise CommandInvalid(f"no key {key_id_!r} is registered on this chain "
                              "(`ledgerctl keys list`)")

@@ -68,9 +68,6 @@ def replicate(
     dsn = _target(to)
     if poll <= 0:
         raise CommandInvalid(f"--poll must be above 0 seconds, was {poll}")
-    for name, value in (("--group-events", group_events), ("--group-blocks", group_blocks)):
-        if value < 1:
-            raise CommandInvalid(f"{name} must be 1 or more, was {value}")
     stopping: list[int] = []
 
     def stop(signum: int, _frame: FrameType | None) -> None:

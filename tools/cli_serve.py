@@ -35,8 +35,6 @@ def serve(
     from tools.api import create_app
     from tools.metrics import Metrics, replica_positions_from
 
-    if data is not None and store is not None:
-        raise CommandInvalid("pass --data DIR or --store LOCATION, not both")
     if not 0 <= port <= 65535:
         raise CommandInvalid(f"--port must be between 0 and 65535, was {port}")
     where = store_spec(store, data)

@@ -53,7 +53,10 @@ def data_dir(data: Path | None) -> Path:
 
 
 def store_spec(store: str | None, data: Path | None) -> str:
-    """The store a read command reads: --store if given, else the data directory."""
+    """The store a read command reads: --store if given, else the data directory (both
+    at once is refused: which one was meant?)."""
+    if store is not None and data is not None:
+        raise CommandInvalid("pass --data DIR or --store LOCATION, not both")
     if store is not None:
         if is_pg_spec(store):
             return store

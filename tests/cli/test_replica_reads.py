@@ -119,8 +119,18 @@ def test_the_compensation_report_from_the_replica(demo_ledger: Demo,  # noqa: F8
     assert pg["chain"]["ok"] and pg["chain"]["signatures"] == lmdb["chain"]["signatures"]
 
 
-def test_a_replica_that_is_not_there_is_one_clear_error(pg_cluster: PgCluster) -> None:
-    empty = pg_cluster.create_database("no_replica_here")
+def test_data_and_store_together_are_refused(demo_ledger: Demo,  # noqa: F811
+                                             replica: str) -> None:
+    for question in (["snapshots"], ["refunds", "plan", "--branch", "1"], ["audit", "state"]):
+        r = subprocess.run([sys.executable, "-m", "tools.cli", *question, "--data",
+                            str(demo_ledger[0]), "--store", replica], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and "not both" in r.stderr, (question, r.stderr)
+        assert "Traceback" not in r.stderr
+
+
+def test_a_replica_that_is_not_there_is_one_clear_error(pg_dsn: str) -> None:
+    empty = pg_dsn  # a fresh database with no replica schema
     for question in (["refunds", "plan", "--branch", "1"], ["snapshots"]):
         r = subprocess.run([sys.executable, "-m", "tools.cli", *question, "--store", empty],
                            cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -229,7 +229,9 @@ def test_cli_replicates_and_verify_names_the_first_bad_height(
 def test_cli_errors_are_one_line_without_traceback(chain: Path, pg_dsn: str) -> None:
     for args in (["replicate", "--data", str(chain), "--once"],
                  ["replicate", "--to", "postgresql://x y", "--data", str(chain), "--once"],
-                 ["audit", "state", "--store", pg_dsn]):
+                 ["audit", "state", "--store", pg_dsn],
+                 ["replicate", "--to", pg_dsn, "--data", str(chain), "--once",
+                  "--group-events", "0"]):
         out = _cli(*args)
         assert out.returncode in (1, 2), out
         assert "error:" in out.stderr and "Traceback" not in out.stderr, out.stderr
