@@ -4,23 +4,17 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import select
-import subprocess
-import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from typer.testing import CliRunner
 
+from tests.cli.serving import serving
 from tests.demo_chain import BRANCH, cli_json, demo_ledger, logs_configured  # noqa: F401
 from tools.cli import app
 
@@ -31,32 +25,6 @@ Demo = tuple[Path, dict[str, Any]]
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@contextmanager
-def serving(*where: str) -> Iterator[dict[str, Any]]:
-    """A real `ledgerctl serve` process on 127.0.0.1 and a free port for `where` (--data DIR
-    or --store URL), with an HTTP client; stopped after."""
-    proc = subprocess.Popen([sys.executable, "-m", "tools.cli", "serve", *where,
-                             "--port", "0", "--json"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "120"})
-    try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], 60)
-        assert ready, "serve did not print its address within 60 s"
-        line = proc.stdout.readline()
-        assert line, proc.stderr.read() if proc.stderr else ""
-        info = json.loads(line)
-        assert info["host"] == "127.0.0.1" and info["port"] > 0
-        with httpx.Client(base_url=info["url"], timeout=30) as client:
-            yield {"url": info["url"], "client": client}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ tracking row at the end of a committed run, with exactly its blocks.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from itertools import accumulate
 from pathlib import Path
@@ -125,14 +126,15 @@ def test_a_caught_up_follower_writes_one_block_per_transaction(chain: Path,
                 for _ in range(500):
                     if reader_view(pg_dsn)["height"] == height:
                         break
-                    threading.Event().wait(0.02)
+                    time.sleep(0.02)
                 assert reader_view(pg_dsn)["height"] == height
                 w.append(1)
             head = store.head.height
             for _ in range(500):
                 if reader_view(pg_dsn)["height"] == head:
                     break
-                threading.Event().wait(0.02)
+                time.sleep(0.02)
+            assert reader_view(pg_dsn)["height"] == head
         finally:
             stop.set()
             follower.join()

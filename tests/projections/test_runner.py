@@ -234,6 +234,32 @@ def test_a_rebuild_killed_at_random_moments_ends_as_an_uninterrupted_one(
     ref_doc = json.loads(ref.stdout)
     rng = random.Random(5)
     seen: list[tuple[int, int]] = []
+    # A fast machine may finish the rebuild before two kills land: then start again on a
+    # fresh copy (a bounded few times), with the next random moments.
+    for _attempt in range(4):
+        if _attempt:
+            killed = fresh_copy(sim_chain)
+        seen = _kill_rebuild(killed, args, rng)
+        if len(seen) >= 2:
+            break
+    assert len(seen) >= 2, f"the rebuild finished before it could be killed twice: {seen}"
+    assert seen == sorted(seen), f"a resumed job went backwards: {seen}"
+    pending = _job_pending(killed)
+    final = _cli(*args, "--data", str(killed))
+    assert final.returncode == 0, final.stderr
+    doc = json.loads(final.stdout)
+    if pending:  # the last run was killed mid-job: this one resumed it
+        assert doc["resumed"]
+        assert doc["exchange"]["start_height"] == seen[-1][0]
+    assert doc["match"] and doc["state_hash"] == ref_doc["state_hash"]
+    assert _image(killed) == _image(clean)
+    assert not _job_pending(killed)
+
+
+def _kill_rebuild(killed: Path, args: list[str], rng: random.Random) -> list[tuple[int, int]]:
+    """SIGKILL `rebuild` up to 4 times, each at a random moment after it committed
+    something new; the checkpoints after each kill."""
+    seen: list[tuple[int, int]] = []
     for _ in range(4):
         before = _checkpoints(killed) if seen else (-1, -1)
         proc = subprocess.Popen([sys.executable, "-m", "tools.cli", *args, "--data",
@@ -254,18 +280,7 @@ def test_a_rebuild_killed_at_random_moments_ends_as_an_uninterrupted_one(
         seen.append(_checkpoints(killed))
         if not _job_pending(killed):
             break  # the kill came after the job had completed
-    assert len(seen) >= 2, f"the rebuild finished before it could be killed twice: {seen}"
-    assert seen == sorted(seen), f"a resumed job went backwards: {seen}"
-    pending = _job_pending(killed)
-    final = _cli(*args, "--data", str(killed))
-    assert final.returncode == 0, final.stderr
-    doc = json.loads(final.stdout)
-    if pending:  # the last run was killed mid-job: this one resumed it
-        assert doc["resumed"]
-        assert doc["exchange"]["start_height"] == seen[-1][0]
-    assert doc["match"] and doc["state_hash"] == ref_doc["state_hash"]
-    assert _image(killed) == _image(clean)
-    assert not _job_pending(killed)
+    return seen
 
 
 def test_a_projection_rewinds_by_itself_after_a_rollback(
