@@ -13,6 +13,7 @@ black, dashed), `recovery` (the recovery block: green), `event` (grey).
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ class Marker:
     kind: str = "event"
 
 
+@functools.cache
 def _matplotlib() -> Any:
     """matplotlib on the Agg backend, imported on the first figure: every ledgerctl
     command imports this module, and matplotlib alone costs a third of a second."""

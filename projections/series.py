@@ -58,9 +58,8 @@ def equity_series(au: Auditor, acct: str, lo: int, hi: int,
                   branch: int | None = None) -> list[dict[str, Any]]:
     """An account's value after each block in [lo, hi] (None before it exists)."""
     store = au.store
-    au.check_branch(branch)
-    au.height_range(lo, hi, branch)
-    rec = store.branch(branch) if branch is not None else None
+    au.height_range(lo, hi, branch)  # refuses an unknown branch too
+    rec = au.check_branch(branch)
     base = int(rec["base_height"]) if rec is not None else hi
     engine = restore_exact(store, min(lo, base))
     out: list[dict[str, Any]] = []
