@@ -475,13 +475,13 @@ class Replicator:
             # The owner only changes just above a later branch's base: the run ends there.
             hi = min([to_height] + [int(r["base_height"]) for r in branches[k:]
                                     if int(r["base_height"]) >= lo])
-            batch = store.read_blocks(lo, hi, branch=owner, max_events=self.batch_events)
-            if not batch or batch[0][0].height != lo:
-                raise _ChainMoved
-            sigs = store.block_signatures(lo, batch[-1][0].height, branch=owner)
-            # Read after the blocks and the signatures: a truncation between them (which
-            # moves both) changes it, so a run never pairs a block with another's signature.
+            # Blocks and their signatures from one snapshot; a rollback since the step
+            # began changes where the blocks are: plan again.
+            batch, sigs = store.read_signed_blocks(lo, hi, branch=owner,
+                                                   max_events=self.batch_events)
             if store.next_branch_id() != n0:
+                raise _ChainMoved
+            if not batch or batch[0][0].height != lo:
                 raise _ChainMoved
             yield _Run(owner, batch, sigs)
             lo = batch[-1][0].height + 1

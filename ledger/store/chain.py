@@ -609,12 +609,31 @@ class ChainStore:
         events hash is NOT checked here: callers check it (`check_events`).
         """
 
-        def fn(txn: Txn) -> list[tuple[BlockHeader, list[bytes]]]:
-            group = take_run(reads.blocks(txn, self.dbs, from_height, to_height, branch),
-                             max_events, stop_at)
-            return reads.block_bytes(txn, self.dbs, group, branch)
+        return self._read(lambda txn: self._run(txn, from_height, to_height, branch,
+                                                max_events, stop_at))
+
+    def read_signed_blocks(self, from_height: int, to_height: int, *,
+                           branch: int | None = None, max_events: int = 8192
+                           ) -> tuple[list[tuple[BlockHeader, list[bytes]]],
+                                      dict[int, tuple[str, bytes]]]:
+        """`read_blocks` and the writer's signatures of those blocks, in the SAME MVCC
+        snapshot (a truncation moves both; a reader pairing them needs one view)."""
+
+        def fn(txn: Txn) -> tuple[list[tuple[BlockHeader, list[bytes]]],
+                                  dict[int, tuple[str, bytes]]]:
+            run = self._run(txn, from_height, to_height, branch, max_events, ())
+            if not run:
+                return run, {}
+            lo, hi = run[0][0].height, run[-1][0].height
+            return run, get_signatures(txn, self.dbs, lo, hi, branch)
 
         return self._read(fn)
+
+    def _run(self, txn: Txn, from_height: int, to_height: int, branch: int | None,
+             max_events: int, stop_at: Collection[int]) -> list[tuple[BlockHeader, list[bytes]]]:
+        group = take_run(reads.blocks(txn, self.dbs, from_height, to_height, branch),
+                         max_events, stop_at)
+        return reads.block_bytes(txn, self.dbs, group, branch)
 
     def event_bytes(self, seqs: Collection[int], *, branch: int | None = None
                     ) -> dict[int, bytes]:
