@@ -117,7 +117,7 @@ def _build_incident(au: Auditor, branch: int | None, from_height: int | None, wi
             counterfactual_liquidations = cf
 
     units = units_from_events(au.events)
-    recovery = _recovery_height(au, branch) if branch is not None else None
+    recovery = _recovery_height(store, branch) if branch is not None else None
     at_lo = {m["mkt"]: m for m in au.state(at_height=lo)["markets"]}
     markets = []
     for mkt in sorted(units):
@@ -163,11 +163,13 @@ def _build_incident(au: Auditor, branch: int | None, from_height: int | None, wi
     return doc
 
 
-def _recovery_height(au: Auditor, branch: int | None) -> int | None:
-    for row in au.events(type_name="RolledBack"):
-        if row["payload"]["branch_id"] == branch:
-            return int(row["height"])
-    return None
+def _recovery_height(store: ChainReader, branch: int) -> int | None:
+    from projections.refunds import recovery_height
+
+    try:
+        return recovery_height(store, branch)
+    except NotFound:
+        return None
 
 
 def _bad_ticks(mkt: str, ticks: list[dict[str, Any]], plan: Mapping[str, Any] | None,

@@ -357,9 +357,9 @@ class ChainStore:
             if block_time is None or state_hash is None:
                 raise StoreError("then_append needs block_time and state_hash")
             base = self.block(height)
-            block = prepare_block(Head(height, base.last_seq, base.hash, base.time),
-                                  then_append, height=height + 1, time=block_time,
-                                  state_hash=state_hash)
+            block = self.prepare(then_append, height=height + 1, time=block_time,
+                                 state_hash=state_hash,
+                                 on=Head(height, base.last_seq, base.hash, base.time))
         result: dict[str, Any] = {}
 
         def fn(txn: Txn) -> int:
