@@ -122,19 +122,10 @@ def test_a_caught_up_follower_writes_one_block_per_transaction(chain: Path,
         follower.start()
         try:
             for _ in range(3):
-                height = store.head.height
-                for _ in range(500):
-                    if reader_view(pg_dsn)["height"] == height:
-                        break
-                    time.sleep(0.02)
-                assert reader_view(pg_dsn)["height"] == height
+                _caught_up(pg_dsn, store.head.height)
                 w.append(1)
             head = store.head.height
-            for _ in range(500):
-                if reader_view(pg_dsn)["height"] == head:
-                    break
-                time.sleep(0.02)
-            assert reader_view(pg_dsn)["height"] == head
+            _caught_up(pg_dsn, head)
         finally:
             stop.set()
             follower.join()
@@ -143,3 +134,12 @@ def test_a_caught_up_follower_writes_one_block_per_transaction(chain: Path,
     assert len(runs) - 3 < backlog, "the backlog before them was grouped"
     assert reports[0].blocks == head + 1
     assert_replica_equals_chain(chain, pg_dsn)
+
+
+def _caught_up(dsn: str, height: int) -> None:
+    """Wait (at most 10 s) for the replica's head to reach `height`."""
+    for _ in range(500):
+        if reader_view(dsn)["height"] == height:
+            break
+        time.sleep(0.02)
+    assert reader_view(dsn)["height"] == height
